@@ -1,0 +1,1 @@
+"""dbc-harness: drivers."""

@@ -1,0 +1,1 @@
+"""xHCI layouts (construct), derived fast codecs, rings."""
