@@ -1,1 +1,43 @@
-"""dbc-harness: allocator."""
+"""dbc-harness: allocator (DMA spaces for drivers and device models).
+
+One interface (:class:`DmaSpace`), one sub-allocator (:mod:`allocator.heap`), fixed-size pools
+(:class:`DmaPool`) and three backends: emulated (virtual bench), hugepage (physical addresses
+through pagemap) and iova (memory mapped for one device through a :class:`DmaMapper`).
+"""
+
+from allocator.emulated import EmulatedDmaSpace
+from allocator.errors import (
+    AddressLimitUnsatisfiable,
+    ContiguityError,
+    DmaError,
+    DmaFault,
+    DoubleFree,
+    ForeignBuffer,
+    HugepagesUnavailable,
+    InvalidRequest,
+    PrivilegeRequired,
+    RequestTooLarge,
+    SpaceClosed,
+)
+from allocator.heap import HeapDmaSpace
+from allocator.pool import DmaPool
+from allocator.space import DmaBuffer, DmaSpace
+
+__all__ = [
+    "AddressLimitUnsatisfiable",
+    "ContiguityError",
+    "DmaBuffer",
+    "DmaError",
+    "DmaFault",
+    "DmaPool",
+    "DmaSpace",
+    "DoubleFree",
+    "EmulatedDmaSpace",
+    "ForeignBuffer",
+    "HeapDmaSpace",
+    "HugepagesUnavailable",
+    "InvalidRequest",
+    "PrivilegeRequired",
+    "RequestTooLarge",
+    "SpaceClosed",
+]

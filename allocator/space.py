@@ -60,10 +60,7 @@ class DmaBuffer:
         return self.end - device_address
 
     def __repr__(self) -> str:
-        return (
-            f"DmaBuffer(0x{self.device_address:x}+0x{self.size:x}, "
-            f"backend={self.space.backend})"
-        )
+        return f"DmaBuffer(0x{self.device_address:x}+0x{self.size:x}, backend={self.space.backend})"
 
 
 class DmaSpace(ABC):
@@ -81,7 +78,8 @@ class DmaSpace(ABC):
 
     @abstractmethod
     def free(self, buf: DmaBuffer) -> None:
-        """Give a buffer back. Double free -> DoubleFree; another space's buffer -> ForeignBuffer."""
+        """Give a buffer back. Double free -> DoubleFree; another space's buffer ->
+        ForeignBuffer."""
 
     @abstractmethod
     def pool(

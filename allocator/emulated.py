@@ -1,0 +1,91 @@
+"""The emulated backend: a simulated physical address space for the virtual bench.
+
+Chunks are anonymous (lazily zero) mappings placed at emulated device addresses inside
+``[base, base + size)``; ``base`` may lie above or below 4 GiB. A device model reaches memory only
+through :meth:`~allocator.heap.HeapDmaSpace.device_read` / ``device_write`` / ``device_view``,
+which fault (:class:`~allocator.errors.DmaFault`) outside live buffers, like an IOMMU would.
+"""
+
+from __future__ import annotations
+
+import mmap
+
+from allocator.errors import InvalidRequest
+from allocator.heap import Chunk, HeapDmaSpace
+from allocator.window import MSI_WINDOW, AddressWindow
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+
+class EmulatedChunkSource:
+    """Anonymous memory at emulated addresses chosen by an :class:`AddressWindow`."""
+
+    backend = "emulated"
+
+    def __init__(
+        self, base: int, size: int, chunk_size: int, reserved: tuple[tuple[int, int], ...]
+    ) -> None:
+        if chunk_size <= 0 or chunk_size & (chunk_size - 1) or chunk_size % mmap.PAGESIZE:
+            raise InvalidRequest(
+                f"chunk_size must be a power of two multiple of {mmap.PAGESIZE}, got {chunk_size}"
+            )
+        if base % chunk_size:
+            raise InvalidRequest(f"base 0x{base:x} is not aligned to chunk_size 0x{chunk_size:x}")
+        self._window = AddressWindow(base, size, reserved)
+        sizes = [chunk_size]
+        if chunk_size < GiB <= size:
+            sizes.append(GiB)
+        self.page_sizes: tuple[int, ...] = tuple(sizes)
+
+    def acquire(self, size: int, limit: int | None) -> Chunk:
+        address = self._window.take(size, size, limit)
+        try:
+            memory = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        except BaseException:
+            self._window.give_back(address)
+            raise
+        return Chunk(address, size, memoryview(memory), handle=memory)
+
+    def release(self, chunk: Chunk) -> None:
+        self._window.give_back(chunk.device_address)
+        chunk.view.release()
+        try:
+            chunk.handle.close()
+        except BufferError:
+            pass  # a consumer still holds a view: the mapping goes when it lets go
+
+    def close(self) -> None:
+        return None
+
+
+class EmulatedDmaSpace(HeapDmaSpace):
+    """A simulated physical address space (IOMMU semantics for device-side access).
+
+    ``base``/``size``: the emulated address range (``base`` aligned to ``chunk_size``; above or
+    below 4 GiB). ``chunk_size``: backing granule (2 MiB like a hugepage); requests up to 1 GiB
+    are served from 1 GiB chunks when the range is large enough. ``reserved``: ranges never
+    handed out (default: the MSI window 0xFEE00000-0xFEEFFFFF).
+    """
+
+    def __init__(
+        self,
+        base: int = 0x1_0000_0000,
+        size: int = 4 * GiB,
+        chunk_size: int = 2 * MiB,
+        *,
+        guard: int = 0,
+        spare_chunks: int = 1,
+        reserved: tuple[tuple[int, int], ...] = (MSI_WINDOW,),
+    ) -> None:
+        self.base = base
+        self.size = size
+        self.chunk_size = chunk_size
+        super().__init__(
+            EmulatedChunkSource(base, size, chunk_size, reserved),
+            guard=guard,
+            spare_chunks=spare_chunks,
+        )
+
+    def __repr__(self) -> str:
+        return f"EmulatedDmaSpace(base=0x{self.base:x}, size=0x{self.size:x})"

@@ -1,0 +1,417 @@
+"""The one sub-allocator every backend shares: :class:`HeapDmaSpace`.
+
+Backends only supply *chunks* (device-contiguous memory with a device address, see
+:class:`ChunkSource`) and take them back. On top of the chunks this module does, under one lock:
+
+* best-fit placement over coalescing free lists, honouring ``align``, ``boundary`` (no buffer
+  straddles a multiple of it) and an address ``limit`` (the buffer and its guard end at or below);
+* zeroing on allocation (buffer and guard bytes);
+* optional guard bytes after every buffer, for controllers that over-fetch past a segment end
+  (VIA VL805): they belong to the same chunk, are zero, and the device may read them;
+* page return: an empty chunk goes back to its source, except that up to ``spare_chunks`` empty
+  chunks are kept while other buffers are live (hysteresis); when the last buffer is freed every
+  chunk goes back;
+* translation both ways (buffer + offset -> device address in :class:`DmaBuffer`; device address
+  -> (buffer, offset) in :meth:`HeapDmaSpace.lookup`, a bisection over the sorted live buffers);
+* device-side access by address (``device_read`` / ``device_write`` / ``device_view``) that raises
+  :class:`DmaFault` unless the whole access lies inside ONE live buffer (IOMMU semantics).
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left, bisect_right, insort
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from allocator.errors import (
+    AddressLimitUnsatisfiable,
+    DmaFault,
+    DoubleFree,
+    ForeignBuffer,
+    InvalidRequest,
+    RequestTooLarge,
+    SpaceClosed,
+)
+from allocator.space import DmaBuffer, DmaSpace
+
+if TYPE_CHECKING:
+    from allocator.pool import DmaPool
+
+
+@dataclass(eq=False)
+class Chunk:
+    """Device-contiguous backing memory taken from the system by a :class:`ChunkSource`."""
+
+    device_address: int
+    size: int
+    #: writable view of the whole chunk (CPU side)
+    view: memoryview
+    #: backend bookkeeping (mmap object, mapping, reservation, ...)
+    handle: Any = field(default=None, repr=False)
+    #: bytes of this chunk currently handed out (buffers + guards)
+    used: int = 0
+
+    @property
+    def end(self) -> int:
+        return self.device_address + self.size
+
+
+class ChunkSource(Protocol):
+    """What a backend provides to the heap."""
+
+    #: "hugepage", "iova" or "emulated"
+    backend: str
+    #: chunk sizes this source can provide, ascending; a chunk is aligned to its size
+    page_sizes: tuple[int, ...]
+
+    def acquire(self, size: int, limit: int | None) -> Chunk:
+        """A fresh chunk of ``size`` (one of ``page_sizes``) bytes, zero-filled. ``limit`` is a
+        hint: sources that choose addresses place the chunk below it; others may ignore it (the
+        heap checks and gives the chunk back)."""
+        ...
+
+    def release(self, chunk: Chunk) -> None:
+        """Give a chunk back to the system."""
+        ...
+
+    def close(self) -> None:
+        """Release whatever the source itself holds (fds, reservations). Idempotent."""
+        ...
+
+
+@dataclass(eq=False)
+class _Extent:
+    """Where a buffer sits: its chunk and the allocated extent [start, end) incl. guard bytes."""
+
+    chunk: Chunk
+    start: int
+    end: int
+    owner: object  # the space or pool that handed the buffer out
+
+
+def _is_power_of_two(value: int) -> bool:
+    return value > 0 and value & (value - 1) == 0
+
+
+class HeapDmaSpace(DmaSpace):
+    """A :class:`DmaSpace` over chunks from a :class:`ChunkSource`.
+
+    ``guard``: bytes reserved (zeroed, device-readable) after every buffer.
+    ``spare_chunks``: empty chunks kept while other buffers are live.
+    """
+
+    def __init__(self, source: ChunkSource, *, guard: int = 0, spare_chunks: int = 1) -> None:
+        if guard < 0 or spare_chunks < 0:
+            raise InvalidRequest("guard and spare_chunks must be >= 0")
+        self._source = source
+        self.backend = source.backend
+        self.guard = guard
+        self.spare_chunks = spare_chunks
+        self._lock = threading.RLock()
+        self._closed = False
+        self._chunks: dict[int, Chunk] = {}  # device address -> chunk
+        self._empty: list[Chunk] = []  # empty chunks kept as spares
+        # free extents: start -> (end, chunk); end -> start; sorted (size, start) for best fit
+        self._free: dict[int, tuple[int, Chunk]] = {}
+        self._free_end: dict[int, int] = {}
+        self._by_size: list[tuple[int, int]] = []
+        # live device-visible buffers, sorted by device address
+        self._live_starts: list[int] = []
+        self._live_bufs: list[DmaBuffer] = []
+        self._live_bytes = 0
+        self._pools: list[DmaPool] = []
+        self._counters = {"allocs": 0, "frees": 0, "chunks_acquired": 0, "chunks_released": 0}
+
+    # ------------------------------------------------------------------ public API (DmaSpace)
+    def alloc(
+        self, size: int, *, align: int = 64, boundary: int = 0, limit: int | None = None
+    ) -> DmaBuffer:
+        with self._lock:
+            chunk, address = self._take(size, align, boundary, limit)
+            buf = self._make_buffer(chunk, address, size, self)
+            self._register(buf)
+            return buf
+
+    def free(self, buf: DmaBuffer) -> None:
+        with self._lock:
+            extent = self._check_owned(buf, self)
+            self._unregister(buf)
+            self._give(extent)
+
+    def pool(
+        self, size: int, *, align: int = 64, boundary: int = 0, limit: int | None = None
+    ) -> DmaPool:
+        from allocator.pool import DmaPool
+
+        with self._lock:
+            self._check_open()
+            pool = DmaPool(self, size, align=align, boundary=boundary, limit=limit)
+            self._pools.append(pool)
+            return pool
+
+    def lookup(self, device_address: int) -> tuple[DmaBuffer, int]:
+        with self._lock:
+            idx = bisect_right(self._live_starts, device_address) - 1
+            if idx >= 0:
+                buf = self._live_bufs[idx]
+                if device_address < buf.device_address + buf.size:
+                    return buf, device_address - buf.device_address
+        raise ForeignBuffer(f"no live buffer holds device address 0x{device_address:x}")
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            held = sum(c.size for c in self._chunks.values())
+            return {
+                "live_bytes": self._live_bytes,
+                "live_buffers": len(self._live_bufs),
+                "held_bytes": held,
+                "chunks": len(self._chunks),
+                "spare_chunks": len(self._empty),
+                "free_extents": len(self._free),
+                **self._counters,
+            }
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for buf in self._live_bufs:
+                buf.freed = True
+                _release_view(buf.view)
+            self._live_bufs.clear()
+            self._live_starts.clear()
+            self._live_bytes = 0
+            for pool in self._pools:
+                pool._closed = True
+            self._pools.clear()
+            for chunk in list(self._chunks.values()):
+                self._release_chunk(chunk)
+            self._free.clear()
+            self._free_end.clear()
+            self._by_size.clear()
+            self._empty.clear()
+            self._source.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def page_sizes(self) -> tuple[int, ...]:
+        """Chunk sizes the backend provides; the largest bounds every request."""
+        return self._source.page_sizes
+
+    # ------------------------------------------------------------------ device side
+    def device_view(self, address: int, length: int) -> memoryview:
+        """Zero-copy writable view of ``[address, address + length)``. DmaFault unless the range
+        lies inside one live buffer (or its guard bytes)."""
+        with self._lock:
+            idx = bisect_right(self._live_starts, address) - 1
+            if idx >= 0 and length >= 0:
+                buf = self._live_bufs[idx]
+                offset = address - buf.device_address
+                extent: _Extent = buf.meta
+                if address + length <= extent.end:
+                    if offset + length <= buf.size:
+                        return buf.view[offset : offset + length]
+                    base = extent.start - extent.chunk.device_address
+                    return extent.chunk.view[base + offset : base + offset + length]
+        raise DmaFault(address, length)
+
+    def device_read(self, address: int, length: int) -> bytes:
+        """Copy of ``length`` bytes at device ``address`` (DmaFault outside a live buffer)."""
+        return bytes(self.device_view(address, length))
+
+    def device_write(self, address: int, data: bytes | bytearray | memoryview) -> None:
+        """Store ``data`` at device ``address`` (DmaFault outside a live buffer)."""
+        self.device_view(address, len(data))[:] = data
+
+    # ------------------------------------------------------------------ for pools
+    def _take(
+        self, size: int, align: int, boundary: int, limit: int | None, guard: int | None = None
+    ) -> tuple[Chunk, int]:
+        """Reserve an extent of ``size`` + guard bytes (lock held); return (chunk, device
+        address). ``guard`` defaults to the space's guard bytes."""
+        self._check_open()
+        guard = self.guard if guard is None else guard
+        self._validate(size, align, boundary, limit, guard)
+        need = size + guard
+        found = self._best_fit(size, need, align, boundary, limit)
+        if found is None:
+            found = self._grow(size, need, align, boundary, limit)
+        start, address = found
+        end, chunk = self._free[start]
+        self._remove_free(start)
+        if start < address:
+            self._add_free(start, address, chunk)
+        if address + need < end:
+            self._add_free(address + need, end, chunk)
+        if chunk.used == 0:
+            self._empty.remove(chunk)
+        chunk.used += need
+        base = address - chunk.device_address
+        chunk.view[base : base + need] = bytes(need)
+        self._counters["allocs"] += 1
+        return chunk, address
+
+    def _make_buffer(self, chunk: Chunk, address: int, size: int, owner: object) -> DmaBuffer:
+        base = address - chunk.device_address
+        extent = _Extent(chunk, address, address + size + self.guard, owner)
+        return DmaBuffer(self, address, size, chunk.view[base : base + size], meta=extent)
+
+    def _register(self, buf: DmaBuffer) -> None:
+        idx = bisect_left(self._live_starts, buf.device_address)
+        self._live_starts.insert(idx, buf.device_address)
+        self._live_bufs.insert(idx, buf)
+        self._live_bytes += buf.size
+
+    def _unregister(self, buf: DmaBuffer) -> None:
+        idx = bisect_left(self._live_starts, buf.device_address)
+        del self._live_starts[idx]
+        del self._live_bufs[idx]
+        self._live_bytes -= buf.size
+        buf.freed = True
+        _release_view(buf.view)
+
+    def _check_owned(self, buf: DmaBuffer, owner: object) -> _Extent:
+        """The buffer's extent if ``owner`` handed it out and it is live; else the named error."""
+        if not isinstance(buf, DmaBuffer) or buf.space is not self:
+            raise ForeignBuffer(f"{buf!r} was not allocated from this space")
+        extent = buf.meta
+        if not isinstance(extent, _Extent) or extent.owner is not owner:
+            raise ForeignBuffer(f"{buf!r} was not handed out by {owner!r}")
+        if buf.freed:
+            raise DoubleFree(f"{buf!r} was already freed")
+        return extent
+
+    def _give(self, extent: _Extent) -> None:
+        """Return an extent to the free lists (lock held), coalescing and returning pages."""
+        chunk = extent.chunk
+        start, end = extent.start, extent.end
+        chunk.used -= end - start
+        right = self._free.get(end)
+        if right is not None and right[1] is chunk:
+            self._remove_free(end)
+            end = right[0]
+        left = self._free_end.get(start)
+        if left is not None and self._free[left][1] is chunk:
+            self._remove_free(left)
+            start = left
+        self._add_free(start, end, chunk)
+        self._counters["frees"] += 1
+        if chunk.used == 0:
+            self._empty.append(chunk)
+        if self._empty and (not self._live_bufs or len(self._empty) > self.spare_chunks):
+            self._trim(0 if not self._live_bufs else self.spare_chunks)
+
+    def trim(self) -> None:
+        """Give every empty chunk back to the system now (no hysteresis)."""
+        with self._lock:
+            self._trim(0)
+
+    # ------------------------------------------------------------------ internals
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SpaceClosed(f"{self.backend} DMA space is closed")
+
+    def _validate(
+        self, size: int, align: int, boundary: int, limit: int | None, guard: int
+    ) -> None:
+        if not isinstance(size, int) or size <= 0:
+            raise InvalidRequest(f"size must be a positive integer, got {size!r}")
+        if not isinstance(align, int) or not _is_power_of_two(align):
+            raise InvalidRequest(f"align must be a power of two, got {align!r}")
+        if not isinstance(boundary, int) or (boundary != 0 and not _is_power_of_two(boundary)):
+            raise InvalidRequest(f"boundary must be 0 or a power of two, got {boundary!r}")
+        if boundary and size > boundary:
+            raise InvalidRequest(f"size {size} is larger than its boundary {boundary}")
+        largest = self._source.page_sizes[-1]
+        if size + guard > largest or align > largest:
+            raise RequestTooLarge(
+                f"{size} bytes (+{guard} guard, align {align}) exceed the largest "
+                f"{self.backend} page of {largest} bytes"
+            )
+        if limit is not None:
+            if not isinstance(limit, int) or limit <= 0:
+                raise InvalidRequest(f"limit must be a positive integer, got {limit!r}")
+            if size + guard > limit:
+                raise AddressLimitUnsatisfiable(f"{size} bytes cannot end below 0x{limit:x}")
+
+    @staticmethod
+    def _place(
+        start: int, end: int, size: int, need: int, align: int, boundary: int, limit: int | None
+    ) -> int | None:
+        address = (start + align - 1) & -align
+        if boundary and (address ^ (address + size - 1)) & -boundary:
+            address = (address | (boundary - 1)) + 1  # next multiple of the boundary
+        if address + need > end or (limit is not None and address + need > limit):
+            return None
+        return address
+
+    def _best_fit(
+        self, size: int, need: int, align: int, boundary: int, limit: int | None
+    ) -> tuple[int, int] | None:
+        by_size = self._by_size
+        free = self._free
+        place = self._place
+        for i in range(bisect_left(by_size, (need, -1)), len(by_size)):
+            start = by_size[i][1]
+            if limit is not None and start + need > limit:
+                continue
+            address = place(start, free[start][0], size, need, align, boundary, limit)
+            if address is not None:
+                return start, address
+        return None
+
+    def _grow(
+        self, size: int, need: int, align: int, boundary: int, limit: int | None
+    ) -> tuple[int, int]:
+        page = next(p for p in self._source.page_sizes if p >= need and p >= align)
+        chunk = self._source.acquire(page, limit)
+        self._counters["chunks_acquired"] += 1
+        self._chunks[chunk.device_address] = chunk
+        self._empty.append(chunk)
+        self._add_free(chunk.device_address, chunk.end, chunk)
+        address = self._place(chunk.device_address, chunk.end, size, need, align, boundary, limit)
+        if address is None:
+            self._empty.remove(chunk)
+            self._release_chunk(chunk)
+            raise AddressLimitUnsatisfiable(
+                f"the {self.backend} backend gave memory at 0x{chunk.device_address:x}, "
+                f"not below the limit 0x{limit or 0:x}"
+            )
+        return chunk.device_address, address
+
+    def _trim(self, keep: int) -> None:
+        while len(self._empty) > keep:
+            chunk = self._empty.pop()
+            self._remove_free(chunk.device_address)
+            self._release_chunk(chunk)
+
+    def _release_chunk(self, chunk: Chunk) -> None:
+        if chunk.device_address in self._free:
+            self._remove_free(chunk.device_address)
+        del self._chunks[chunk.device_address]
+        self._counters["chunks_released"] += 1
+        self._source.release(chunk)
+
+    def _add_free(self, start: int, end: int, chunk: Chunk) -> None:
+        self._free[start] = (end, chunk)
+        self._free_end[end] = start
+        insort(self._by_size, (end - start, start))
+
+    def _remove_free(self, start: int) -> None:
+        end, _chunk = self._free.pop(start)
+        del self._free_end[end]
+        del self._by_size[bisect_left(self._by_size, (end - start, start))]
+
+
+def _release_view(view: memoryview) -> None:
+    """Invalidate a buffer's view so CPU use-after-free raises ValueError. If a consumer still
+    holds an export of it (numpy, ctypes), it stays valid until that consumer lets go."""
+    try:
+        view.release()
+    except BufferError:
+        pass
