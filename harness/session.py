@@ -1,0 +1,377 @@
+"""The main job behind ``dbc-harness run`` and ``trace``: bring-up, echo, throughput, summary.
+
+One session: open a bench (:func:`fixtures.bench.open_bench`), make a DbC driver, ``start()`` it
+while every state transition is reported live, then through the debug host's pyusb device
+
+* **echo**: the host sends a message (USB OUT, host -> target: it lands on the DbC's IN ring);
+  a target-side responder thread ``read()``\\ s it and ``write()``\\ s it back (DbC OUT ring,
+  target -> host); the host reads it (USB IN) and compares;
+* **throughput**: ``target_to_host`` (driver writes 1 MiB messages, host reads) and
+  ``host_to_target`` (host writes, driver reads), each in MB/s;
+
+then stop the driver and close the bench (everything given back), whatever happened.
+
+Directions are named from the target: ``target_to_host`` = the DbC's OUT ring = the host's bulk
+IN endpoint; ``host_to_target`` = the host's bulk OUT endpoint = the DbC's IN ring.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from drivers.tracing import TraceSink, null_sink
+from harness.cli_errors import ExitCode
+
+#: USB SuperSpeed bulk max packet size (what the DbC reports)
+MAX_PACKET = 1024
+#: message size of the throughput checks
+THROUGHPUT_MESSAGE = 1 << 20
+
+
+class CheckFailed(Exception):
+    """An echo or throughput check saw wrong data (the message says which and where)."""
+
+
+@dataclass
+class SessionOptions:
+    bench: str = "virtual"
+    claim_mode: str = "auto"
+    unsafe: bool = False
+    force: bool = False
+    echo_sizes: list[int] = field(default_factory=lambda: [1, 1023, 1024, 1025, 65536, 1 << 20])
+    throughput_bytes: int = 16 << 20
+    timeout: float = 10.0
+    trace_path: Path | None = None
+    takeover: bool = False
+    port_reset: bool = False
+
+
+@dataclass
+class EchoResult:
+    size: int
+    ok: bool
+    seconds: float
+    detail: str = ""
+
+
+@dataclass
+class SessionResult:
+    bench: dict[str, str] = field(default_factory=dict)
+    transitions: list[tuple[float, str, str]] = field(default_factory=list)
+    final_state: str = ""
+    echo: list[EchoResult] = field(default_factory=list)
+    throughput_MBps: dict[str, float] = field(default_factory=dict)
+    counters: dict[str, Any] = field(default_factory=dict)
+    findings: list[str] = field(default_factory=list)
+    skipped: str = ""
+    trace_path: str | None = None
+    elapsed: float = 0.0
+    restored: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return all(e.ok for e in self.echo) and not self.findings
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ok"] = self.ok
+        return out
+
+
+def _counters_dict(counters: Any) -> dict[str, Any]:
+    if counters is None:
+        return {}
+    if isinstance(counters, dict):
+        return dict(counters)
+    if hasattr(counters, "as_dict"):
+        return dict(counters.as_dict())
+    try:
+        return asdict(counters)
+    except TypeError:
+        return {k: v for k, v in vars(counters).items() if not k.startswith("_")}
+
+
+def read_chunk(driver: Any, max_bytes: int, timeout: float) -> bytes:
+    from drivers.dbc import DbcTimeout
+
+    try:
+        return bytes(driver.read(max_bytes, timeout=timeout))
+    except DbcTimeout:
+        return b""
+
+
+class TargetEcho:
+    """The target-side responder of the echo check: reads what the host sent and writes it
+    back, message by message, in a thread (stopped by :meth:`close`, bounded join)."""
+
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver
+        self.error: BaseException | None = None
+        self.echoed = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dbc-target-echo", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                data = read_chunk(self.driver, 1 << 20, 0.05)
+                if data:
+                    self.driver.write(data, timeout=10.0)
+                    self.echoed += len(data)
+        except BaseException as exc:  # reported by the host side
+            self.error = exc
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+
+
+def host_endpoints(dev: Any) -> tuple[Any, Any]:
+    """(host_to_target bulk OUT endpoint, target_to_host bulk IN endpoint) of the DbC."""
+    import usb.util
+
+    try:
+        dev.set_configuration()
+    except Exception:
+        pass
+    intf = dev.get_active_configuration()[(0, 0)]
+
+    def direction(want: int) -> Callable[[Any], bool]:
+        return lambda ep: usb.util.endpoint_direction(ep.bEndpointAddress) == want
+
+    host_to_target = usb.util.find_descriptor(intf, custom_match=direction(usb.util.ENDPOINT_OUT))
+    target_to_host = usb.util.find_descriptor(intf, custom_match=direction(usb.util.ENDPOINT_IN))
+    if host_to_target is None or target_to_host is None:
+        raise CheckFailed("the debug device has no bulk IN/OUT endpoint pair")
+    return host_to_target, target_to_host
+
+
+def host_read_exact(ep_in: Any, size: int, deadline: float) -> bytes:
+    """Read ``size`` bytes target -> host, in requests of whole max-packet multiples."""
+    got = bytearray()
+    while len(got) < size:
+        remaining = size - len(got)
+        want = min(-(-remaining // MAX_PACKET) * MAX_PACKET, THROUGHPUT_MESSAGE)
+        left_ms = int((deadline - time.monotonic()) * 1000)
+        if left_ms <= 0:
+            break
+        try:
+            chunk = ep_in.read(want, timeout=min(left_ms, 1000))
+        except Exception as exc:  # pyusb timeout: try again until the deadline
+            if "time" in str(exc).lower():
+                continue
+            raise
+        got += bytes(chunk)
+    return bytes(got)
+
+
+def _pattern(size: int, seed: int) -> bytes:
+    block = bytes((i * 131 + seed * 17 + 1) & 0xFF for i in range(256))
+    return (block * (size // 256 + 1))[:size]
+
+
+def run_echo(dev_eps: tuple[Any, Any], sizes: list[int], timeout: float) -> list[EchoResult]:
+    ep_out, ep_in = dev_eps
+    results = []
+    for i, size in enumerate(sizes):
+        payload = _pattern(size, i)
+        t0 = time.monotonic()
+        deadline = t0 + timeout + size / 50e6
+        ep_out.write(payload, timeout=int(timeout * 1000))
+        back = host_read_exact(ep_in, size, deadline)
+        seconds = time.monotonic() - t0
+        if back == payload:
+            results.append(EchoResult(size, True, seconds))
+        else:
+            first = next(
+                (j for j, (a, b) in enumerate(zip(back, payload, strict=False)) if a != b),
+                min(len(back), len(payload)),
+            )
+            detail = f"got {len(back)} of {size} bytes, first difference at byte {first}"
+            results.append(EchoResult(size, False, seconds, detail))
+    return results
+
+
+def measure_target_to_host(driver: Any, ep_in: Any, total: int, timeout: float) -> float:
+    """Driver writes ``total`` bytes (1 MiB messages); the host reads them. MB/s."""
+    message = _pattern(THROUGHPUT_MESSAGE, 99)
+    errors: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            sent = 0
+            while sent < total:
+                n = min(THROUGHPUT_MESSAGE, total - sent)
+                driver.write(message[:n], timeout=timeout)
+                sent += n
+        except BaseException as exc:
+            errors.append(exc)
+
+    t0 = time.monotonic()
+    producer = threading.Thread(target=produce, name="dbc-target-writer", daemon=True)
+    producer.start()
+    got = host_read_exact(ep_in, total, t0 + timeout)
+    elapsed = time.monotonic() - t0
+    producer.join(timeout=timeout)
+    if errors:
+        raise errors[0]
+    if len(got) != total:
+        raise CheckFailed(f"target_to_host: host got {len(got)} of {total} bytes")
+    expected = (message * (total // THROUGHPUT_MESSAGE + 1))[:total]
+    if got != expected:
+        raise CheckFailed("target_to_host: the host received different bytes than were written")
+    return total / elapsed / 1e6
+
+
+def measure_host_to_target(driver: Any, ep_out: Any, total: int, timeout: float) -> float:
+    """The host writes ``total`` bytes; the driver reads them. MB/s."""
+    message = _pattern(THROUGHPUT_MESSAGE, 7)
+    received = bytearray()
+    errors: list[BaseException] = []
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+
+    def consume() -> None:
+        try:
+            while len(received) < total and time.monotonic() < deadline:
+                received.extend(read_chunk(driver, 1 << 20, 0.1))
+        except BaseException as exc:
+            errors.append(exc)
+
+    consumer = threading.Thread(target=consume, name="dbc-target-reader", daemon=True)
+    consumer.start()
+    sent = 0
+    while sent < total:
+        n = min(THROUGHPUT_MESSAGE, total - sent)
+        ep_out.write(message[:n], timeout=int(timeout * 1000))
+        sent += n
+    consumer.join(timeout=max(0.1, deadline - time.monotonic()))
+    elapsed = time.monotonic() - t0
+    if errors:
+        raise errors[0]
+    if len(received) != total:
+        raise CheckFailed(f"host_to_target: target got {len(received)} of {total} bytes")
+    expected = (message * (total // THROUGHPUT_MESSAGE + 1))[:total]
+    if received != expected:
+        raise CheckFailed("host_to_target: the target received different bytes than were sent")
+    return total / elapsed / 1e6
+
+
+StateReporter = Callable[[float, str, str], None]
+
+
+def run_session(
+    options: SessionOptions,
+    *,
+    on_state: StateReporter | None = None,
+    on_step: Callable[[str], None] | None = None,
+    trace: TraceSink = null_sink,
+) -> SessionResult:
+    """Run one session; the bench is closed (everything restored) before this returns."""
+    from fixtures.bench import HostUnavailable, open_bench
+
+    result = SessionResult()
+    t0 = time.monotonic()
+    step = on_step or (lambda text: None)
+
+    def state_changed(old: Any, new: Any) -> None:
+        when = time.monotonic() - t0
+        names = (getattr(old, "name", str(old)), getattr(new, "name", str(new)))
+        result.transitions.append((when, *names))
+        if on_state is not None:
+            on_state(when, *names)
+
+    claim_options: dict[str, Any] = {}
+    if options.bench != "virtual":
+        claim_options = {"mode": options.claim_mode, "unsafe": options.unsafe}
+        claim_options["force"] = options.force
+    step(f"opening the {options.bench} bench")
+    bench = open_bench(options.bench, trace=trace, **claim_options)
+    try:
+        result.bench = bench.describe()
+        driver = bench.make_driver(
+            on_state=state_changed, takeover=options.takeover, port_reset=options.port_reset
+        )
+        step("bringing the DbC up")
+        driver.start(timeout=options.timeout)
+        try:
+            step("waiting for the debug host to enumerate the DbC")
+            dev = bench.debug_device(timeout=options.timeout)
+        except HostUnavailable as exc:
+            result.skipped = str(exc)
+            dev = None
+        if dev is not None:
+            eps = host_endpoints(dev)
+            if options.echo_sizes:
+                step(f"echo of {len(options.echo_sizes)} messages")
+                echo = TargetEcho(driver)
+                try:
+                    result.echo = run_echo(eps, options.echo_sizes, options.timeout)
+                finally:
+                    echo.close()
+                if echo.error is not None:
+                    raise echo.error
+            if options.throughput_bytes:
+                budget = options.timeout + options.throughput_bytes / 5e6
+                mib = options.throughput_bytes >> 20
+                step(f"throughput target_to_host, {mib} MiB")
+                result.throughput_MBps["target_to_host"] = round(
+                    measure_target_to_host(driver, eps[1], options.throughput_bytes, budget), 1
+                )
+                step(f"throughput host_to_target, {mib} MiB")
+                result.throughput_MBps["host_to_target"] = round(
+                    measure_host_to_target(driver, eps[0], options.throughput_bytes, budget), 1
+                )
+        result.counters = _counters_dict(getattr(driver, "counters", None))
+        step("stopping the DbC")
+        driver.stop(timeout=options.timeout)
+        result.final_state = getattr(driver.state, "name", str(driver.state))
+    finally:
+        result.findings = [str(f) for f in bench.findings()]
+        step("giving everything back")
+        bench.close()
+        result.restored = bench.closed
+        result.elapsed = time.monotonic() - t0
+    return result
+
+
+def run_command(options: SessionOptions, *, out: Any, as_json: bool) -> ExitCode:
+    """``dbc-harness run``: live transitions on ``out``, summary table (or JSON on stdout)."""
+    import json
+
+    from harness.views import session_table
+
+    if options.bench == "qemu" and os.environ.get("DBC_HARNESS_GUEST") != "1":
+        from harness.kernel_run import run_in_kernel_bench
+
+        return run_in_kernel_bench(options, out=out, as_json=as_json)
+
+    from harness.trace import open_trace
+
+    writer = open_trace(options.trace_path) if options.trace_path else None
+    try:
+
+        def on_state(when: float, old: str, new: str) -> None:
+            out.print(f"  [dim]{when:8.3f} s[/]  state {old} -> [bold]{new}[/]")
+
+        def on_step(text: str) -> None:
+            out.print(f"[cyan]>[/] {text}")
+
+        result = run_session(options, on_state=on_state, on_step=on_step, trace=writer or null_sink)
+    finally:
+        if writer is not None:
+            writer.close()
+    if options.trace_path:
+        result.trace_path = str(options.trace_path)
+    if as_json:
+        print(json.dumps(result.as_dict(), sort_keys=True, default=str))
+    else:
+        out.print(session_table(result))
+    return ExitCode.OK if result.ok else ExitCode.CHECK_FAILED

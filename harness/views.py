@@ -1,0 +1,157 @@
+"""What the CLI shows: rows and rich tables for ``list``, ``info`` and the ``run`` summary.
+
+Data first (plain dicts, the ``--json`` output), rendering second (rich tables), so both forms
+always agree.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from harness.session import SessionResult
+
+#: the row ``list`` shows for the virtual controller (always available)
+VIRTUAL_ROW: dict[str, Any] = {
+    "bdf": "virtual",
+    "vendor_device": "-",
+    "driver": "fixtures.virtual",
+    "iommu_group": None,
+    "group_peers": [],
+    "ac64": True,
+    "has_dbc": True,
+    "dbc_offset": 0x8700,
+    "note": "virtual xHCI, spec-checking DbC",
+}
+
+
+def controller_rows() -> list[dict[str, Any]]:
+    """Every xHCI of this machine (discovery) and the virtual one, as plain dicts."""
+    from harness.discovery import list_controllers
+
+    rows = []
+    for c in list_controllers():
+        row = c.as_dict()
+        row["note"] = row.pop("bar0_note", "")
+        rows.append(row)
+    return [*rows, dict(VIRTUAL_ROW)]
+
+
+def _yes_no(value: bool | None) -> str:
+    return "?" if value is None else ("yes" if value else "no")
+
+
+def controllers_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="xHCI controllers", title_justify="left")
+    for col in ("BDF", "IDs", "driver", "IOMMU group", "DbC", "note"):
+        table.add_column(col)
+    for r in rows:
+        group = "-" if r["iommu_group"] is None else str(r["iommu_group"])
+        if r.get("group_peers"):
+            group += f" (+{len(r['group_peers'])} devices)"
+        dbc = _yes_no(r["has_dbc"])
+        if r.get("dbc_offset") is not None:
+            dbc += f" @0x{r['dbc_offset']:x}"
+        table.add_row(
+            r["bdf"], r["vendor_device"], r["driver"] or "-", group, dbc, r.get("note") or ""
+        )
+    return table
+
+
+def session_table(result: SessionResult) -> Table:
+    """The summary of ``dbc-harness run``."""
+    verdict = "[bold green]PASS[/]" if result.ok else "[bold red]FAIL[/]"
+    table = Table(title=f"dbc-harness run: {verdict}", title_justify="left", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("result")
+    for k, v in result.bench.items():
+        table.add_row(k, v)
+    path = (
+        " -> ".join([result.transitions[0][1]] + [t[2] for t in result.transitions])
+        if (result.transitions)
+        else "-"
+    )
+    table.add_row("states", path)
+    if result.transitions:
+        configured = next((t[0] for t in result.transitions if t[2] == "CONFIGURED"), None)
+        if configured is not None:
+            table.add_row("configured after", f"{configured:.3f} s")
+    if result.skipped:
+        table.add_row("echo / throughput", f"[yellow]skipped:[/] {result.skipped}")
+    if result.echo:
+        passed = sum(e.ok for e in result.echo)
+        sizes = ", ".join(f"{e.size}" + ("" if e.ok else " [red]FAIL[/]") for e in result.echo)
+        table.add_row("echo", f"{passed}/{len(result.echo)} ok (bytes: {sizes})")
+        for e in result.echo:
+            if not e.ok:
+                table.add_row(f"echo {e.size} B", f"[red]{e.detail}[/]")
+    for direction, mbps in result.throughput_MBps.items():
+        table.add_row(f"throughput {direction}", f"{mbps:.1f} MB/s")
+    if result.counters:
+        shown = ", ".join(f"{k}={v}" for k, v in result.counters.items() if v not in (0, {}, []))
+        table.add_row("driver counters", shown or "-")
+    table.add_row(
+        "spec findings",
+        str(len(result.findings))
+        if not result.findings
+        else (f"[red]{len(result.findings)}[/]: " + "; ".join(result.findings[:3])),
+    )
+    if result.trace_path:
+        table.add_row("trace", result.trace_path)
+    table.add_row("final state", result.final_state or "-")
+    table.add_row("given back", "yes" if result.restored else "[red]no[/]")
+    table.add_row("elapsed", f"{result.elapsed:.2f} s")
+    return table
+
+
+def inspect_target(target: str, *, mode: str, unsafe: bool, force: bool) -> dict[str, Any]:
+    """Decoded registers of ``target`` ("virtual" or a PCI address) as a plain dict."""
+    from harness.inspect import inspect_mmio
+
+    if target == "virtual":
+        from fixtures.bench import VirtualBench
+
+        with VirtualBench(free_running=False) as bench:
+            report = inspect_mmio(bench.mmio)
+            report["target"] = "virtual"
+            return report
+    from fixtures.bench import HardwareBench, parse_bench_spec
+
+    bdf = parse_bench_spec(target)[1] if target.startswith("hw:") else target
+    assert bdf is not None
+    with HardwareBench(bdf, mode=mode, unsafe=unsafe, force=force) as bench:
+        report = inspect_mmio(bench.mmio)
+        report["target"] = bdf
+        return report
+
+
+def render_inspection(out: Console, report: dict[str, Any]) -> None:
+    out.print(f"[bold]{report['target']}[/]")
+    caps = Table(title="capability registers", title_justify="left")
+    for col in ("register", "offset", "value", "decoded"):
+        caps.add_column(col)
+    for r in report["capability_registers"]:
+        caps.add_row(r["name"], f"0x{r['offset']:02x}", f"0x{r['value']:08x}", r["decoded"])
+    out.print(caps)
+    ext = Table(title="extended capabilities", title_justify="left")
+    for col in ("offset", "ID", "name", "decoded"):
+        ext.add_column(col)
+    for r in report["extended_capabilities"]:
+        ext.add_row(f"0x{r['offset']:x}", f"0x{r['id']:02x}", r["name"], r["decoded"])
+    out.print(ext)
+    dbc = report.get("dbc")
+    if dbc is None:
+        out.print("[yellow]no Debug Capability on this controller[/]")
+        return
+    regs = Table(title=f"DbC registers @0x{dbc['offset']:x}", title_justify="left")
+    for col in ("register", "offset", "value", "decoded"):
+        regs.add_column(col)
+    for r in dbc["registers"]:
+        width = 16 if r["value"] > 0xFFFF_FFFF else 8
+        regs.add_row(r["name"], f"+0x{r['offset']:02x}", f"0x{r['value']:0{width}x}", r["decoded"])
+    out.print(regs)
+    out.print(f"DbC state: [bold]{dbc['state']}[/]")
