@@ -178,8 +178,11 @@ class Claim:
                 self._claim_vfio(vfio_api)
             else:
                 self._claim_sysfs()
-        except BaseException:
-            self.release()
+        except BaseException as e:
+            try:
+                self.release()
+            except Exception as release_error:  # keep the cause of the failed claim on top
+                e.add_note(f"while giving {self.bdf} back: {release_error}")
             raise
 
     # -- checks (nothing changes) --------------------------------------------------------------
@@ -379,10 +382,10 @@ class Claim:
     def stop_controller(self) -> None:
         """Clear USBCMD.R/S and wait for HCHalted; then HCRST unless the device has a function
         reset (VFIO resets it on close then)."""
-        from drivers.xhci.host import halt_controller
-
         if self._region is None or self._region.closed:
             return
+        from drivers.xhci.host import halt_controller
+
         reset = not (self._device is not None and self._device.info().has_reset)
         halt_controller(self._region, self.clock, reset=reset)
 
