@@ -121,7 +121,11 @@ class Field:
 
     @property
     def is_address(self) -> bool:
-        return bool(self.value_shift) or "pointer" in self.name or "address" in self.name
+        return (
+            bool(self.value_shift)
+            or "pointer" in self.name
+            or ("address" in self.name and self.width >= 32)
+        )
 
 
 @dataclass
