@@ -420,6 +420,18 @@ class Layout:
             )
         return value
 
+    @property
+    def words(self) -> list[tuple[str, int, int]]:
+        """The declared words as ``(name, byte_offset, size)``, in order."""
+        return [(w.name, w.byte_offset, w.size) for w in self._words]
+
+    def numpy_dtype(self) -> Any:
+        """A numpy structured dtype with one little-endian unsigned field per word (for
+        vectorised scans of arrays of this layout)."""
+        import numpy as np
+
+        return np.dtype([(w.name, f"<u{w.size}") for w in self._words])
+
     def field(self, name: str) -> Field:
         try:
             return self.fields[name]
