@@ -397,9 +397,9 @@ class Claim:
         self._releasing = True
         errors: list[BaseException] = []
 
-        def step(fn: Any, *args: Any) -> None:
+        def step(fn: Any, *args: Any, **kwargs: Any) -> None:
             try:
-                fn(*args)
+                fn(*args, **kwargs)
             except Exception as e:  # keep going: later steps matter more
                 errors.append(e)
 
