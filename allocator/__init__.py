@@ -19,24 +19,35 @@ from allocator.errors import (
     RequestTooLarge,
     SpaceClosed,
 )
-from allocator.heap import HeapDmaSpace
+from allocator.heap import Chunk, ChunkSource, HeapDmaSpace
+from allocator.hugepage import HugepageDmaSpace
+from allocator.iova import DmaMapper, IovaDmaSpace
+from allocator.pagemap import Pagemap
 from allocator.pool import DmaPool
+from allocator.reservation import HugepageReservation
 from allocator.space import DmaBuffer, DmaSpace
 
 __all__ = [
     "AddressLimitUnsatisfiable",
+    "Chunk",
+    "ChunkSource",
     "ContiguityError",
     "DmaBuffer",
     "DmaError",
     "DmaFault",
+    "DmaMapper",
     "DmaPool",
     "DmaSpace",
     "DoubleFree",
     "EmulatedDmaSpace",
     "ForeignBuffer",
     "HeapDmaSpace",
+    "HugepageDmaSpace",
+    "HugepageReservation",
     "HugepagesUnavailable",
     "InvalidRequest",
+    "IovaDmaSpace",
+    "Pagemap",
     "PrivilegeRequired",
     "RequestTooLarge",
     "SpaceClosed",
