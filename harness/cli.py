@@ -344,6 +344,8 @@ def recv(
     """Receive into FILE what the debug host sends (host -> target, the DbC's IN ring)."""
     from harness.transfer import recv_file
 
+    if bench_spec == "virtual" and size is None and source is None:
+        raise click.UsageError("on the virtual bench give --size N or --source FILE to send")
     total = size if size is not None else (source.stat().st_size if source else None)
     with _progress_bar("recv") as bar:
         task = bar.add_task("recv", total=total)

@@ -199,6 +199,8 @@ class PcapngTraceWriter(TraceWriter):
             epnum |= 0x80
         data = fields.get("data")
         payload = None if data is None else _as_bytes(data, "data")
+        if not payload and (stage == "S") == (direction == "in"):
+            payload = None  # an IN submit or OUT completion carries no data (usbmon '<' / '>')
         setup = fields.get("setup")
         setup_bytes = None if setup is None else _as_bytes(setup, "setup")
         if setup_bytes is not None and len(setup_bytes) != 8:
