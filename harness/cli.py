@@ -98,14 +98,15 @@ def list_cmd(as_json: bool) -> None:
 @click.option("--mode", type=click.Choice(["auto", "vfio", "sysfs"]), default="auto")
 @click.option("--unsafe", is_flag=True, help="Allow sysfs mode (no DMA isolation).")
 @click.option("--force", is_flag=True, help="Claim despite refusals (at your own risk).")
-def info(target: str, as_json: bool, mode: str, unsafe: bool, force: bool) -> None:
+@click.option("--bring-up", is_flag=True, help="Start the DbC first, read, then stop it.")
+def info(target: str, as_json: bool, mode: str, unsafe: bool, force: bool, bring_up: bool) -> None:
     """Decode TARGET's capability registers, extended capability list and DbC registers.
 
     TARGET is ``virtual`` or a PCI address (``0000:00:14.0``; the controller is claimed, read and
     given back)."""
     from harness.views import inspect_target, render_inspection
 
-    report = inspect_target(target, mode=mode, unsafe=unsafe, force=force)
+    report = inspect_target(target, mode=mode, unsafe=unsafe, force=force, bring_up=bring_up)
     if as_json:
         _emit_json(report)
     else:

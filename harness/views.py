@@ -108,24 +108,32 @@ def session_table(result: SessionResult) -> Table:
     return table
 
 
-def inspect_target(target: str, *, mode: str, unsafe: bool, force: bool) -> dict[str, Any]:
-    """Decoded registers of ``target`` ("virtual" or a PCI address) as a plain dict."""
+def inspect_target(
+    target: str, *, mode: str, unsafe: bool, force: bool, bring_up: bool = False
+) -> dict[str, Any]:
+    """Decoded registers of ``target`` ("virtual" or a PCI address) as a plain dict. With
+    ``bring_up`` the DbC is started first (so DCCTRL/DCPORTSC show a configured DbC) and
+    stopped after reading."""
+    from fixtures.bench import Bench, HardwareBench, VirtualBench, parse_bench_spec
     from harness.inspect import inspect_mmio
 
+    bench: Bench
     if target == "virtual":
-        from fixtures.bench import VirtualBench
-
-        with VirtualBench(free_running=False) as bench:
-            report = inspect_mmio(bench.mmio)
-            report["target"] = "virtual"
-            return report
-    from fixtures.bench import HardwareBench, parse_bench_spec
-
-    bdf = parse_bench_spec(target)[1] if target.startswith("hw:") else target
-    assert bdf is not None
-    with HardwareBench(bdf, mode=mode, unsafe=unsafe, force=force) as bench:
+        bench = VirtualBench(free_running=bring_up)
+    else:
+        bdf = parse_bench_spec(target)[1] if target.startswith("hw:") else target
+        assert bdf is not None
+        bench = HardwareBench(bdf, mode=mode, unsafe=unsafe, force=force)
+    with bench:
+        driver = None
+        if bring_up:
+            driver = bench.make_driver()
+            driver.start(timeout=10.0)
         report = inspect_mmio(bench.mmio)
-        report["target"] = bdf
+        if driver is not None:
+            report["driver_state"] = driver.state.name
+            driver.stop(timeout=10.0)
+        report["target"] = target
         return report
 
 
@@ -155,3 +163,5 @@ def render_inspection(out: Console, report: dict[str, Any]) -> None:
         regs.add_row(r["name"], f"+0x{r['offset']:02x}", f"0x{r['value']:0{width}x}", r["decoded"])
     out.print(regs)
     out.print(f"DbC state: [bold]{dbc['state']}[/]")
+    if "driver_state" in report:
+        out.print(f"driver state while read: {report['driver_state']} (stopped afterwards)")
