@@ -1,0 +1,292 @@
+"""Inside the kernel-bench guest: a real Linux kernel as the debug host of the virtual DbC.
+
+The virtual xHCI runs free with our DbC driver brought up on it; :class:`UsbipServer` exports
+the DbC on 127.0.0.1; ``usbip attach`` hands it to the guest kernel's vhci_hcd, which enumerates
+it, and ``usb_debug`` binds it as /dev/ttyUSBn. The tests then move bytes between the tty (the
+kernel's side) and the driver (the target's side), detach, and check the driver's recovery.
+
+Run from the host by tests/test_kernel_bench_usbip.py (one boot for the whole module). The tests
+depend on each other's order (attach first, detach last), as one session a developer would have.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import shutil
+import subprocess
+import threading
+import time
+import tty
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from random import Random
+from typing import TypeVar
+
+import pytest
+
+from drivers.dbc import DbcDriver, DbcIdentity, DbcState
+from fixtures.bench import VirtualBench
+from fixtures.usbip import UsbipServer, VirtualDbcDevice
+
+IDENTITY = DbcIdentity(
+    vendor_id=0x1D6B,
+    product_id=0x0010,
+    bcd_device=0x0042,
+    manufacturer="dbc-harness",
+    product="Virtual DbC over USB/IP",
+    serial="VDBC-0001",
+)
+BUSID = "1-1"
+MODULES = ("usbip_core", "vhci_hcd", "usbserial", "usb_debug")
+ENUMERATION_TIMEOUT = 30.0
+MIB = 1 << 20
+T = TypeVar("T")
+
+
+def sh(*argv: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def wait_until(
+    predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05
+) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def find_usb_device(vid: int, pid: int) -> Path | None:
+    """The sysfs directory of the USB device with these IDs on a vhci_hcd bus, if any."""
+    for dev in Path("/sys/bus/usb/devices").iterdir():
+        try:
+            if (
+                int((dev / "idVendor").read_text(), 16) == vid
+                and int((dev / "idProduct").read_text(), 16) == pid
+                and "vhci_hcd" in str(dev.resolve())
+            ):
+                return dev
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def tty_of(usb_dev: Path) -> str | None:
+    """ttyUSBn bound under the device's interface 0 (usb_debug), if any."""
+    for entry in usb_dev.glob("*:1.0/ttyUSB*"):
+        return entry.name
+    return None
+
+
+def open_tty(name: str) -> int:
+    """Open /dev/NAME raw (creating the node from sysfs when devtmpfs has not)."""
+    node = Path("/dev") / name
+    if not node.exists():
+        major, minor = Path(f"/sys/class/tty/{name}/dev").read_text().strip().split(":")
+        os.mknod(node, 0o20600, os.makedev(int(major), int(minor)))
+    fd = os.open(node, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    tty.setraw(fd)
+    os.set_blocking(fd, True)
+    return fd
+
+
+def read_tty(fd: int, size: int, timeout: float) -> bytes:
+    got = bytearray()
+    deadline = time.monotonic() + timeout
+    while len(got) < size:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        ready, _, _ = select.select([fd], [], [], min(left, 0.5))
+        if ready:
+            got += os.read(fd, min(65536, size - len(got)))
+    return bytes(got)
+
+
+def read_driver(driver: DbcDriver, size: int, timeout: float) -> bytes:
+    got = bytearray()
+    deadline = time.monotonic() + timeout
+    while len(got) < size and time.monotonic() < deadline:
+        try:
+            got += driver.read(size - len(got), timeout=0.5)
+        except TimeoutError:
+            continue
+    return bytes(got)
+
+
+def payload(size: int, seed: int) -> bytes:
+    return Random(seed).randbytes(size)
+
+
+@dataclass
+class Session:
+    bench: VirtualBench
+    driver: DbcDriver
+    server: UsbipServer
+    device: VirtualDbcDevice
+    transitions: list[tuple[DbcState, DbcState]] = field(default_factory=list)
+    usb_dev: Path | None = None
+    tty_name: str | None = None
+    fd: int | None = None
+
+    def attach(self) -> None:
+        result = sh("usbip", "attach", "-r", "127.0.0.1", "-b", BUSID)
+        assert result.returncode == 0, result.stderr
+        self.usb_dev = wait_until(
+            lambda: find_usb_device(IDENTITY.vendor_id, IDENTITY.product_id),
+            ENUMERATION_TIMEOUT,
+            "the kernel to enumerate the DbC",
+        )
+        assert self.usb_dev is not None
+        usb_dev = self.usb_dev
+        self.tty_name = wait_until(lambda: tty_of(usb_dev), ENUMERATION_TIMEOUT, "usb_debug")
+        self.fd = open_tty(self.tty_name)
+
+    def detach(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        ports = re.findall(r"Port (\d+): <Port in Use>", sh("usbip", "port").stdout)
+        for port in ports:
+            sh("usbip", "detach", "-p", port)
+
+
+@pytest.fixture(scope="module")
+def session() -> Iterator[Session]:
+    if shutil.which("usbip") is None:
+        pytest.fail("the usbip client is missing (Debian package usbip, installed by .ci/setup)")
+    loaded = sh("modprobe", "-a", *MODULES)
+    assert loaded.returncode == 0, loaded.stderr
+    transitions: list[tuple[DbcState, DbcState]] = []
+    bench = VirtualBench(free_running=True)
+    try:
+        driver = bench.make_driver(
+            identity=IDENTITY, on_state=lambda old, new: transitions.append((old, new))
+        )
+        driver.start(timeout=30)
+        device = VirtualDbcDevice(bench.controller)
+        with UsbipServer(device, "127.0.0.1", 3240, busid=BUSID) as server:
+            s = Session(bench, driver, server, device, transitions)
+            s.attach()
+            try:
+                yield s
+            finally:
+                s.detach()
+    finally:
+        bench.close()
+
+
+def test_kernel_enumerates_the_virtual_dbc(session: Session) -> None:
+    dev = session.usb_dev
+    assert dev is not None
+    assert (dev / "idVendor").read_text().strip() == "1d6b"
+    assert (dev / "idProduct").read_text().strip() == "0010"
+    assert (dev / "bcdDevice").read_text().strip() == "0042"
+    assert (dev / "manufacturer").read_text().strip() == IDENTITY.manufacturer
+    assert (dev / "product").read_text().strip() == IDENTITY.product
+    assert (dev / "serial").read_text().strip() == IDENTITY.serial
+    assert (dev / "speed").read_text().strip() == "5000"
+    assert (dev / "bConfigurationValue").read_text().strip() == "1"
+    intf = next(dev.glob("*:1.0"))
+    assert (intf / "bInterfaceClass").read_text().strip() == "dc"
+
+
+def test_usb_debug_binds_a_tty(session: Session) -> None:
+    dev = session.usb_dev
+    assert dev is not None
+    driver_link = next(dev.glob("*:1.0")) / "driver"
+    assert driver_link.resolve().name == "usb_debug"
+    assert session.tty_name is not None and session.tty_name.startswith("ttyUSB")
+    assert Path("/dev", session.tty_name).is_char_device()
+
+
+def test_tty_to_driver(session: Session) -> None:
+    assert session.fd is not None
+    message = b"kernel -> target over USB/IP\n"
+    os.write(session.fd, message)
+    assert read_driver(session.driver, len(message), 20) == message
+
+
+def test_driver_to_tty(session: Session) -> None:
+    assert session.fd is not None
+    message = b"target -> kernel over USB/IP\n"
+    session.driver.write(message)
+    assert read_tty(session.fd, len(message), 20) == message
+
+
+def test_one_mib_tty_to_driver(session: Session) -> None:
+    assert session.fd is not None
+    fd = session.fd
+    data = payload(MIB, 1)
+
+    def writer() -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view[:65536]) :]
+
+    thread = threading.Thread(target=writer, daemon=True)
+    started = time.monotonic()
+    thread.start()
+    got = read_driver(session.driver, MIB, 180)
+    thread.join(10)
+    elapsed = time.monotonic() - started
+    print(f"tty -> driver: {MIB / elapsed / 1e6:.2f} MB/s")
+    assert len(got) == MIB
+    assert got == data
+
+
+def test_one_mib_driver_to_tty(session: Session) -> None:
+    assert session.fd is not None
+    data = payload(MIB, 2)
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            for offset in range(0, MIB, 65536):
+                session.driver.write(data[offset : offset + 65536])
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    started = time.monotonic()
+    thread.start()
+    got = read_tty(session.fd, MIB, 180)
+    thread.join(10)
+    elapsed = time.monotonic() - started
+    print(f"driver -> tty: {MIB / elapsed / 1e6:.2f} MB/s")
+    assert not errors
+    assert len(got) == MIB
+    assert got == data
+
+
+def test_detach_is_a_disconnect_and_reattach_recovers(session: Session) -> None:
+    driver = session.driver
+    assert driver.state is DbcState.CONFIGURED
+    before = len(session.transitions)
+    session.detach()
+    session.server.wait_detached(20)
+
+    def disconnected() -> bool:
+        driver.poll()
+        return driver.state is not DbcState.CONFIGURED
+
+    wait_until(disconnected, 20, "the driver to see the disconnect")
+    assert (DbcState.CONFIGURED, driver.state) in session.transitions[before:]
+    assert driver.counters.recoveries["disconnect"] >= 1
+    assert find_usb_device(IDENTITY.vendor_id, IDENTITY.product_id) is None
+
+    session.attach()  # the cable goes back in: same driver, no restart by the caller
+    wait_until(lambda: driver.state is DbcState.CONFIGURED, 20, "the driver to reconfigure")
+    assert session.transitions[-1][1] is DbcState.CONFIGURED
+    assert session.fd is not None
+    os.write(session.fd, b"again")
+    assert read_driver(driver, 5, 20) == b"again"
+    driver.write(b"back")
+    assert read_tty(session.fd, 4, 20) == b"back"
