@@ -1,0 +1,268 @@
+"""Finding the DbC and the reference bring-up sequence (xHCI 1.2 section 7.6.4, the Linux
+runtime order; see /work/shared/reference/xhci-dbc.md "Bring-up sequence").
+
+1. :func:`find_dbc`: walk the extended capability list from HCCPARAMS1.xECP (bounded).
+2. :func:`disable`: DCCTRL = 0, wait for DCE to read 0.
+3. :class:`DbcContextMemory` + :func:`program`: DCERSTSZ, DCERSTBA, DCERDP; strings, info
+   context, both endpoint contexts; DCCP, DCDDI1, DCDDI2.
+4. :func:`enable`: DCE (and LSE); wait for DCE to read back 1.
+5. :func:`reset_usb3_ports` (option): reset not-connected USB3 root ports.
+Waiting for CCS and DCR is the event handler's job (the driver polls for it).
+"""
+
+from __future__ import annotations
+
+from allocator import DmaBuffer, DmaError, DmaSpace
+from drivers.clock import Clock
+from drivers.dbc.errors import DbcDmaError, DbcNotFound, DbcSurpriseRemoval
+from drivers.dbc.identity import DbcIdentity
+from drivers.dbc.registers import ALL_ONES, DbcRegisters
+from drivers.dbc.rings import EventRing, TransferRing
+from drivers.dbc.wait import Deadline, wait_for
+from drivers.mmio import Mmio
+from drivers.xhci.contexts import (
+    DBC_CONTEXT_SIZE,
+    DBC_ENDPOINT_CONTEXT,
+    DBC_IN_EP_OFFSET,
+    DBC_INFO_CONTEXT,
+    DBC_INFO_OFFSET,
+    DBC_OUT_EP_OFFSET,
+    EPType,
+)
+from drivers.xhci.registers import (
+    CAPABILITY_REGS,
+    CAPLENGTH,
+    DCCP,
+    DCCTRL,
+    DCDDI1,
+    DCDDI2,
+    DCERDP,
+    DCERSTBA,
+    DCERSTSZ,
+    EXTENDED_CAPABILITY,
+    HCCPARAMS1,
+    PORT_REGS_OFFSET,
+    PORT_REGS_STRIDE,
+    PORTSC,
+    PORTSC_RW1C,
+    SUPPORTED_PROTOCOL,
+    XECP_ID_DEBUG_CAPABILITY,
+    XECP_ID_SUPPORTED_PROTOCOL,
+    read_register,
+)
+from drivers.xhci.strings import build_string0, build_string_descriptor
+
+#: a corrupt capability list must not loop forever
+MAX_XECP_STEPS = 256
+#: DbC max packet size (SuperSpeed bulk)
+MAX_PACKET_SIZE = 1024
+#: CErr for both DbC endpoints (3 retries, as every reference driver)
+CERR = 3
+#: each string descriptor gets a 256-byte slot in one DMA buffer
+STRING_SLOT = 256
+
+
+def _read_cap(mmio: Mmio, name: str) -> int:
+    value = read_register(mmio, CAPABILITY_REGS.offset(name), CAPABILITY_REGS.layout(name))
+    if value == ALL_ONES:
+        raise DbcSurpriseRemoval(f"{name} read 0xFFFFFFFF: the controller is gone")
+    return value
+
+
+def extended_capabilities(mmio: Mmio) -> list[tuple[int, int]]:
+    """[(BAR0 offset, capability ID)] in list order, at most :data:`MAX_XECP_STEPS` entries."""
+    xecp = HCCPARAMS1.get(_read_cap(mmio, "HCCPARAMS1"), "xECP")
+    found: list[tuple[int, int]] = []
+    offset = xecp * 4
+    seen: set[int] = set()
+    while offset and len(found) < MAX_XECP_STEPS and offset not in seen:
+        seen.add(offset)
+        header = mmio.read32(offset)
+        if header == ALL_ONES:
+            raise DbcSurpriseRemoval(
+                f"extended capability at BAR0+0x{offset:x} read 0xFFFFFFFF: the controller is gone"
+            )
+        fields = EXTENDED_CAPABILITY.decode(header)
+        found.append((offset, fields["capability_id"]))
+        step = fields["next_capability_pointer"]
+        if step == 0:
+            break
+        offset += step * 4
+    return found
+
+
+def find_dbc(mmio: Mmio) -> int:
+    """BAR0 offset of the DbC register block (Capability ID 0x0A); :class:`DbcNotFound` if the
+    list has none."""
+    caps = extended_capabilities(mmio)
+    for offset, cap_id in caps:
+        if cap_id == XECP_ID_DEBUG_CAPABILITY:
+            return offset
+    listed = ", ".join(f"0x{cid:02x}@0x{off:x}" for off, cid in caps) or "empty list"
+    raise DbcNotFound(f"no Debug Capability (ID 0x0A) in the extended capability list ({listed})")
+
+
+def address_limit(mmio: Mmio) -> int | None:
+    """``1 << 32`` when HCCPARAMS1.AC64 = 0 (every DMA address must be below 4 GiB), else None."""
+    return None if HCCPARAMS1.get(_read_cap(mmio, "HCCPARAMS1"), "AC64") else 1 << 32
+
+
+class DbcContextMemory:
+    """The 192-byte DbC context (info + OUT + IN endpoint contexts) and the string descriptors."""
+
+    def __init__(self, dma: DmaSpace, *, limit: int | None) -> None:
+        try:
+            self.context: DmaBuffer = dma.alloc(
+                DBC_CONTEXT_SIZE, align=64, boundary=4096, limit=limit
+            )
+            self.strings: DmaBuffer = dma.alloc(
+                4 * STRING_SLOT, align=64, boundary=4096, limit=limit
+            )
+        except DmaError as exc:
+            raise DbcDmaError(f"cannot allocate the DbC context: {exc}") from exc
+
+    @property
+    def address(self) -> int:
+        return self.context.device_address
+
+    def fill_info(self, identity: DbcIdentity) -> None:
+        """String descriptors (String0 = LANGID, manufacturer, product, serial) and the info
+        context pointing at them with matching lengths."""
+        descriptors = [
+            build_string0((identity.langid,)),
+            *(build_string_descriptor(s) for s in identity.strings),
+        ]
+        view = self.strings.view
+        view[:] = bytes(len(view))
+        addresses = []
+        for i, desc in enumerate(descriptors):
+            view[i * STRING_SLOT : i * STRING_SLOT + len(desc)] = desc
+            addresses.append(self.strings.device_address + i * STRING_SLOT)
+        DBC_INFO_CONTEXT.pack_into(
+            self.context.view,
+            DBC_INFO_OFFSET,
+            string0_descriptor_address=addresses[0],
+            manufacturer_string_descriptor_address=addresses[1],
+            product_string_descriptor_address=addresses[2],
+            serial_number_string_descriptor_address=addresses[3],
+            string0_length=len(descriptors[0]),
+            manufacturer_string_length=len(descriptors[1]),
+            product_string_length=len(descriptors[2]),
+            serial_number_string_length=len(descriptors[3]),
+        )
+
+    def fill_endpoints(self, out_ring: TransferRing, in_ring: TransferRing, max_burst: int) -> None:
+        """Both endpoint contexts for empty rings: EP Type, MPS 1024, Max Burst from DCCTRL,
+        CErr 3, TR Dequeue Pointer = ring start with DCS = its producer cycle state."""
+        for offset, ep_type, ring in (
+            (DBC_OUT_EP_OFFSET, EPType.BulkOut, out_ring),
+            (DBC_IN_EP_OFFSET, EPType.BulkIn, in_ring),
+        ):
+            DBC_ENDPOINT_CONTEXT.pack_into(
+                self.context.view,
+                offset,
+                ep_type=int(ep_type),
+                max_packet_size=MAX_PACKET_SIZE,
+                max_burst_size=max_burst,
+                cerr=CERR,
+                tr_dequeue_pointer=ring.dequeue_pointer,
+                DCS=ring.pcs,
+                average_trb_length=MAX_PACKET_SIZE,
+            )
+
+    def endpoint(self, which: str) -> dict[str, int]:
+        """Fields of the "out" (target -> host) or "in" (host -> target) endpoint context as
+        the controller last wrote them (EP State, TR Dequeue Pointer, DCS)."""
+        offset = DBC_OUT_EP_OFFSET if which == "out" else DBC_IN_EP_OFFSET
+        return DBC_ENDPOINT_CONTEXT.parse(self.context.view, offset)
+
+    def free(self, dma: DmaSpace) -> None:
+        for buf in (self.context, self.strings):
+            if not buf.freed:
+                dma.free(buf)
+
+
+def disable(regs: DbcRegisters, clock: Clock, timeout: float) -> None:
+    """DCCTRL = 0, then wait (bounded) for DCE to read 0."""
+    regs.write32(regs.DCCTRL, 0)
+    wait_for(
+        clock,
+        timeout,
+        lambda: DCCTRL.get(regs.dcctrl(), "DCE") == 0,
+        "DCCTRL.DCE to read 0 after clearing it",
+    )
+
+
+def program(
+    regs: DbcRegisters,
+    event_ring: EventRing,
+    memory: DbcContextMemory,
+    identity: DbcIdentity,
+) -> None:
+    """Event ring registers, DCCP and the device descriptor info (DCE still 0)."""
+    regs.write32(
+        regs.DCERSTSZ,
+        DCERSTSZ.replace(regs.read32(regs.DCERSTSZ), event_ring_segment_table_size=1),
+    )
+    regs.write64(
+        regs.DCERSTBA,
+        DCERSTBA.encode(event_ring_segment_table_base_address=event_ring.erst_address),
+    )
+    regs.write64(regs.DCERDP, DCERDP.encode(event_ring_dequeue_pointer=event_ring.dequeue_pointer))
+    regs.write64(regs.DCCP, DCCP.encode(dbc_context_pointer=memory.address))
+    regs.write32(
+        regs.DCDDI1, DCDDI1.encode(vendor_id=identity.vendor_id, dbc_protocol=identity.protocol)
+    )
+    regs.write32(
+        regs.DCDDI2,
+        DCDDI2.encode(product_id=identity.product_id, device_revision=identity.bcd_device),
+    )
+
+
+def enable(regs: DbcRegisters, clock: Clock, timeout: float) -> None:
+    """Set DCE and LSE; wait (bounded) for DCE to read back 1."""
+    regs.write32(regs.DCCTRL, DCCTRL.encode(DCE=1, LSE=1))
+    wait_for(
+        clock,
+        timeout,
+        lambda: DCCTRL.get(regs.dcctrl(), "DCE") == 1,
+        "DCCTRL.DCE to read back 1 after setting it",
+    )
+
+
+def usb3_ports(mmio: Mmio) -> list[int]:
+    """1-based root port numbers of the USB3 Supported Protocol capabilities."""
+    ports: list[int] = []
+    for offset, cap_id in extended_capabilities(mmio):
+        if cap_id != XECP_ID_SUPPORTED_PROTOCOL:
+            continue
+        raw = b"".join(mmio.read32(offset + 4 * i).to_bytes(4, "little") for i in range(4))
+        proto = SUPPORTED_PROTOCOL.parse(raw)
+        if proto["major_revision"] == 3:
+            first = proto["compatible_port_offset"]
+            ports.extend(range(first, first + proto["compatible_port_count"]))
+    return ports
+
+
+def reset_usb3_ports(mmio: Mmio, clock: Clock, timeout: float) -> list[int]:
+    """Reset every not-connected USB3 root port (some hosts only enumerate the DbC after it;
+    Linux early printk does it on Intel, Xen on every vendor). RW1C change bits and PED are
+    written as 0 so nothing else changes. Returns the ports reset; waits (bounded) for PR to
+    clear."""
+    op_base = read_register(mmio, CAPABILITY_REGS.offset("CAPLENGTH"), CAPLENGTH)
+    reset: list[tuple[int, int]] = []
+    clear = dict.fromkeys(PORTSC_RW1C, 0)
+    for port in usb3_ports(mmio):
+        offset = op_base + PORT_REGS_OFFSET + PORT_REGS_STRIDE * (port - 1)
+        value = mmio.read32(offset)
+        if value == ALL_ONES:
+            raise DbcSurpriseRemoval(f"PORTSC{port} read 0xFFFFFFFF: the controller is gone")
+        if PORTSC.get(value, "CCS"):
+            continue
+        mmio.write32(offset, PORTSC.replace(value, PED=0, PR=1, **clear))
+        reset.append((port, offset))
+    deadline = Deadline(clock, timeout)
+    for _port, offset in reset:
+        while PORTSC.get(mmio.read32(offset), "PR") and not deadline.expired():
+            deadline.pause()
+    return [p for p, _ in reset]

@@ -1,0 +1,448 @@
+"""Transfer bookkeeping for both DbC pipes: DMA buffers, TRBs in flight, ordering, back-pressure.
+
+Directions are named from both sides to avoid guessing (see /work/shared/reference/xhci-dbc.md):
+
+* :class:`TargetToHostPipe` drives the DbC **OUT** transfer ring (endpoint context at +64,
+  EP Type 2 Bulk OUT, doorbell target 0). ``write()`` data goes here; the debug host reads it
+  with a USB **IN** transfer.
+* :class:`HostToTargetPipe` drives the DbC **IN** transfer ring (endpoint context at +128,
+  EP Type 6 Bulk IN, doorbell target 1): buffers kept posted for what the debug host sends with
+  a USB **OUT** transfer; ``read()`` drains them.
+
+Message boundaries: one ``write()`` is one TD (Normal TRBs of at most 64 KiB, chained with CH,
+never crossing a 64 KiB line because every buffer is a pool block that does not); separate
+writes are never merged into one TRB or TD.
+
+Every TRB carries IOC, so each completion event releases exactly one TRB, in ring order.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from allocator import DmaBuffer, DmaError, DmaPool, DmaSpace
+from drivers.dbc.errors import DbcDmaError, UndeliveredMessage
+from drivers.dbc.rings import TransferRing
+
+#: a Normal TRB moves at most 64 KiB and its buffer must not cross a 64 KiB line (table 6-1)
+TRB_MAX_BYTES = 0x10000
+LINE_64K = 0x10000
+#: blocks for small messages (no 64 KiB line can be crossed inside a pool block either)
+SMALL_BLOCK = 2048
+
+
+class BlockCache:
+    """Fixed-size DMA blocks from a :class:`DmaPool`, recycled without re-zeroing."""
+
+    def __init__(self, dma: DmaSpace, size: int, *, limit: int | None) -> None:
+        self.size = size
+        try:
+            self.pool: DmaPool = dma.pool(
+                size, align=min(size, 4096), boundary=LINE_64K, limit=limit
+            )
+        except DmaError as exc:
+            raise DbcDmaError(f"cannot create a pool of {size}-byte DMA blocks: {exc}") from exc
+        self._idle: list[DmaBuffer] = []
+        self._all: list[DmaBuffer] = []
+
+    def get(self) -> DmaBuffer:
+        if self._idle:
+            return self._idle.pop()
+        try:
+            buf = self.pool.alloc()
+        except DmaError as exc:
+            raise DbcDmaError(f"out of DMA blocks of {self.size} bytes: {exc}") from exc
+        self._all.append(buf)
+        return buf
+
+    def put(self, buf: DmaBuffer) -> None:
+        self._idle.append(buf)
+
+    @property
+    def allocated(self) -> int:
+        return len(self._all)
+
+    def close(self) -> None:
+        """Free every block and the pool (the DMA space is left with nothing of ours)."""
+        for buf in self._all:
+            if not buf.freed:
+                try:
+                    self.pool.free(buf)
+                except DmaError:
+                    pass
+        self._all.clear()
+        self._idle.clear()
+        try:
+            self.pool.close()
+        except DmaError:
+            pass
+
+
+# -- target -> host (DbC OUT ring) ---------------------------------------------------------
+
+
+@dataclass(eq=False)
+class OutMessage:
+    """One ``write()``: one TD on the OUT ring."""
+
+    message_id: int
+    data: memoryview
+    #: bytes confirmed by completion events (a prefix of ``data``)
+    delivered: int = 0
+    #: bytes handed to TRBs so far (the rest waits in the backlog)
+    queued: int = 0
+    done: bool = False
+
+    @property
+    def length(self) -> int:
+        return len(self.data)
+
+
+@dataclass(eq=False, slots=True)
+class OutTrb:
+    """One Normal TRB on the OUT ring and the block behind it."""
+
+    index: int
+    cycle: int
+    block: DmaBuffer
+    cache: BlockCache
+    message: OutMessage
+    #: message offset and length of the bytes this TRB (still) has to move
+    offset: int
+    length: int
+    last: bool
+    #: where in the block the bytes still to move start (non-zero after a partial halt)
+    block_offset: int = 0
+    retries: int = 0
+    spurious_stalls: int = 0
+
+
+@dataclass
+class TransferOutcome:
+    """What one transfer event did (for counters and callers)."""
+
+    transferred: int = 0
+    message_done: OutMessage | None = None
+    undelivered: list[UndeliveredMessage] = field(default_factory=list)
+
+
+class TargetToHostPipe:
+    """``write()`` data -> DbC OUT ring (doorbell target 0) -> debug host's USB IN transfer."""
+
+    doorbell_target = 0
+
+    def __init__(
+        self,
+        dma: DmaSpace,
+        ring_trbs: int,
+        *,
+        limit: int | None,
+        max_bytes_in_flight: int,
+    ) -> None:
+        self.ring = TransferRing(dma, ring_trbs, limit=limit, name="OUT")
+        self.small = BlockCache(dma, SMALL_BLOCK, limit=limit)
+        self.large = BlockCache(dma, TRB_MAX_BYTES, limit=limit)
+        self.max_bytes_in_flight = max_bytes_in_flight
+        self.pending: deque[OutTrb] = deque()
+        #: messages accepted but not fully queued (at most one: write() waits for it)
+        self.backlog: deque[OutMessage] = deque()
+        self.bytes_in_flight = 0
+        #: DCCTRL.HOT seen set: hold the pipe until it clears
+        self.halted = False
+        self.next_id = 1
+
+    # -- producer --------------------------------------------------------------------------
+    def has_room(self) -> bool:
+        return self.ring.free_slots > 0 and self.bytes_in_flight < self.max_bytes_in_flight
+
+    def accept(self, data: bytes | bytearray | memoryview) -> OutMessage:
+        """Accept one message (its TRBs are queued by :meth:`pump`)."""
+        view = memoryview(data).cast("B")
+        if not isinstance(data, bytes):
+            view = memoryview(bytes(view))  # the caller may reuse its buffer
+        msg = OutMessage(self.next_id, view)
+        self.next_id += 1
+        self.backlog.append(msg)
+        return msg
+
+    def pump(self) -> int:
+        """Queue backlog chunks while there is room. Returns the number of TRBs queued."""
+        queued = 0
+        ring = self.ring
+        while self.backlog and self.has_room():
+            msg = self.backlog[0]
+            offset = msg.queued
+            length = min(TRB_MAX_BYTES, msg.length - offset)
+            cache = self.small if length <= SMALL_BLOCK else self.large
+            block = cache.get()
+            if length:
+                block.view[:length] = msg.data[offset : offset + length]
+            last = offset + length >= msg.length
+            index, cycle = ring.enqueue_normal(block.device_address, length, chain=not last)
+            self.pending.append(OutTrb(index, cycle, block, cache, msg, offset, length, last))
+            self.bytes_in_flight += length
+            msg.queued = offset + length
+            queued += 1
+            if last:
+                self.backlog.popleft()
+        return queued
+
+    @property
+    def idle(self) -> bool:
+        return not self.pending and not self.backlog
+
+    # -- completions -----------------------------------------------------------------------
+    def oldest(self) -> OutTrb | None:
+        return self.pending[0] if self.pending else None
+
+    def complete_oldest(self, transferred: int) -> OutMessage | None:
+        """The oldest TRB moved ``transferred`` of its bytes (Success). Returns the message if
+        this was its last TRB."""
+        t = self.pending.popleft()
+        self._retire(t)
+        msg = t.message
+        msg.delivered = t.offset + transferred
+        if t.last:
+            msg.done = True
+            return msg
+        return None
+
+    def keep_remainder(self, t: OutTrb, transferred: int) -> None:
+        """The controller halted on ``t`` after moving ``transferred`` bytes: rewrite it in place
+        to the part not yet moved so that resuming neither loses nor repeats bytes."""
+        if transferred:
+            t.offset += transferred
+            t.block_offset += transferred
+            t.length -= transferred
+            self.bytes_in_flight -= transferred
+            t.message.delivered = t.offset
+            self.ring.rewrite_normal(
+                t.index,
+                t.cycle,
+                t.block.device_address + t.block_offset,
+                t.length,
+                chain=not t.last,
+                isp=False,
+            )
+
+    def fail_message_of_oldest(self, reason: str, transferred: int) -> UndeliveredMessage:
+        """The controller gave up on the oldest TRB and moved past its TD: release the TRB and
+        the rest of its TD, drop the unqueued rest, and report what did not arrive."""
+        t = self.pending.popleft()
+        self._retire(t)
+        msg = t.message
+        msg.delivered = t.offset + transferred
+        while self.pending and self.pending[0].message is msg:
+            self._retire(self.pending.popleft())
+        if self.backlog and self.backlog[0] is msg:
+            self.backlog.popleft()
+        msg.done = True
+        return UndeliveredMessage(msg.message_id, bytes(msg.data), msg.delivered, reason)
+
+    def _retire(self, t: OutTrb) -> None:
+        self.ring.release()
+        self.bytes_in_flight -= t.length
+        t.cache.put(t.block)
+
+    # -- disconnect ------------------------------------------------------------------------
+    def flush(self, reason: str) -> list[UndeliveredMessage]:
+        """Forget everything in flight (the ring is re-initialised by the caller) and report
+        every message not fully delivered, in write order."""
+        out: list[UndeliveredMessage] = []
+        seen: set[int] = set()
+        for t in self.pending:
+            msg = t.message
+            if msg.message_id not in seen:
+                seen.add(msg.message_id)
+                out.append(
+                    UndeliveredMessage(msg.message_id, bytes(msg.data), msg.delivered, reason)
+                )
+                msg.done = True
+            t.cache.put(t.block)
+        for msg in self.backlog:
+            if msg.message_id not in seen:
+                seen.add(msg.message_id)
+                out.append(
+                    UndeliveredMessage(msg.message_id, bytes(msg.data), msg.delivered, reason)
+                )
+                msg.done = True
+        self.pending.clear()
+        self.backlog.clear()
+        self.bytes_in_flight = 0
+        self.halted = False
+        self.ring.reset()
+        return out
+
+    def close(self, dma: DmaSpace) -> None:
+        self.pending.clear()
+        self.backlog.clear()
+        self.small.close()
+        self.large.close()
+        self.ring.free(dma)
+
+
+# -- host -> target (DbC IN ring) ----------------------------------------------------------
+
+
+@dataclass(eq=False, slots=True)
+class InTrb:
+    """One posted receive buffer on the IN ring."""
+
+    index: int
+    cycle: int
+    block: DmaBuffer
+    #: offset inside the block where this TRB starts (non-zero only after a partial stall)
+    offset: int
+    length: int
+    spurious_stalls: int = 0
+
+
+class RxQueue:
+    """Received bytes in arrival order, with end-of-transfer marks (short packets)."""
+
+    def __init__(self) -> None:
+        self._chunks: deque[tuple[bytes, bool]] = deque()
+        self.size = 0
+
+    def push(self, data: bytes, end: bool) -> None:
+        if data or end:
+            self._chunks.append((data, end))
+            self.size += len(data)
+
+    def has_data(self) -> bool:
+        return self.size > 0
+
+    def has_message(self) -> bool:
+        return any(end for _, end in self._chunks)
+
+    def take(self, max_bytes: int) -> bytes:
+        """Up to ``max_bytes`` bytes across transfers (zero-length transfers are skipped)."""
+        parts: list[bytes] = []
+        need = max_bytes
+        chunks = self._chunks
+        while chunks and need > 0:
+            data, end = chunks[0]
+            if len(data) <= need:
+                chunks.popleft()
+                parts.append(data)
+                need -= len(data)
+            else:
+                parts.append(data[:need])
+                chunks[0] = (data[need:], end)
+                need = 0
+        out = b"".join(parts)
+        self.size -= len(out)
+        return out
+
+    def take_message(self) -> bytes:
+        """Everything up to and including the next end-of-transfer mark."""
+        parts: list[bytes] = []
+        chunks = self._chunks
+        while chunks:
+            data, end = chunks.popleft()
+            parts.append(data)
+            if end:
+                break
+        out = b"".join(parts)
+        self.size -= len(out)
+        return out
+
+
+class HostToTargetPipe:
+    """Debug host's USB OUT transfer -> buffers posted on the DbC IN ring (doorbell target 1)
+    -> :class:`RxQueue` -> ``read()``."""
+
+    doorbell_target = 1
+
+    def __init__(
+        self,
+        dma: DmaSpace,
+        ring_trbs: int,
+        *,
+        limit: int | None,
+        buffers: int,
+        buffer_size: int,
+        rx_limit: int,
+    ) -> None:
+        self.ring = TransferRing(dma, ring_trbs, limit=limit, name="IN")
+        self.blocks = BlockCache(dma, buffer_size, limit=limit)
+        self.buffer_size = buffer_size
+        self.buffers = min(buffers, self.ring.capacity)
+        self.rx = RxQueue()
+        self.rx_limit = rx_limit
+        self.pending: deque[InTrb] = deque()
+        #: blocks not posted (back-pressure: rx queue above rx_limit)
+        self.parked: list[DmaBuffer] = []
+        #: DCCTRL.HIT seen set: hold the pipe until it clears
+        self.halted = False
+        self._owned: list[DmaBuffer] = []
+
+    def prime(self) -> int:
+        """Post receive buffers up to ``buffers`` (fewer while the rx queue is over its limit).
+        Returns the number of TRBs queued (ring the doorbell if > 0)."""
+        posted = 0
+        while len(self.pending) < self.buffers and self.rx.size < self.rx_limit:
+            if self.parked:
+                block = self.parked.pop()
+            elif len(self._owned) < self.buffers:
+                block = self.blocks.get()
+                self._owned.append(block)
+            else:  # pragma: no cover - every owned block is pending or parked
+                break
+            self._post(block)
+            posted += 1
+        return posted
+
+    def _post(self, block: DmaBuffer) -> None:
+        index, cycle = self.ring.enqueue_normal(
+            block.device_address, self.buffer_size, chain=False, isp=True
+        )
+        self.pending.append(InTrb(index, cycle, block, 0, self.buffer_size))
+
+    def oldest(self) -> InTrb | None:
+        return self.pending[0] if self.pending else None
+
+    def complete_oldest(self, received: int, end: bool) -> bytes:
+        """The oldest buffer received ``received`` bytes; ``end`` for a short packet. The block
+        goes back to the parked list for :meth:`prime`."""
+        t = self.pending.popleft()
+        self.ring.release()
+        data = bytes(t.block.view[t.offset : t.offset + received])
+        self.rx.push(data, end)
+        self.parked.append(t.block)
+        return data
+
+    def keep_remainder(self, t: InTrb, received: int) -> bytes:
+        """Halted after ``received`` bytes: hand them over, rewrite the TRB to the rest."""
+        if not received:
+            return b""
+        data = bytes(t.block.view[t.offset : t.offset + received])
+        self.rx.push(data, False)
+        t.offset += received
+        t.length -= received
+        self.ring.rewrite_normal(
+            t.index, t.cycle, t.block.device_address + t.offset, t.length, chain=False, isp=True
+        )
+        return data
+
+    def drop_oldest(self) -> None:
+        """The controller moved past the oldest buffer with an error: its data is unusable."""
+        t = self.pending.popleft()
+        self.ring.release()
+        self.parked.append(t.block)
+
+    def flush(self) -> None:
+        """Forget posted buffers (the ring is re-initialised); received data stays readable."""
+        for t in self.pending:
+            self.parked.append(t.block)
+        self.pending.clear()
+        self.halted = False
+        self.ring.reset()
+
+    def close(self, dma: DmaSpace) -> None:
+        self.pending.clear()
+        self.parked.clear()
+        self._owned.clear()
+        self.blocks.close()
+        self.ring.free(dma)

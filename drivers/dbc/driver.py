@@ -1,0 +1,630 @@
+"""The facade: :class:`DbcDriver`, a user-space xHCI Debug Capability driver.
+
+It runs on anything with the MMIO seam (``read32/write32/read64/write64`` on BAR0 offsets) and a
+DMA space from :mod:`allocator`: the virtual bench, the QEMU kernel bench and real hardware.
+Every wait has a deadline measured on the ``clock`` seam, so on a deterministic virtual bench the
+same code advances virtual time.
+
+Life cycle::
+
+    drv = DbcDriver(mmio, dma)          # nothing touched yet
+    drv.start(timeout=5.0)              # bring-up; returns when the host configured us
+    msg_id = drv.write(b"hello")        # target -> host (DbC OUT ring)
+    data = drv.read(4096, timeout=1.0)  # host -> target (DbC IN ring)
+    drv.flush(timeout=1.0)              # every accepted write delivered
+    drv.stop()                          # DCE = 0, every DMA buffer freed
+
+Recovery (unplug/replug, host port reset, DCR dropping, DCE dropping by itself) happens inside
+:meth:`poll`, which every blocking call runs; the caller never restarts the driver. What was in
+flight when the host went away is reported by the next ``write()``/``flush()`` as
+:class:`~drivers.dbc.errors.DbcDisconnected` (with the undelivered messages), never dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from types import TracebackType
+
+from allocator import DmaSpace
+from drivers.clock import REAL_CLOCK, Clock
+from drivers.dbc import bringup
+from drivers.dbc.bringup import DbcContextMemory
+from drivers.dbc.counters import DbcCounters
+from drivers.dbc.datapath import TRB_MAX_BYTES, HostToTargetPipe, TargetToHostPipe
+from drivers.dbc.errors import (
+    DbcBusy,
+    DbcConfigError,
+    DbcDeviceError,
+    DbcDisconnected,
+    DbcError,
+    DbcNotFound,
+    DbcStateError,
+    DbcSurpriseRemoval,
+    DbcTimeout,
+    DbcTransferError,
+    UndeliveredMessage,
+)
+from drivers.dbc.events import EventHandler
+from drivers.dbc.identity import DbcIdentity
+from drivers.dbc.recovery import ack_port_changes, ack_run_change, port_changes, reinit_pipes
+from drivers.dbc.registers import DbcRegisters
+from drivers.dbc.rings import EventRing, check_ring_size
+from drivers.dbc.state import DbcState, StateCallback, StateMachine
+from drivers.dbc.wait import Deadline
+from drivers.mmio import Mmio
+from drivers.tracing import TraceSink, null_sink
+from drivers.xhci.registers import DCCTRL, DCDB, DCID, DCPORTSC, DCST, XECP_ID_DEBUG_CAPABILITY
+
+log = logging.getLogger("drivers.dbc")
+
+_RUNNING = (DbcState.ENABLED, DbcState.CONNECTED, DbcState.CONFIGURED)
+#: the DbC max packet size: IN buffers must be a multiple of it (a packet never straddles one)
+_MPS = 1024
+
+
+class DbcDriver:
+    """A DbC driver over one controller's BAR0 (``mmio``) and a DMA space (``dma``).
+
+    Options: ``identity`` (VID/PID/bcdDevice/protocol/strings; default 1d6b:0010 so Linux's
+    ``usb_debug`` binds), ``dbc_offset`` (None: walk the extended capability list),
+    ``port_reset`` (reset not-connected USB3 root ports after setting DCE), ``mmio64`` (False:
+    64-bit registers as two dword writes), ``ring_trbs`` (OUT and IN transfer rings, 16..4096),
+    ``event_ring_trbs`` (default twice ``ring_trbs``, at most 4096), ``in_buffers`` /
+    ``in_buffer_size`` (receive buffers kept posted on the IN ring), ``max_bytes_in_flight``
+    (target -> host back-pressure), ``rx_limit`` (received bytes held before the IN ring stops
+    being re-primed), ``takeover`` (disable a DbC someone else left enabled instead of raising
+    DbcBusy), ``on_state(old, new)`` (called on every state transition),
+    ``raise_device_errors`` (poll() raises DbcDeviceError after a drain that saw a bad
+    controller-supplied value; by default they are counted and kept in ``device_errors``).
+    """
+
+    def __init__(
+        self,
+        mmio: Mmio,
+        dma: DmaSpace,
+        *,
+        identity: DbcIdentity | None = None,
+        clock: Clock = REAL_CLOCK,
+        trace: TraceSink = null_sink,
+        dbc_offset: int | None = None,
+        port_reset: bool = False,
+        mmio64: bool = True,
+        ring_trbs: int = 256,
+        event_ring_trbs: int | None = None,
+        in_buffers: int = 16,
+        in_buffer_size: int = TRB_MAX_BYTES,
+        max_bytes_in_flight: int = 8 << 20,
+        rx_limit: int = 16 << 20,
+        takeover: bool = False,
+        on_state: StateCallback | None = None,
+        raise_device_errors: bool = False,
+    ) -> None:
+        check_ring_size(ring_trbs, "ring_trbs")
+        if event_ring_trbs is None:
+            event_ring_trbs = min(4096, 2 * ring_trbs)
+        check_ring_size(event_ring_trbs, "event_ring_trbs")
+        if not isinstance(in_buffers, int) or not 1 <= in_buffers < ring_trbs:
+            raise DbcConfigError(f"in_buffers must be 1..{ring_trbs - 1}, got {in_buffers!r}")
+        if (
+            not isinstance(in_buffer_size, int)
+            or not _MPS <= in_buffer_size <= TRB_MAX_BYTES
+            or in_buffer_size % _MPS
+        ):
+            raise DbcConfigError(
+                f"in_buffer_size must be a multiple of {_MPS} up to {TRB_MAX_BYTES}, "
+                f"got {in_buffer_size!r}"
+            )
+        if max_bytes_in_flight < TRB_MAX_BYTES:
+            raise DbcConfigError(f"max_bytes_in_flight must be >= {TRB_MAX_BYTES}")
+        if rx_limit < 1:
+            raise DbcConfigError("rx_limit must be >= 1")
+        self.mmio = mmio
+        self.dma = dma
+        self.identity = identity if identity is not None else DbcIdentity()
+        self.clock = clock
+        self.trace = trace
+        self.dbc_offset = dbc_offset
+        self.port_reset = port_reset
+        self.mmio64 = mmio64
+        self.ring_trbs = ring_trbs
+        self.event_ring_trbs = event_ring_trbs
+        self.in_buffers = in_buffers
+        self.in_buffer_size = in_buffer_size
+        self.max_bytes_in_flight = max_bytes_in_flight
+        self.rx_limit = rx_limit
+        self.takeover = takeover
+        self.raise_device_errors = raise_device_errors
+        self.counters = DbcCounters()
+        #: bad controller-supplied values seen (newest last, at most 1000 kept)
+        self.device_errors: list[DbcDeviceError] = []
+        self._sm = StateMachine(on_state=on_state, trace=trace)
+        self._regs: DbcRegisters | None = None
+        self._event_ring: EventRing | None = None
+        self._out: TargetToHostPipe | None = None
+        self._in: HostToTargetPipe | None = None
+        self._memory: DbcContextMemory | None = None
+        self._events: EventHandler | None = None
+        self._max_burst = 0
+        self._doorbell_template = 0
+        #: messages not delivered, not yet reported by write()/flush(): (kind, message)
+        self._undelivered: list[tuple[str, UndeliveredMessage]] = []
+        self._new_device_errors: list[DbcDeviceError] = []
+        self._removed: DbcSurpriseRemoval | None = None
+
+    # ------------------------------------------------------------------ state
+    @property
+    def state(self) -> DbcState:
+        return self._sm.state
+
+    @property
+    def state_history(self) -> list[tuple[DbcState, DbcState, str]]:
+        return self._sm.history
+
+    @property
+    def configured(self) -> bool:
+        return self._sm.state is DbcState.CONFIGURED
+
+    # ------------------------------------------------------------------ bring-up
+    def find_dbc(self) -> int:
+        """BAR0 offset of the DbC register block: ``dbc_offset`` (checked: DCID must read
+        Capability ID 0x0A) or the extended capability walk. DbcNotFound when there is none."""
+        if self.dbc_offset is None:
+            self.dbc_offset = bringup.find_dbc(self.mmio)
+            return self.dbc_offset
+        dcid = self.mmio.read32(self.dbc_offset)
+        if dcid == 0xFFFF_FFFF:
+            raise DbcSurpriseRemoval("DCID read 0xFFFFFFFF: the controller is gone")
+        cap_id = DCID.get(dcid, "capability_id")
+        if cap_id != XECP_ID_DEBUG_CAPABILITY:
+            raise DbcNotFound(
+                f"no DbC at BAR0+0x{self.dbc_offset:x}: DCID Capability ID is 0x{cap_id:02x}, "
+                "not 0x0A"
+            )
+        return self.dbc_offset
+
+    def start(self, timeout: float = 5.0) -> None:
+        """Bring the DbC up (reference sequence) and wait until the debug host configured it.
+
+        DbcBusy if DCE is already set and ``takeover`` is False; DbcTimeout (state kept, call
+        ``stop()``) if no host configures us within ``timeout``.
+        """
+        if self._sm.state is not DbcState.DISABLED:
+            raise DbcStateError(f"start() in state {self._sm.state.name}; stop() first")
+        deadline = Deadline(self.clock, timeout)
+        base = self.find_dbc()
+        regs = DbcRegisters(self.mmio, base, mmio64=self.mmio64, trace=self.trace)
+        limit = bringup.address_limit(self.mmio)
+        ctrl = regs.dcctrl()
+        if DCCTRL.get(ctrl, "DCE"):
+            if not self.takeover:
+                raise DbcBusy(
+                    f"DCCTRL.DCE is already set at BAR0+0x{base:x} (firmware or another driver "
+                    "owns the DbC); pass takeover=True to disable it and take over"
+                )
+            log.warning("DbC already enabled (DCCTRL=0x%08x): taking over", ctrl)
+            self.counters.recoveries["takeover"] += 1
+        bringup.disable(regs, self.clock, deadline.remaining())
+        self._regs = regs
+        try:
+            self._allocate(limit)
+            self._doorbell_template = DCDB.replace(regs.read32(regs.DCDB), db_target=0)
+            self._program_and_enable(deadline.remaining())
+            self._wait(
+                deadline, lambda: self._sm.state is DbcState.CONFIGURED, "DCR (host configured)"
+            )
+        except BaseException:
+            self._teardown(quiet=True)
+            raise
+
+    def _allocate(self, limit: int | None) -> None:
+        dma = self.dma
+        self._event_ring = EventRing(dma, self.event_ring_trbs, limit=limit)
+        self._out = TargetToHostPipe(
+            dma, self.ring_trbs, limit=limit, max_bytes_in_flight=self.max_bytes_in_flight
+        )
+        self._in = HostToTargetPipe(
+            dma,
+            self.ring_trbs,
+            limit=limit,
+            buffers=self.in_buffers,
+            buffer_size=self.in_buffer_size,
+            rx_limit=self.rx_limit,
+        )
+        self._memory = DbcContextMemory(dma, limit=limit)
+        assert self._regs is not None
+        self._events = EventHandler(
+            self._regs,
+            self._event_ring,
+            self._out,
+            self._in,
+            self._memory,
+            self.counters,
+            trace=self.trace,
+            on_device_error=self._on_device_error,
+            on_undelivered=lambda m: self._undelivered.append(("transfer", m)),
+            ring_doorbell=self._doorbell,
+        )
+
+    def _program_and_enable(self, timeout: float) -> None:
+        """Steps 3-6 of the bring-up: (re)initialise rings and contexts, program the
+        registers, set DCE, optionally reset USB3 root ports. Used by start() and after the
+        DbC was reset under us."""
+        regs, ev, memory = self._regs, self._event_ring, self._memory
+        assert regs is not None and ev is not None and memory is not None
+        assert self._out is not None and self._in is not None
+        ev.reset()
+        self._max_burst = DCCTRL.get(regs.dcctrl(), "debug_max_burst")
+        memory.fill_info(self.identity)
+        self._collect_undelivered(
+            "disconnect",
+            reinit_pipes(self._out, self._in, memory, self._max_burst, "DbC re-initialised"),
+        )
+        bringup.program(regs, ev, memory, self.identity)
+        self._sm.to(DbcState.INITIALIZED, "rings, contexts and registers programmed")
+        bringup.enable(regs, self.clock, timeout)
+        self._sm.to(DbcState.ENABLED, "DCE = 1")
+        if self.port_reset:
+            ports = bringup.reset_usb3_ports(self.mmio, self.clock, min(timeout, 0.5))
+            log.info("DbC: reset not-connected USB3 root ports %s", ports)
+
+    # ------------------------------------------------------------------ the poll loop
+    def poll(self) -> int:
+        """Drain the event ring once, follow DCCTRL/DCPORTSC (connect, configure, disconnect,
+        halts, DCE lost), re-prime the IN ring and queue waiting writes. Returns the number of
+        events consumed. Raises DbcSurpriseRemoval once the controller is gone."""
+        if self._removed is not None:
+            raise self._removed
+        if self._sm.state not in _RUNNING:
+            raise DbcStateError(f"poll() in state {self._sm.state.name}")
+        try:
+            return self._service()
+        except DbcSurpriseRemoval as exc:
+            self._removed = exc
+            self._sm.to(DbcState.REMOVED, str(exc))
+            raise
+
+    def _service(self) -> int:
+        regs, events = self._regs, self._events
+        out, inp = self._out, self._in
+        assert regs is not None and events is not None and out is not None and inp is not None
+        ctrl = regs.dcctrl()
+        if not DCCTRL.get(ctrl, "DCE"):
+            self._dce_lost(ctrl)
+            return 0
+        consumed = events.drain()
+        state = self._sm.state
+        if state is DbcState.CONFIGURED:
+            if events.port_change or not DCCTRL.get(ctrl, "DCR") or DCCTRL.get(ctrl, "DRC"):
+                ctrl = self._configured_change(ctrl)
+            if self._sm.state is DbcState.CONFIGURED:
+                self._follow_halts(ctrl)
+        if self._sm.state in (DbcState.ENABLED, DbcState.CONNECTED):
+            self._not_configured(ctrl)
+        if self._sm.state is DbcState.CONFIGURED:
+            if out.backlog and out.pump() and not out.halted:
+                self._doorbell(0)
+            if inp.prime() and not inp.halted:
+                self._doorbell(1)
+        if self._new_device_errors and self.raise_device_errors:
+            first = self._new_device_errors[0]
+            self._new_device_errors.clear()
+            raise first
+        self._new_device_errors.clear()
+        return consumed
+
+    def _configured_change(self, ctrl: int) -> int:
+        """CONFIGURED and something changed: disconnect/port reset/DCR drop, or only DRC."""
+        regs, events = self._regs, self._events
+        assert regs is not None and events is not None
+        events.port_change = False
+        portsc = regs.dcportsc()
+        ccs = DCPORTSC.get(portsc, "CCS")
+        dcr = DCCTRL.get(ctrl, "DCR")
+        changes = port_changes(portsc)
+        if dcr and ccs and "PRC" not in changes and "CSC" not in changes:
+            # DRC alone (or a link status change): acknowledge, keep going.
+            ack_port_changes(regs, portsc)
+            if DCCTRL.get(ctrl, "DRC"):
+                # DCR dropped and came back between two polls: the controller reloaded the
+                # endpoint contexts, so restart from clean rings like a reconnect.
+                self._lost_host(ctrl, portsc, "DbC Run Change (reconfigured)")
+                return regs.dcctrl()
+            return ctrl
+        reason = (
+            "port reset by the host"
+            if "PRC" in changes or DCPORTSC.get(portsc, "PR")
+            else "unplugged"
+            if not ccs
+            else "deconfigured by the host (DCR = 0)"
+        )
+        self._lost_host(ctrl, portsc, reason)
+        return regs.dcctrl()
+
+    def _lost_host(self, ctrl: int, portsc: int, reason: str) -> None:
+        regs, memory = self._regs, self._memory
+        assert regs is not None and memory is not None
+        assert self._out is not None and self._in is not None
+        undelivered = reinit_pipes(self._out, self._in, memory, self._max_burst, reason)
+        self._collect_undelivered("disconnect", undelivered)
+        ack_port_changes(regs, portsc)
+        if DCCTRL.get(ctrl, "DRC"):
+            ack_run_change(regs, ctrl)
+        kind = "port_reset" if "reset" in reason else "disconnect"
+        self.counters.recoveries[kind] += 1
+        ccs = DCPORTSC.get(portsc, "CCS")
+        self._sm.to(DbcState.CONNECTED if ccs else DbcState.ENABLED, reason)
+
+    def _not_configured(self, ctrl: int) -> None:
+        regs, events = self._regs, self._events
+        assert regs is not None and events is not None
+        events.port_change = False
+        portsc = regs.dcportsc()
+        ccs = DCPORTSC.get(portsc, "CCS")
+        if DCCTRL.get(ctrl, "DCR"):
+            self._configured(ctrl, portsc)
+            return
+        if ccs and self._sm.state is DbcState.ENABLED:
+            self._sm.to(DbcState.CONNECTED, "DCPORTSC.CCS = 1")
+        elif not ccs and self._sm.state is DbcState.CONNECTED:
+            self._sm.to(DbcState.ENABLED, "DCPORTSC.CCS = 0")
+        ack_port_changes(regs, portsc)
+
+    def _configured(self, ctrl: int, portsc: int) -> None:
+        """DCR rose: acknowledge DCPORTSC and DRC, then ring both doorbells (7.6.7.4: the
+        endpoints stay idle until software rings them)."""
+        regs, inp, out = self._regs, self._in, self._out
+        assert regs is not None and inp is not None and out is not None
+        ack_port_changes(regs, portsc)
+        if DCCTRL.get(ctrl, "DRC"):
+            ack_run_change(regs, ctrl)
+        port = DCST.get(regs.dcst(), "debug_port_number")
+        if self._sm.state is DbcState.ENABLED:
+            self._sm.to(DbcState.CONNECTED, "DCPORTSC.CCS = 1")
+        self._sm.to(DbcState.CONFIGURED, f"DCR = 1, debug port {port}")
+        if port == 0:
+            self._on_device_error(DbcDeviceError("DCST Debug Port Number is 0 after DCR = 1"))
+        out.halted = inp.halted = False
+        inp.prime()
+        out.pump()
+        self._doorbell(1)
+        self._doorbell(0)
+
+    def _follow_halts(self, ctrl: int) -> None:
+        """HIT/HOT: hold a halted pipe; when the host cleared the halt, ring its doorbell."""
+        out, inp = self._out, self._in
+        assert out is not None and inp is not None
+        hot = DCCTRL.get(ctrl, "HOT")
+        hit = DCCTRL.get(ctrl, "HIT")
+        if hot:
+            out.halted = True
+        elif out.halted:
+            out.halted = False
+            self.counters.recoveries["halt_cleared"] += 1
+            self._doorbell(0)
+        if hit:
+            inp.halted = True
+        elif inp.halted:
+            inp.halted = False
+            self.counters.recoveries["halt_cleared"] += 1
+            self._doorbell(1)
+
+    def _dce_lost(self, ctrl: int) -> None:
+        """DCE reads 0 though we set it: the controller was reset under us (HCRST). Report
+        what was in flight and run the whole bring-up again."""
+        log.warning("DbC: DCE dropped by itself (DCCTRL=0x%08x): re-running the bring-up", ctrl)
+        self.counters.recoveries["dce_lost"] += 1
+        self._sm.to(DbcState.INITIALIZED, "DCE dropped by itself (controller reset)")
+        self._program_and_enable(1.0)
+
+    def _doorbell(self, target: int) -> None:
+        regs = self._regs
+        assert regs is not None
+        regs.write32(regs.DCDB, DCDB.replace(self._doorbell_template, db_target=target))
+        self.counters.doorbells += 1
+
+    def _on_device_error(self, err: DbcDeviceError) -> None:
+        if len(self.device_errors) >= 1000:
+            del self.device_errors[0]
+        self.device_errors.append(err)
+        self._new_device_errors.append(err)
+
+    def _collect_undelivered(self, kind: str, messages: list[UndeliveredMessage]) -> None:
+        for m in messages:
+            self.counters.undelivered_messages += 1
+            self._undelivered.append((kind, m))
+
+    # ------------------------------------------------------------------ waiting
+    def _wait(self, deadline: Deadline, ready: Callable[[], bool], what: str) -> None:
+        """Poll until ``ready()`` is true; DbcTimeout naming ``what`` at the deadline."""
+        while True:
+            self.poll()
+            if ready():
+                return
+            if deadline.expired():
+                raise DbcTimeout(what, deadline.timeout)
+            deadline.pause()
+
+    def _raise_undelivered(self) -> None:
+        if not self._undelivered:
+            return
+        items = self._undelivered
+        self._undelivered = []
+        messages = tuple(m for _, m in items)
+        if any(kind == "disconnect" for kind, _ in items):
+            raise DbcDisconnected("the debug host went away with messages in flight", messages)
+        raise DbcTransferError("transfers failed on the wire", messages)
+
+    def take_undelivered(self) -> tuple[UndeliveredMessage, ...]:
+        """Messages reported undelivered and not yet raised (clears them)."""
+        items = self._undelivered
+        self._undelivered = []
+        return tuple(m for _, m in items)
+
+    # ------------------------------------------------------------------ data path
+    def write(self, data: bytes | bytearray | memoryview, timeout: float = 5.0) -> int:
+        """Send one message to the debug host (one TD; never merged with another write).
+
+        Waits (up to ``timeout``) for the DbC to be configured and for room on the OUT ring;
+        returns the message id once accepted (delivery is asynchronous: :meth:`flush`).
+        Raises DbcDisconnected/DbcTransferError first if earlier messages were not delivered,
+        DbcTimeout if the message could not be accepted in time (then nothing was accepted).
+        """
+        self._raise_undelivered()
+        out = self._out
+        if out is None:
+            raise DbcStateError(f"write() in state {self._sm.state.name}: start() first")
+        deadline = Deadline(self.clock, timeout)
+        while True:
+            self.poll()
+            self._raise_undelivered()
+            if self._sm.state is DbcState.CONFIGURED and not out.backlog and out.has_room():
+                break
+            if deadline.expired():
+                what = (
+                    "room on the OUT ring (target -> host)"
+                    if self._sm.state is DbcState.CONFIGURED
+                    else f"the debug host to configure the DbC (state {self._sm.state.name})"
+                )
+                raise DbcTimeout(what, timeout)
+            deadline.pause()
+        msg = out.accept(data)
+        if out.pump() and not out.halted:
+            self._doorbell(0)
+        return msg.message_id
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until every accepted message was delivered. DbcDisconnected/DbcTransferError
+        with the messages that were not; DbcTimeout when the host does not read in time."""
+        out = self._out
+        if out is None:
+            raise DbcStateError(f"flush() in state {self._sm.state.name}")
+        deadline = Deadline(self.clock, timeout)
+        while True:
+            self.poll()
+            self._raise_undelivered()
+            if out.idle:
+                return
+            if deadline.expired():
+                raise DbcTimeout("the debug host to read every queued message", timeout)
+            deadline.pause()
+
+    def read(self, max_bytes: int = 65536, timeout: float = 1.0) -> bytes:
+        """Up to ``max_bytes`` bytes the debug host sent (across its transfers, in order).
+        Returns as soon as at least one byte is there; DbcTimeout if none came in time."""
+        inp = self._in
+        if inp is None:
+            raise DbcStateError(f"read() in state {self._sm.state.name}: start() first")
+        if max_bytes <= 0:
+            return b""
+        deadline = Deadline(self.clock, timeout)
+        while not inp.rx.has_data():
+            self.poll()
+            if inp.rx.has_data():
+                break
+            if deadline.expired():
+                raise DbcTimeout("data from the debug host", timeout)
+            deadline.pause()
+        data = inp.rx.take(max_bytes)
+        self._reprime()
+        return data
+
+    def read_message(self, timeout: float = 1.0) -> bytes:
+        """One host transfer: the bytes up to its end (a short packet, possibly zero-length).
+        Transfers that are a multiple of 1024 bytes end only with the host's ZLP."""
+        inp = self._in
+        if inp is None:
+            raise DbcStateError(f"read_message() in state {self._sm.state.name}")
+        deadline = Deadline(self.clock, timeout)
+        while not inp.rx.has_message():
+            self.poll()
+            if inp.rx.has_message():
+                break
+            if deadline.expired():
+                raise DbcTimeout("a complete transfer from the debug host", timeout)
+            deadline.pause()
+        data = inp.rx.take_message()
+        self._reprime()
+        return data
+
+    def iter_read(self, max_bytes: int = 65536, idle_timeout: float = 1.0) -> Iterator[bytes]:
+        """Yield received data as it arrives; stops after ``idle_timeout`` without data."""
+        while True:
+            try:
+                yield self.read(max_bytes, idle_timeout)
+            except DbcTimeout:
+                return
+
+    def _reprime(self) -> None:
+        inp = self._in
+        if inp is not None and self._sm.state is DbcState.CONFIGURED:
+            if inp.prime() and not inp.halted:
+                self._doorbell(1)
+
+    @property
+    def pending_read_bytes(self) -> int:
+        """Received bytes not yet taken by read()."""
+        return self._in.rx.size if self._in is not None else 0
+
+    # ------------------------------------------------------------------ stop
+    def stop(self, timeout: float = 1.0) -> tuple[UndeliveredMessage, ...]:
+        """Disable the DbC (DCCTRL = 0), wait for DCE to read 0, free every DMA buffer.
+        Returns the messages that were accepted but not delivered (nothing is dropped
+        silently). Idempotent. After a surprise removal no register is touched."""
+        if self._regs is None:
+            return self.take_undelivered()
+        removed = self._removed is not None
+        error: DbcError | None = None
+        if not removed:
+            try:
+                bringup.disable(self._regs, self.clock, timeout)
+            except DbcSurpriseRemoval:
+                removed = True
+            except DbcTimeout as exc:
+                error = exc
+        if error is not None:
+            # DCE did not clear: the controller may still use our memory, keep it.
+            raise error
+        self._teardown(quiet=False)
+        return self.take_undelivered()
+
+    def _teardown(self, *, quiet: bool) -> None:
+        """Free every DMA buffer (after DCE = 0) and go back to DISABLED."""
+        if self._regs is not None and quiet and self._removed is None:
+            try:
+                self._regs.write32(self._regs.DCCTRL, 0)
+            except DbcError:
+                pass
+        if self._out is not None:
+            self._collect_undelivered("disconnect", self._out.flush("driver stopped"))
+        if self._out is not None:
+            self._out.close(self.dma)
+        if self._in is not None:
+            self._in.close(self.dma)
+        if self._event_ring is not None:
+            self._event_ring.free(self.dma)
+        if self._memory is not None:
+            self._memory.free(self.dma)
+        self._out = self._in = None
+        self._event_ring = None
+        self._memory = None
+        self._events = None
+        self._regs = None
+        if self._sm.state is not DbcState.DISABLED:
+            self._sm.to(DbcState.DISABLED, "stopped")
+        self._removed = None
+
+    def __enter__(self) -> DbcDriver:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = f"0x{self.dbc_offset:x}" if self.dbc_offset is not None else "?"
+        return f"DbcDriver(dbc@{where}, state={self._sm.state.name})"

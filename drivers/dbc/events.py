@@ -1,0 +1,268 @@
+"""The one event handler: drains the DbC event ring and dispatches every event.
+
+* Transfer Events: both Endpoint ID schemes (0/1 spec-style and AMD, 2/3 Intel device context
+  index) name the ring; every TRB the driver queues has IOC, so each event completes exactly
+  one TRB, the oldest in flight on that ring (rings complete in order). The TRB Pointer must be
+  that TRB; a pointer that is not (zero, outside our rings, non-monotonic) and a residual larger
+  than the TRB's length are recorded as :class:`DbcDeviceError` and the in-order completion is
+  used instead, so data is neither lost nor duplicated.
+* Completion codes: Success, Short Packet (end of a host transfer), Stall Error (kept queued:
+  spurious STALL after ClearFeature(ENDPOINT_HALT), or a host halt with the TRB rewritten to
+  what was not moved), Babble Detected / USB Transaction / Data Buffer Errors (the endpoint
+  halted on the TRB: kept queued and retried after the host clears the halt), TRB Error and
+  anything the controller moved past (the message is reported undelivered).
+* Port Status Change Events: noted; the driver re-reads DCPORTSC/DCCTRL after the drain.
+* DCERDP is written once per drain, after the last consumed event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from drivers.dbc.bringup import DbcContextMemory
+from drivers.dbc.counters import DbcCounters
+from drivers.dbc.datapath import HostToTargetPipe, TargetToHostPipe
+from drivers.dbc.errors import DbcDeviceError, UndeliveredMessage
+from drivers.dbc.registers import DbcRegisters
+from drivers.dbc.rings import EventRing
+from drivers.tracing import TraceSink, null_sink
+from drivers.xhci.registers import DCERDP
+from drivers.xhci.trb import TRANSFER_EVENT, CompletionCode, TRBType, render_trb, trb_type_of
+
+log = logging.getLogger("drivers.dbc")
+
+#: Endpoint IDs naming the DbC OUT ring (target -> host) and IN ring (host -> target) in
+#: Transfer Events: spec-style/AMD 0/1 and Intel 2/3 (device context index). Doorbell targets
+#: (0/1) are a different numbering space.
+OUT_ENDPOINT_IDS = frozenset({0, 2})
+IN_ENDPOINT_IDS = frozenset({1, 3})
+#: completion codes after which the endpoint halts on the TRB and the driver retries it
+RETRY_CODES = frozenset(
+    {
+        CompletionCode.StallError,
+        CompletionCode.BabbleDetectedError,
+        CompletionCode.USBTransactionError,
+        CompletionCode.DataBufferError,
+    }
+)
+#: give a message up after this many error completions of one TRB (not counting spurious STALLs)
+MAX_RETRIES = 8
+_SUCCESS = int(CompletionCode.Success)
+_SHORT = int(CompletionCode.ShortPacket)
+_STALL = int(CompletionCode.StallError)
+_TRANSFER_EVENT = int(TRBType.TransferEvent)
+_PSC_EVENT = int(TRBType.PortStatusChangeEvent)
+
+
+def code_name(code: int) -> str:
+    try:
+        return CompletionCode(code).name
+    except ValueError:
+        return f"code{code}"
+
+
+class EventHandler:
+    """Drains the event ring; owns no state beyond what it is handed."""
+
+    def __init__(
+        self,
+        regs: DbcRegisters,
+        event_ring: EventRing,
+        out_pipe: TargetToHostPipe,
+        in_pipe: HostToTargetPipe,
+        memory: DbcContextMemory,
+        counters: DbcCounters,
+        *,
+        trace: TraceSink = null_sink,
+        on_device_error: Callable[[DbcDeviceError], None],
+        on_undelivered: Callable[[UndeliveredMessage], None],
+        ring_doorbell: Callable[[int], None],
+    ) -> None:
+        self.regs = regs
+        self.event_ring = event_ring
+        self.out = out_pipe
+        self.inp = in_pipe
+        self.memory = memory
+        self.counters = counters
+        self._trace = trace
+        self._tracing = trace is not null_sink
+        self._device_error = on_device_error
+        self._undelivered = on_undelivered
+        self._ring_doorbell = ring_doorbell
+        #: set by a Port Status Change Event; the driver clears it after re-reading DCPORTSC
+        self.port_change = False
+        #: DCERDP value with its RsvdP/DESI bits as last written
+        self._erdp_template = 0
+
+    # -- the drain -------------------------------------------------------------------------
+    def drain(self, max_events: int | None = None) -> int:
+        """Consume every event software owns (Cycle == CCS), then write DCERDP once."""
+        ring = self.event_ring
+        view = ring.view
+        limit = ring.trbs if max_events is None else max_events
+        consumed = 0
+        while consumed < limit and ring.pending():
+            off = ring.offset()
+            trb_type = trb_type_of(view, off)
+            if self._tracing:
+                self._trace("event", address=ring.dequeue_pointer, text=render_trb(view, off))
+            if trb_type == _TRANSFER_EVENT:
+                self._transfer_event(TRANSFER_EVENT.parse(view, off))
+            elif trb_type == _PSC_EVENT:
+                self.port_change = True
+            else:
+                self._bad(f"unexpected event TRB type {trb_type} at 0x{ring.dequeue_pointer:x}")
+            ring.advance()
+            consumed += 1
+        if consumed:
+            self.counters.events += consumed
+            self.write_erdp()
+        return consumed
+
+    def write_erdp(self) -> None:
+        self.regs.write64(
+            self.regs.DCERDP,
+            DCERDP.replace(
+                self._erdp_template, event_ring_dequeue_pointer=self.event_ring.dequeue_pointer
+            ),
+        )
+        self.counters.erdp_writes += 1
+
+    # -- transfer events -------------------------------------------------------------------
+    def _report(self, undelivered: UndeliveredMessage) -> None:
+        self.counters.undelivered_messages += 1
+        log.warning(
+            "DbC message %d not delivered (%d of %d bytes arrived): %s",
+            undelivered.message_id, undelivered.delivered, len(undelivered.data),
+            undelivered.reason,
+        )  # fmt: skip
+        self._undelivered(undelivered)
+
+    def _bad(self, message: str) -> None:
+        self.counters.device_errors += 1
+        log.warning("DbC device error: %s", message)
+        self._device_error(DbcDeviceError(message))
+
+    def _transfer_event(self, f: dict[str, int]) -> None:
+        ep = f["endpoint_id"]
+        code = f["completion_code"]
+        residual = f["trb_transfer_length"]
+        pointer = f["trb_pointer"]
+        if f["ED"]:
+            self._bad(f"Transfer Event with ED = 1 (pointer 0x{pointer:x}): we queue no Event Data")
+            return
+        if ep in OUT_ENDPOINT_IDS:
+            self._out_event(pointer, code, residual)
+        elif ep in IN_ENDPOINT_IDS:
+            self._in_event(pointer, code, residual)
+        else:
+            # Unknown endpoint ID: the pointer may still name the ring.
+            if self.out.ring.index_of(pointer) is not None:
+                self._bad(f"Transfer Event endpoint ID {ep} for an OUT ring TRB")
+                self._out_event(pointer, code, residual)
+            elif self.inp.ring.index_of(pointer) is not None:
+                self._bad(f"Transfer Event endpoint ID {ep} for an IN ring TRB")
+                self._in_event(pointer, code, residual)
+            else:
+                self._bad(f"Transfer Event endpoint ID {ep}, TRB pointer 0x{pointer:x}: no ring")
+
+    def _check(
+        self, ring_name: str, expected: int, pointer: int, residual: int, length: int
+    ) -> int:
+        if pointer != expected:
+            self._bad(
+                f"{ring_name} ring Transfer Event TRB pointer 0x{pointer:x} is not the oldest "
+                f"TRB in flight 0x{expected:x}; completing in ring order"
+            )
+        if residual > length:
+            self._bad(f"{ring_name} ring Transfer Event residual {residual} > TRB length {length}")
+            residual = length
+        return residual
+
+    def _halted_on(self, which: str, address: int) -> bool:
+        """The controller stopped on ``address``: the endpoint context's TR Dequeue Pointer
+        (written back on a halt) points at it."""
+        return self.memory.endpoint(which)["tr_dequeue_pointer"] == address
+
+    def _out_event(self, pointer: int, code: int, residual: int) -> None:
+        out = self.out
+        t = out.oldest()
+        if t is None:
+            self._bad(f"OUT ring Transfer Event (pointer 0x{pointer:x}) with nothing in flight")
+            return
+        address = out.ring.address_of(t.index)
+        residual = self._check("OUT", address, pointer, residual, t.length)
+        moved = t.length - residual
+        counters = self.counters
+        if code == _SUCCESS or code == _SHORT:
+            if residual and code == _SUCCESS:
+                self._bad(f"OUT ring Success with residual {residual}")
+            counters.trbs_to_host += 1
+            counters.bytes_to_host += moved
+            msg = out.complete_oldest(moved)
+            if msg is not None:
+                if msg.delivered < msg.length:
+                    self._report(
+                        UndeliveredMessage(
+                            msg.message_id, bytes(msg.data), msg.delivered, code_name(code)
+                        )
+                    )
+                else:
+                    counters.messages_to_host += 1
+            return
+        name = code_name(code)
+        counters.errors[name] += 1
+        if code in RETRY_CODES and self._halted_on("out", address):
+            counters.bytes_to_host += moved
+            spurious = code == _STALL and moved == 0 and not t.retries and t.length > 0
+            if code == _STALL and moved == 0:
+                counters.spurious_stalls += 1
+                t.spurious_stalls += 1
+            else:
+                t.retries += 1
+            out.keep_remainder(t, moved)
+            if t.retries > MAX_RETRIES:
+                self._report(out.fail_message_of_oldest(f"{name} after {t.retries} retries", 0))
+                return
+            log.info(
+                "DbC OUT ring %s on TRB 0x%x (%d of %d bytes moved): kept queued%s",
+                name, address, moved, t.length + moved, " (spurious STALL)" if spurious else "",
+            )  # fmt: skip
+            out.halted = True  # resumed (doorbell) once DCCTRL.HOT reads 0
+            return
+        # The controller moved past the TRB (or cannot run it): the rest of the TD is lost.
+        counters.bytes_to_host += moved
+        self._report(out.fail_message_of_oldest(name, moved))
+
+    def _in_event(self, pointer: int, code: int, residual: int) -> None:
+        inp = self.inp
+        t = inp.oldest()
+        if t is None:
+            self._bad(f"IN ring Transfer Event (pointer 0x{pointer:x}) with nothing posted")
+            return
+        address = inp.ring.address_of(t.index)
+        residual = self._check("IN", address, pointer, residual, t.length)
+        received = t.length - residual
+        counters = self.counters
+        if code == _SUCCESS or code == _SHORT:
+            end = code == _SHORT or received < t.length
+            counters.trbs_from_host += 1
+            counters.bytes_from_host += received
+            if end:
+                counters.transfers_from_host += 1
+            inp.complete_oldest(received, end)
+            return
+        name = code_name(code)
+        counters.errors[name] += 1
+        if code in RETRY_CODES and self._halted_on("in", address):
+            if code == _STALL:
+                if received == 0:
+                    counters.spurious_stalls += 1
+                counters.bytes_from_host += received
+                inp.keep_remainder(t, received)
+            # Babble / Transaction / Data Buffer: the host's transfer failed (it saw the error);
+            # the buffer's content is not data. Keep the TRB as it is for the next transfer.
+            inp.halted = True
+            return
+        inp.drop_oldest()
