@@ -10,6 +10,7 @@ mapping): one ``error:`` line, one ``hint:`` line, a documented exit code, and n
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -490,6 +491,9 @@ def bench(name: str, as_json: bool, quick: bool) -> None:
                 click.echo(f"  {k:40s} {v}")
     if failed:
         sys.exit(int(ExitCode.FAILURE))
+
+
+cli.add_command(importlib.import_module("harness.cli_usbip").usbip_cmd)  # USB/IP export
 
 
 def main() -> None:

@@ -216,6 +216,14 @@ RULES: tuple[Rule, ...] = (
         ExitCode.TIMEOUT,
         "the QEMU guest did not boot in time (TCG is slow on a busy machine): run again",
     ),
+    # USB/IP export (fixtures.usbip)
+    Rule(
+        "fixtures",
+        "UsbipError",
+        ExitCode.FAILURE,
+        "`usbip list -r HOST` shows what the server exports; run with --debug for the details",
+    ),
+    Rule("fixtures", "UsbipTimeout", ExitCode.TIMEOUT, "is the USB/IP peer up?"),
     Rule("harness", "CheckFailed", ExitCode.CHECK_FAILED, "record the session with `trace`"),
     Rule(
         "harness",
