@@ -66,6 +66,8 @@ def find_cycle_flip(trbs: np.ndarray, cycle: int, start: int = 0) -> int | None:
     """Index of the first TRB at or after ``start`` whose Cycle bit differs from ``cycle`` (for
     a consumer with CCS = ``cycle``: the first TRB not yet written), None if there is none."""
     control: np.ndarray = trbs[_CONTROL_WORD][start:]
+    if control.size == 0:
+        return None
     mismatch = ((control & _C.mask) != 0) != bool(cycle)
     i = int(mismatch.argmax())
     if not mismatch[i]:

@@ -8,7 +8,18 @@ equal ``bLength``. Malformed descriptors raise :class:`~drivers.xhci.errors.Desc
 
 from __future__ import annotations
 
-from construct import Array, Const, Int8ul, Int16ul, PaddedString, Rebuild, Struct, len_, this
+from construct import (
+    Array,
+    Bytes,
+    Const,
+    Int8ul,
+    Int16ul,
+    Rebuild,
+    StringEncoded,
+    Struct,
+    len_,
+    this,
+)
 
 from drivers.xhci.errors import DescriptorError
 from drivers.xhci.layout import Layout
@@ -30,9 +41,9 @@ DESCRIPTOR_HEADER = Layout(
 
 #: A text string descriptor, declared with construct (reference for the fast functions below).
 STRING_DESCRIPTOR = Struct(
-    "bLength" / Rebuild(Int8ul, 2 + 2 * len_(this.bString)),
+    "bLength" / Rebuild(Int8ul, lambda ctx: 2 + len(ctx.bString.encode("utf-16-le"))),
     "bDescriptorType" / Const(STRING_DESCRIPTOR_TYPE, Int8ul),
-    "bString" / PaddedString((this.bLength - 2), "utf_16_le"),
+    "bString" / StringEncoded(Bytes(this.bLength - 2), "utf_16_le"),
 )
 
 #: String 0: the LANGID array (USB 2.0 table 9-15).
