@@ -1,0 +1,231 @@
+"""Unit tests of the DbC driver's pure parts: state machine, identity, rings, datapath
+bookkeeping, errors, counters. (Behaviour against the virtual controller: test_dbc_virtual.py.)"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from allocator import EmulatedDmaSpace
+from drivers.dbc import (
+    DbcConfigError,
+    DbcCounters,
+    DbcDisconnected,
+    DbcIdentity,
+    DbcState,
+    DbcStateError,
+    UndeliveredMessage,
+)
+from drivers.dbc.datapath import (
+    LINE_64K,
+    TRB_MAX_BYTES,
+    HostToTargetPipe,
+    RxQueue,
+    TargetToHostPipe,
+)
+from drivers.dbc.rings import EventRing, TransferRing
+from drivers.dbc.state import StateMachine
+from drivers.xhci.trb import LINK, NORMAL, TRBType, cycle_of, trb_type_of
+
+
+@pytest.fixture
+def dma() -> EmulatedDmaSpace:
+    space = EmulatedDmaSpace()
+    yield space
+    space.close()
+
+
+# -- state machine ---------------------------------------------------------------------------
+
+
+def test_state_transitions_call_back_log_and_trace(caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[tuple[DbcState, DbcState]] = []
+    traced: list[dict[str, object]] = []
+    sm = StateMachine(
+        on_state=lambda old, new: seen.append((old, new)),
+        trace=lambda kind, **f: traced.append({"kind": kind, **f}),
+    )
+    with caplog.at_level("INFO", logger="drivers.dbc"):
+        for s in (DbcState.INITIALIZED, DbcState.ENABLED, DbcState.CONNECTED, DbcState.CONFIGURED):
+            sm.to(s, "test")
+    assert [new for _, new in seen] == [
+        DbcState.INITIALIZED,
+        DbcState.ENABLED,
+        DbcState.CONNECTED,
+        DbcState.CONFIGURED,
+    ]
+    assert traced[-1] == {"kind": "state", "old": "CONNECTED", "new": "CONFIGURED", "reason": "test"}
+    assert sum("DbC state" in r.message for r in caplog.records) == 4
+    sm.to(DbcState.CONFIGURED)  # no-op: same state, no callback
+    assert len(seen) == 4
+
+
+def test_illegal_transition_is_a_named_error() -> None:
+    sm = StateMachine()
+    with pytest.raises(DbcStateError, match="DISABLED -> CONFIGURED"):
+        sm.to(DbcState.CONFIGURED)
+    assert sm.state is DbcState.DISABLED
+
+
+# -- identity --------------------------------------------------------------------------------
+
+
+def test_identity_defaults_bind_linux_usb_debug() -> None:
+    ident = DbcIdentity()
+    assert (ident.vendor_id, ident.product_id, ident.protocol) == (0x1D6B, 0x0010, 0)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"vendor_id": 0x10000},
+        {"product_id": -1},
+        {"protocol": 256},
+        {"serial": "x" * 127},
+        {"manufacturer": b"bytes"},
+    ],
+)
+def test_identity_rejects_impossible_values(kwargs: dict[str, object]) -> None:
+    with pytest.raises(DbcConfigError):
+        DbcIdentity(**kwargs)  # type: ignore[arg-type]
+
+
+def test_identity_accepts_longest_string() -> None:
+    assert DbcIdentity(serial="x" * 126).serial == "x" * 126
+
+
+# -- rings -----------------------------------------------------------------------------------
+
+
+def test_transfer_ring_link_trb_toggles_cycle_and_wraps(dma: EmulatedDmaSpace) -> None:
+    ring = TransferRing(dma, 16, limit=None, name="OUT")
+    view = ring.view
+    assert trb_type_of(view, 15 * 16) == TRBType.Link
+    link = LINK.parse(view, 15 * 16)
+    assert link["ring_segment_pointer"] == ring.base and link["TC"] == 1 and link["C"] == 0
+    for i in range(15):
+        index, cycle = ring.enqueue_normal(ring.base, 8, chain=False)
+        assert (index, cycle) == (i, 1)
+    # passing the Link TRB handed it over (C = old PCS) and flipped the producer cycle state
+    assert LINK.parse(view, 15 * 16)["C"] == 1
+    assert ring.pcs == 0 and ring.enqueue_index == 0 and ring.free_slots == 0
+    ring.release(15)
+    index, cycle = ring.enqueue_normal(ring.base, 8, chain=False)
+    assert (index, cycle) == (0, 0) and cycle_of(view, 0) == 0
+    assert ring.index_of(ring.base + 16) == 1
+    assert ring.index_of(ring.base + 15 * 16) is None  # the Link TRB is never a transfer
+    assert ring.index_of(ring.base + 8) is None and ring.index_of(0) is None
+
+
+def test_ring_size_is_checked(dma: EmulatedDmaSpace) -> None:
+    with pytest.raises(DbcConfigError):
+        TransferRing(dma, 8, limit=None, name="OUT")
+    with pytest.raises(DbcConfigError):
+        EventRing(dma, 8192, limit=None)
+
+
+def test_event_ring_consumer_cycle(dma: EmulatedDmaSpace) -> None:
+    ev = EventRing(dma, 16, limit=None)
+    assert not ev.pending() and ev.dequeue_pointer == ev.base
+    for i in range(16):
+        ev.view[i * 16 + 12] = 1  # the producer hands every TRB over with C = 1
+    for _ in range(16):
+        assert ev.pending()
+        ev.advance()
+    assert ev.ccs == 0 and ev.dequeue_index == 0
+    assert not ev.pending()  # C = 1 is the old lap now
+
+
+# -- datapath --------------------------------------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None)
+@given(sizes=st.lists(st.integers(0, 3 * TRB_MAX_BYTES + 5), min_size=1, max_size=4))
+def test_write_split_into_trbs_per_message(sizes: list[int]) -> None:
+    """One message = one TD: TRBs of <= 64 KiB that never cross a 64 KiB line, CH on all but
+    the last, and two messages never share a TRB."""
+    with EmulatedDmaSpace() as dma:
+        pipe = TargetToHostPipe(dma, 64, limit=None, max_bytes_in_flight=64 << 20)
+        view = pipe.ring.view
+        msgs = [pipe.accept(bytes([i + 1]) * n) for i, n in enumerate(sizes)]
+        pipe.pump()
+        by_msg: dict[int, list[dict[str, int]]] = {}
+        for t in pipe.pending:
+            f = NORMAL.parse(view, t.index * 16)
+            by_msg.setdefault(t.message.message_id, []).append(f)
+            assert f["trb_transfer_length"] <= TRB_MAX_BYTES
+            start = f["data_buffer_pointer"]
+            length = f["trb_transfer_length"]
+            assert length == 0 or start // LINE_64K == (start + length - 1) // LINE_64K
+            assert f["IOC"] == 1
+            data = dma.device_read(start, length) if length else b""
+            assert data == bytes([msgs.index(t.message) + 1]) * length
+        for msg, n in zip(msgs, sizes, strict=True):
+            trbs = by_msg[msg.message_id]
+            assert sum(f["trb_transfer_length"] for f in trbs) == n
+            assert [f["CH"] for f in trbs] == [1] * (len(trbs) - 1) + [0]
+        pipe.close(dma)
+
+
+def test_back_pressure_keeps_rest_in_backlog(dma: EmulatedDmaSpace) -> None:
+    pipe = TargetToHostPipe(dma, 16, limit=None, max_bytes_in_flight=64 << 20)
+    msg = pipe.accept(bytes(20 * TRB_MAX_BYTES))
+    assert pipe.pump() == 15
+    assert pipe.backlog and msg.queued == 15 * TRB_MAX_BYTES
+    for _ in range(3):
+        pipe.complete_oldest(TRB_MAX_BYTES)
+    assert pipe.pump() == 3
+    lost = pipe.flush("unplugged")
+    assert [(u.message_id, u.delivered) for u in lost] == [(msg.message_id, 3 * TRB_MAX_BYTES)]
+    assert lost[0].undelivered_bytes == bytes(17 * TRB_MAX_BYTES)
+    assert pipe.idle and pipe.ring.free_slots == 15
+    pipe.close(dma)
+
+
+def test_in_pipe_primes_and_reposts(dma: EmulatedDmaSpace) -> None:
+    pipe = HostToTargetPipe(dma, 16, limit=None, buffers=4, buffer_size=4096, rx_limit=5000)
+    assert pipe.prime() == 4
+    t = pipe.oldest()
+    assert t is not None
+    t.block.view[:3] = b"abc"
+    assert pipe.complete_oldest(3, end=True) == b"abc"
+    assert pipe.prime() == 1  # the block went back on the ring
+    pipe.oldest().block.view[:4096] = b"x" * 4096  # type: ignore[union-attr]
+    pipe.complete_oldest(4096, end=False)
+    assert pipe.rx.size == 4099
+    pipe.oldest().block.view[:4096] = b"y" * 4096  # type: ignore[union-attr]
+    pipe.complete_oldest(4096, end=True)
+    assert pipe.prime() == 0  # rx over its limit: back-pressure, nothing re-posted
+    pipe.close(dma)
+
+
+def test_rx_queue_bytes_and_messages() -> None:
+    rx = RxQueue()
+    rx.push(b"ab", False)
+    rx.push(b"cd", True)
+    rx.push(b"", True)  # a zero-length transfer
+    rx.push(b"ef", True)
+    assert rx.take(3) == b"abc"
+    assert rx.take_message() == b"d"
+    assert rx.take_message() == b""
+    assert rx.has_message() and rx.take(10) == b"ef"
+    assert rx.size == 0 and not rx.has_data()
+
+
+# -- errors and counters ---------------------------------------------------------------------
+
+
+def test_disconnected_carries_undelivered_messages() -> None:
+    msgs = (UndeliveredMessage(3, b"hello", 2, "unplugged"),)
+    err = DbcDisconnected("gone", msgs)
+    assert err.message_ids == (3,) and err.undelivered[0].undelivered_bytes == b"llo"
+    assert "3" in str(err)
+
+
+def test_counters_flatten() -> None:
+    c = DbcCounters()
+    c.errors["StallError"] += 2
+    c.recoveries["disconnect"] += 1
+    d = c.as_dict()
+    assert d["errors.StallError"] == 2 and d["errors"] == 2 and d["recoveries"] == 1
