@@ -55,7 +55,12 @@ def test_state_transitions_call_back_log_and_trace(caplog: pytest.LogCaptureFixt
         DbcState.CONNECTED,
         DbcState.CONFIGURED,
     ]
-    assert traced[-1] == {"kind": "state", "old": "CONNECTED", "new": "CONFIGURED", "reason": "test"}
+    assert traced[-1] == {
+        "kind": "state",
+        "old": "CONNECTED",
+        "new": "CONFIGURED",
+        "reason": "test",
+    }
     assert sum("DbC state" in r.message for r in caplog.records) == 4
     sm.to(DbcState.CONFIGURED)  # no-op: same state, no callback
     assert len(seen) == 4
