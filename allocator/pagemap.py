@@ -29,7 +29,10 @@ class Pagemap:
         try:
             self._fd: int | None = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except PermissionError as exc:
-            raise PrivilegeRequired(f"cannot open {path}: {exc}; run as root or use VFIO") from exc
+            raise PrivilegeRequired(
+                f"cannot open {path} ({exc.strerror}): physical addresses need "
+                "root/CAP_SYS_ADMIN (or bind the device to VFIO and use the iova backend)"
+            ) from exc
         except OSError as exc:
             raise DmaError(f"cannot open {path}: {exc}") from exc
 

@@ -18,14 +18,14 @@ from allocator.errors import HugepagesUnavailable, InvalidRequest
 HUGEPAGES_SYSFS = Path("/sys/kernel/mm/hugepages")
 
 
-def hugepage_dir(size_kb: int) -> Path:
-    return HUGEPAGES_SYSFS / f"hugepages-{size_kb}kB"
+def hugepage_dir(size_kb: int, sysfs: Path = HUGEPAGES_SYSFS) -> Path:
+    return sysfs / f"hugepages-{size_kb}kB"
 
 
-def free_hugepages(size_kb: int = 2048) -> int:
+def free_hugepages(size_kb: int = 2048, sysfs: Path = HUGEPAGES_SYSFS) -> int:
     """Free hugepages of ``size_kb`` right now (0 when the size does not exist)."""
     try:
-        return int((hugepage_dir(size_kb) / "free_hugepages").read_text())
+        return int((hugepage_dir(size_kb, sysfs) / "free_hugepages").read_text())
     except OSError:
         return 0
 
@@ -33,12 +33,13 @@ def free_hugepages(size_kb: int = 2048) -> int:
 class HugepageReservation:
     """Make sure ``count`` hugepages of ``size_kb`` are free; give back what we added."""
 
-    def __init__(self, count: int, size_kb: int = 2048) -> None:
+    def __init__(self, count: int, size_kb: int = 2048, sysfs: Path = HUGEPAGES_SYSFS) -> None:
         if count < 0:
             raise InvalidRequest(f"cannot reserve {count} hugepages")
         self.count = count
         self.size_kb = size_kb
-        self.nr_hugepages_path = hugepage_dir(size_kb) / "nr_hugepages"
+        self.sysfs = sysfs
+        self.nr_hugepages_path = hugepage_dir(size_kb, sysfs) / "nr_hugepages"
         self.old_value: int | None = None
         self.added = 0
         self._lock = threading.Lock()
@@ -51,7 +52,7 @@ class HugepageReservation:
                 f"this kernel has no {self.size_kb} kB hugepages ({path.parent} is missing)"
             )
         old = int(path.read_text())
-        missing = self.count - free_hugepages(self.size_kb)
+        missing = self.count - free_hugepages(self.size_kb, self.sysfs)
         if missing <= 0:
             return
         try:
@@ -64,7 +65,7 @@ class HugepageReservation:
         self.old_value = old
         self.added = missing
         atexit.register(self.release)
-        have = free_hugepages(self.size_kb)
+        have = free_hugepages(self.size_kb, self.sysfs)
         if have < self.count:
             self.release()
             raise HugepagesUnavailable(
