@@ -66,17 +66,26 @@ _MPS = 1024
 class DbcDriver:
     """A DbC driver over one controller's BAR0 (``mmio``) and a DMA space (``dma``).
 
-    Options: ``identity`` (VID/PID/bcdDevice/protocol/strings; default 1d6b:0010 so Linux's
-    ``usb_debug`` binds), ``dbc_offset`` (None: walk the extended capability list),
-    ``port_reset`` (reset not-connected USB3 root ports after setting DCE), ``mmio64`` (False:
-    64-bit registers as two dword writes), ``ring_trbs`` (OUT and IN transfer rings, 16..4096),
-    ``event_ring_trbs`` (default twice ``ring_trbs``, at most 4096), ``in_buffers`` /
-    ``in_buffer_size`` (receive buffers kept posted on the IN ring), ``max_bytes_in_flight``
-    (target -> host back-pressure), ``rx_limit`` (received bytes held before the IN ring stops
-    being re-primed), ``takeover`` (disable a DbC someone else left enabled instead of raising
-    DbcBusy), ``on_state(old, new)`` (called on every state transition),
-    ``raise_device_errors`` (poll() raises DbcDeviceError after a drain that saw a bad
-    controller-supplied value; by default they are counted and kept in ``device_errors``).
+    Options:
+
+    * ``identity``: VID/PID/bcdDevice/protocol/strings (default 1d6b:0010: Linux ``usb_debug``
+      binds it);
+    * ``dbc_offset``: BAR0 offset of the DbC (None: walk the extended capability list);
+    * ``port_reset``: reset not-connected USB3 root ports after setting DCE;
+    * ``mmio64``: False writes 64-bit registers as two dword writes (low, then high);
+    * ``ring_trbs``: size of the OUT and IN transfer rings (16..4096 TRBs, one segment);
+      ``event_ring_trbs``: default twice ``ring_trbs`` (at most 4096);
+    * ``in_buffers`` / ``in_buffer_size``: receive buffers kept posted on the IN ring (a
+      multiple of 1024). The default 1024, like Linux, completes every packet at once; larger
+      buffers cost fewer events, but a host transfer that is a multiple of 1024 bytes and not
+      of the buffer size is only handed over when the host ends it with a zero-length packet
+      or sends more;
+    * ``max_bytes_in_flight``: target -> host back-pressure; ``rx_limit``: received bytes held
+      before the IN ring stops being re-primed (host -> target back-pressure);
+    * ``takeover``: disable a DbC someone else left enabled instead of raising DbcBusy;
+    * ``on_state(old, new)``: called on every state transition;
+    * ``raise_device_errors``: poll() raises DbcDeviceError after a drain that saw a bad
+      controller-supplied value (by default they are counted and kept in ``device_errors``).
     """
 
     def __init__(
@@ -92,8 +101,8 @@ class DbcDriver:
         mmio64: bool = True,
         ring_trbs: int = 256,
         event_ring_trbs: int | None = None,
-        in_buffers: int = 16,
-        in_buffer_size: int = TRB_MAX_BYTES,
+        in_buffers: int = 64,
+        in_buffer_size: int = _MPS,
         max_bytes_in_flight: int = 8 << 20,
         rx_limit: int = 16 << 20,
         takeover: bool = False,
