@@ -92,9 +92,15 @@ def mounted_storage(
     return found
 
 
-def group_blockers(sysfs: PciSysfs, bdf: str, allowed_driver: str = "vfio-pci") -> list[str]:
-    """Other endpoint devices of ``bdf``'s IOMMU group that still have a driver other than
-    ``allowed_driver`` (VFIO would refuse the group as not viable). Bridges are ignored."""
+#: Drivers that leave DMA ownership to VFIO (``driver_managed_dma``): a group peer bound to one
+#: of them does not have to move.
+VFIO_COMPATIBLE_DRIVERS = frozenset({"vfio-pci", "pci-stub", "pcieport"})
+
+
+def group_blockers(sysfs: PciSysfs, bdf: str) -> list[str]:
+    """Other endpoint devices of ``bdf``'s IOMMU group bound to a driver that is not
+    VFIO-compatible (VFIO would refuse the group as not viable). Bridges and driverless devices
+    are fine."""
     group = sysfs.iommu_group(bdf)
     if group is None:
         return []
@@ -108,7 +114,7 @@ def group_blockers(sysfs: PciSysfs, bdf: str, allowed_driver: str = "vfio-pci") 
             drv = sysfs.driver(peer)
         except (OSError, ValueError):
             continue
-        if drv not in (None, allowed_driver):
+        if drv is not None and drv not in VFIO_COMPATIBLE_DRIVERS:
             blockers.append(f"{peer} (driver {drv})")
     return blockers
 

@@ -42,6 +42,7 @@ from harness.errors import (
     GroupNotViable,
     HarnessError,
     LockdownActive,
+    NoDbc,
     NoIommu,
     StorageOnController,
     UnsafeModeRefused,
@@ -96,6 +97,19 @@ class ClaimInfo:
     @property
     def has_dbc(self) -> bool:
         return self.dbc_offset is not None
+
+    @property
+    def dbc_status(self) -> str:
+        """``"no Debug Capability on this controller"`` or where the DbC is."""
+        if self.dbc_offset is None:
+            return "no Debug Capability on this controller"
+        return f"Debug Capability at BAR0 + 0x{self.dbc_offset:x}"
+
+    def require_dbc(self) -> int:
+        """The DbC's BAR0 offset; NoDbc (an expected answer, not a crash) when there is none."""
+        if self.dbc_offset is None:
+            raise NoDbc(f"{self.bdf}: {self.dbc_status} (QEMU's xHCIs and many cards have none)")
+        return self.dbc_offset
 
 
 def _resolve_mode(sysfs: PciSysfs, bdf: str, mode: str, unsafe: bool) -> str:
@@ -457,13 +471,19 @@ class Claim:
 def _iova_space(mapper: VfioDmaMapper) -> DmaSpace:
     from allocator.iova import IovaDmaSpace
 
-    return IovaDmaSpace(mapper)
+    return IovaDmaSpace(mapper, iova_base=mapper.iova_base)
+
+
+#: 2 MiB hugepages kept free for a sysfs-mode claim (given back on release)
+SYSFS_HUGEPAGES = 4
 
 
 def _hugepage_space(ac64: bool) -> DmaSpace:
+    """Hugepages at physical addresses; with AC64 = 0 the driver passes ``limit=1 << 32`` to
+    every allocation and the allocator refuses pages above 4 GiB."""
     from allocator.hugepage import HugepageDmaSpace
 
-    return HugepageDmaSpace()
+    return HugepageDmaSpace(reserve=SYSFS_HUGEPAGES)
 
 
 def claim(

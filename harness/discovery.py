@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from drivers.xhci.host import probe_capabilities
 from harness.errors import HarnessError
-from harness.pci import PCI_CLASS_SERIAL_USB_XHCI
+from harness.mmio import MmioRegion
+from harness.pci import PCI_CLASS_SERIAL_USB_XHCI, PCI_COMMAND, PCI_COMMAND_MEMORY
 from harness.sysfs import PciSysfs
 
 
@@ -102,10 +104,6 @@ def xhci_addresses(sysfs: PciSysfs | None = None) -> list[str]:
 def read_bar0_via_resource(sysfs: PciSysfs, bdf: str) -> tuple[bool, int | None]:
     """Map ``resource0`` read-only and decode AC64 and the DbC offset. Only for a controller
     that no driver holds (the kernel refuses otherwise)."""
-    from drivers.xhci.host import probe_capabilities
-
-    from harness.mmio import MmioRegion
-
     path = sysfs.device_dir(bdf) / "resource0"
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -140,6 +138,8 @@ def describe(bdf: str, sysfs: PciSysfs | None = None, read_bar0: bool = True) ->
         info.bar0_note = f"BAR0 held by {info.driver}; claim the controller to read it"
     elif not read_bar0:
         info.bar0_note = "not read"
+    elif not sysfs.config_read(bdf, PCI_COMMAND, 2) & PCI_COMMAND_MEMORY:
+        info.bar0_note = "memory decoding is off (no driver enabled the device)"
     else:
         try:
             ac64, dbc = read_bar0_via_resource(sysfs, bdf)

@@ -1,0 +1,58 @@
+"""sysfs claim inside the guest (machines without an IOMMU): resource0 mmap, hugepage memory at
+physical addresses, and the same No Op proof; plus the refusals that guard this unsafe mode."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import GuestMachine
+
+from drivers.xhci.host import XhciHost
+from harness import state
+from harness.claim import claim
+from harness.errors import NoIommu, UnsafeModeRefused
+from harness.pci import PCI_COMMAND_MASTER
+from harness.sysfs import PciSysfs
+
+pytestmark = pytest.mark.kernel_bench
+
+
+@pytest.fixture
+def no_iommu_machine(guest_machine: GuestMachine) -> GuestMachine:
+    if guest_machine.iommu:
+        pytest.skip("needs the machine without an IOMMU")
+    return guest_machine
+
+
+def test_sysfs_mode_needs_the_unsafe_flag(no_iommu_machine: GuestMachine) -> None:
+    bdf = no_iommu_machine.xhci_bdf
+    with pytest.raises(UnsafeModeRefused, match="no DMA isolation"):
+        claim(bdf, "sysfs")
+    with pytest.raises(NoIommu, match="unsafe=True"):
+        claim(bdf, "auto")
+    with pytest.raises(NoIommu, match="no IOMMU group"):
+        claim(bdf, "vfio")
+    assert PciSysfs().driver(bdf) == "xhci_hcd"
+    assert state.list_states() == []
+
+
+def test_no_op_commands_complete_into_hugepage_memory(no_iommu_machine: GuestMachine) -> None:
+    bdf = no_iommu_machine.xhci_bdf
+    sysfs = PciSysfs()
+    with claim(bdf, "auto", unsafe=True) as c:
+        assert c.info.mode == "sysfs" and c.info.vfio_api == ""
+        assert sysfs.driver(bdf) is None
+        assert c.dma.backend == "hugepage"
+        with XhciHost(c.mmio, c.dma) as host:
+            events = [host.no_op() for _ in range(20)]
+        for event in events:
+            assert event.success, event.text
+            buf, _ = c.dma.lookup(event.event_address)
+            assert buf.space is c.dma
+        # physical addresses of hugepage memory: 2 MiB-aligned chunks below the 2 GiB of RAM
+        assert all(e.event_address < 2 << 30 for e in events)
+        assert c.info.has_dbc is False
+    assert sysfs.driver(bdf) == "xhci_hcd"
+    assert sysfs.driver_override(bdf) is None
+    assert state.list_states() == []
+    # xhci_hcd runs the controller again; our Bus Master bit was handed back to it
+    assert sysfs.config_read(bdf, 4, 2) & PCI_COMMAND_MASTER
