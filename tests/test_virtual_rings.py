@@ -1,0 +1,240 @@
+"""Transfer and event ring behaviour of the virtual DbC (xHCI 1.2 4.9, 4.10, 4.11, 6.4)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from drivers.xhci.contexts import DBC_ENDPOINT_CONTEXT, DBC_IN_EP_OFFSET, EPState
+from drivers.xhci.trb import NORMAL, CompletionCode
+from fixtures.virtual import HostStall, HostTransferError, VirtualXhci
+from tests.virtual_helpers import DbcBench
+
+
+def configured(**kwargs: object) -> tuple[VirtualXhci, DbcBench]:
+    x = VirtualXhci(**kwargs)  # type: ignore[arg-type]
+    b = DbcBench(x)
+    b.bring_up()
+    b.events()
+    return x, b
+
+
+@pytest.fixture
+def xb() -> tuple[VirtualXhci, DbcBench]:
+    x, b = configured()
+    yield x, b
+    x.close()
+
+
+def test_no_processing_without_doorbell(xb: tuple[VirtualXhci, DbcBench]) -> None:
+    x, b = xb
+    b.queue_out(b"quiet")
+    x.advance(10_000)
+    assert x.host.pending_in_bytes() == 0
+    b.ring_doorbell(0)
+    x.advance(1)
+    assert x.host.pending_in_bytes() == 5
+
+
+def test_trb_with_wrong_cycle_is_not_consumed(xb: tuple[VirtualXhci, DbcBench]) -> None:
+    x, b = xb
+    b.data.view[0:4] = b"late"
+    off = b.out.enqueue * 16
+    NORMAL.pack_into(b.out.buf.view, off, data_buffer_pointer=b.data.device_address,
+                     trb_transfer_length=4, IOC=1, C=b.out.pcs ^ 1)  # fmt: skip
+    b.ring_doorbell(0)
+    x.advance(1000)
+    assert x.host.pending_in_bytes() == 0
+    NORMAL.pack_into(b.out.buf.view, off, data_buffer_pointer=b.data.device_address,
+                     trb_transfer_length=4, IOC=1, C=b.out.pcs)  # fmt: skip
+    x.advance(1000)
+    assert x.host.pending_in_bytes() == 0  # idle until the next doorbell (4.9.2)
+    b.ring_doorbell(0)
+    assert x.host.recv(16, timeout=0.01) == b"late"
+
+
+def test_transfer_ring_wraps_through_link_with_toggle_cycle() -> None:
+    with VirtualXhci() as x:
+        b = DbcBench(x, ring_trbs=16)
+        b.bring_up()
+        b.events()
+        got = b""
+        for i in range(100):
+            b.queue_out(bytes([i]) * 3, offset=i * 64)
+            b.ring_doorbell(0)
+            got += x.host.recv(64, timeout=0.01)
+            ev = b.transfer_events()
+            assert len(ev) == 1 and ev[0].fields["completion_code"] == CompletionCode.Success
+        assert got == b"".join(bytes([i]) * 3 for i in range(100))
+        assert x.findings == []
+
+
+def test_event_ring_full_holds_events_without_overwrite() -> None:
+    with VirtualXhci() as x:
+        b = DbcBench(x, event_trbs=16)
+        b.bring_up()
+        b.events()
+        addrs = [b.queue_out(b"x", offset=64 * i) for i in range(20)]
+        b.ring_doorbell(0)
+        x.advance(100)
+        first = b.events(update_erdp=False)
+        # one slot always stays empty: enqueue + 1 == dequeue means full (4.9.4)
+        assert len(first) == 15
+        assert [e.fields["trb_pointer"] for e in first] == addrs[:15]
+        assert b.dcst()["ER"] == 1
+        b.write64("DCERDP", b.event_buf.device_address + b.ev_index * 16)
+        x.advance(100)
+        rest = b.events()
+        assert [e.fields["trb_pointer"] for e in rest] == addrs[15:]
+        assert x.findings == []
+
+
+def test_event_ring_wrap_toggles_producer_cycle_state() -> None:
+    with VirtualXhci() as x:
+        b = DbcBench(x, event_trbs=16)
+        b.bring_up()
+        b.events()
+        cycles = []
+        for i in range(40):
+            b.queue_out(b"y", offset=64 * i)
+            b.ring_doorbell(0)
+            x.advance(10)
+            ev = b.events()
+            assert len(ev) == 1
+            cycles.append(ev[0].fields["C"])
+        assert 0 in cycles and 1 in cycles
+        assert b.dcst()["ER"] == 0
+
+
+def test_chained_td_is_one_host_transfer(xb: tuple[VirtualXhci, DbcBench]) -> None:
+    x, b = xb
+    payload = bytes(range(256)) * 12  # 3072 bytes: 2048 + 1024, ends on a packet boundary
+    b.queue_out(payload[:2048], chain=1, ioc=0)
+    b.queue_out(payload[2048:], offset=4096)
+    b.queue_out(b"tail", offset=8192)
+    b.ring_doorbell(0)
+    # no short packet at the end of the first TD: the host read continues into the next one
+    assert x.host.recv(8192, timeout=0.01) == payload + b"tail"
+    ev = b.transfer_events()
+    assert len(ev) == 2  # IOC only on the last TRB of each TD
+
+
+def test_short_td_ends_the_host_read(xb: tuple[VirtualXhci, DbcBench]) -> None:
+    x, b = xb
+    b.queue_out(b"first")
+    b.queue_out(b"second", offset=64)
+    b.ring_doorbell(0)
+    assert x.host.recv(4096, timeout=0.01) == b"first"
+    assert x.host.recv(4096, timeout=0.01) == b"second"
+
+
+def test_in_short_packet_on_first_trb_without_isp() -> None:
+    with VirtualXhci() as x:
+        b = DbcBench(x)
+        b.bring_up()
+        b.events()
+        b.post_in(2048, chain=1, ioc=0, isp=0)
+        last = b.post_in(2048, offset=0x90000, ioc=1, isp=0)
+        b.ring_doorbell(1)
+        x.host.send(b"z" * 100, timeout=0.01)
+        ev = b.transfer_events()
+        assert len(ev) == 1
+        e = ev[0].fields
+        assert (e["trb_pointer"], e["completion_code"]) == (last, CompletionCode.ShortPacket)
+        assert b.in_data(100) == b"z" * 100
+
+
+def test_in_packets_fill_a_td_exactly(xb: tuple[VirtualXhci, DbcBench]) -> None:
+    x, b = xb
+    b.post_in(4096)
+    b.ring_doorbell(1)
+    x.host.send(b"a" * 4096, timeout=0.01)
+    ev = b.transfer_events()
+    assert [(e.fields["completion_code"], e.fields["trb_transfer_length"]) for e in ev] == [
+        (CompletionCode.Success, 0)
+    ]
+
+
+def test_in_transfer_larger_than_td_babbles(xb: tuple[VirtualXhci, DbcBench]) -> None:
+    x, b = xb
+    b.post_in(1000)
+    b.ring_doorbell(1)
+    with pytest.raises(HostTransferError) as info:
+        x.host.send(b"q" * 2000, timeout=0.01)
+    assert info.value.code == CompletionCode.BabbleDetectedError
+    ev = b.transfer_events()
+    assert ev[0].fields["completion_code"] == CompletionCode.BabbleDetectedError
+    assert b.dcctrl()["HIT"] == 1
+    ctx = DBC_ENDPOINT_CONTEXT.parse(b.ctx.view, DBC_IN_EP_OFFSET)
+    assert ctx["ep_state"] == EPState.Halted
+    with pytest.raises(HostStall):
+        x.host.send(b"again", timeout=0.01)
+
+
+def test_in_data_waits_for_posted_buffers(xb: tuple[VirtualXhci, DbcBench]) -> None:
+    x, b = xb
+    xfer = x.host.submit(b"early bird")
+    x.advance(1000)
+    assert not xfer.done
+    b.post_in(1024)
+    b.ring_doorbell(1)
+    assert x.host.wait(xfer, timeout=0.01) == 10
+    assert b.in_data(10) == b"early bird"
+
+
+def test_noop_with_ioc_completes(xb: tuple[VirtualXhci, DbcBench]) -> None:
+    x, b = xb
+    addr = b.noop(b.out, ioc=1)
+    b.ring_doorbell(0)
+    x.advance(10)
+    ev = b.transfer_events()
+    assert [(e.fields["trb_pointer"], e.fields["completion_code"]) for e in ev] == [
+        (addr, CompletionCode.Success)
+    ]
+
+
+def test_idt_on_out_ring_sends_immediate_data(xb: tuple[VirtualXhci, DbcBench]) -> None:
+    x, b = xb
+    b.out.put(NORMAL.build(data_buffer_pointer=int.from_bytes(b"imm!", "little"),
+                           trb_transfer_length=4, IDT=1, IOC=1, C=0))  # fmt: skip
+    b.ring_doorbell(0)
+    assert x.host.recv(16, timeout=0.01) == b"imm!"
+
+
+def test_recv_timeout_advances_virtual_time(xb: tuple[VirtualXhci, DbcBench]) -> None:
+    from fixtures.virtual import HostTimeout
+
+    x, _ = xb
+    t0 = x.now_us
+    with pytest.raises(HostTimeout):
+        x.host.recv(16, timeout=0.25)
+    assert x.now_us - t0 == pytest.approx(250_000)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=5000), min_size=1, max_size=12))
+def test_out_bytes_arrive_in_order(sizes: list[int]) -> None:
+    with VirtualXhci() as x:
+        b = DbcBench(x)
+        b.bring_up()
+        b.events()
+        expected = b""
+        offset = 0
+        for i, n in enumerate(sizes):
+            chunk = bytes([(i * 7 + j) & 0xFF for j in range(n)]) if n else b""
+            b.queue_out(chunk, offset=offset)
+            offset += (n + 63) & ~63
+            expected += chunk
+        b.ring_doorbell(0)
+        got = b""
+        for _ in range(len(sizes) * 4):
+            if len(got) == len(expected):
+                break
+            got += x.host.recv(1 << 16, timeout=0.01)
+        assert got == expected
+        x.advance(10)
+        ev = b.transfer_events()
+        assert len(ev) == len(sizes)
+        assert all(e.fields["trb_transfer_length"] == 0 for e in ev)
+        assert all(e.fields["endpoint_id"] == 2 for e in ev)
