@@ -6,7 +6,8 @@ Public API (others code against these names)::
 
 * :class:`DbcDriver` (``driver.py``): ``DbcDriver(mmio, dma, *, identity=DbcIdentity(),
   clock=REAL_CLOCK, trace=null_sink, dbc_offset=None, port_reset=False, mmio64=True,
-  ring_trbs=256, event_ring_trbs=None, in_buffers=64, in_buffer_size=1024,
+  ring_trbs=256, event_ring_trbs=None, in_buffers=None (= min(64, ring_trbs // 2)),
+  in_buffer_size=1024,
   max_bytes_in_flight=8 MiB, rx_limit=16 MiB, takeover=False, on_state=None,
   raise_device_errors=False)``; ``find_dbc()``, ``start(timeout)``, ``state``, ``write(data,
   timeout) -> message id``, ``flush(timeout)``, ``read(max_bytes, timeout) -> bytes``,

@@ -75,11 +75,11 @@ class DbcDriver:
     * ``mmio64``: False writes 64-bit registers as two dword writes (low, then high);
     * ``ring_trbs``: size of the OUT and IN transfer rings (16..4096 TRBs, one segment);
       ``event_ring_trbs``: default twice ``ring_trbs`` (at most 4096);
-    * ``in_buffers`` / ``in_buffer_size``: receive buffers kept posted on the IN ring (a
-      multiple of 1024). The default 1024, like Linux, completes every packet at once; larger
-      buffers cost fewer events, but a host transfer that is a multiple of 1024 bytes and not
-      of the buffer size is only handed over when the host ends it with a zero-length packet
-      or sends more;
+    * ``in_buffers`` / ``in_buffer_size``: receive buffers kept posted on the IN ring (default
+      min(64, ring_trbs // 2)) and their size (a multiple of 1024). The default 1024, like
+      Linux, completes every packet at once; larger buffers cost fewer events, but a host
+      transfer that is a multiple of 1024 bytes and not of the buffer size is only handed over
+      when the host ends it with a zero-length packet or sends more;
     * ``max_bytes_in_flight``: target -> host back-pressure; ``rx_limit``: received bytes held
       before the IN ring stops being re-primed (host -> target back-pressure);
     * ``takeover``: disable a DbC someone else left enabled instead of raising DbcBusy;
@@ -101,7 +101,7 @@ class DbcDriver:
         mmio64: bool = True,
         ring_trbs: int = 256,
         event_ring_trbs: int | None = None,
-        in_buffers: int = 64,
+        in_buffers: int | None = None,
         in_buffer_size: int = _MPS,
         max_bytes_in_flight: int = 8 << 20,
         rx_limit: int = 16 << 20,
@@ -113,6 +113,8 @@ class DbcDriver:
         if event_ring_trbs is None:
             event_ring_trbs = min(4096, 2 * ring_trbs)
         check_ring_size(event_ring_trbs, "event_ring_trbs")
+        if in_buffers is None:
+            in_buffers = min(64, ring_trbs // 2)
         if not isinstance(in_buffers, int) or not 1 <= in_buffers < ring_trbs:
             raise DbcConfigError(f"in_buffers must be 1..{ring_trbs - 1}, got {in_buffers!r}")
         if (

@@ -1,0 +1,341 @@
+"""Every quirk and fault of the virtual bench, with the recovery the driver must make.
+
+Strict mode throughout: a spec finding raised by the model fails the test. Deterministic mode:
+the driver's waits advance virtual time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from drivers.dbc import (
+    DbcBusy,
+    DbcDisconnected,
+    DbcDriver,
+    DbcState,
+    DbcSurpriseRemoval,
+    DbcTimeout,
+)
+from drivers.xhci.registers import CAPLENGTH, OPERATIONAL_REGS, USBCMD, read_register
+from fixtures.virtual import (
+    HostStall,
+    HostTimeout,
+    HostTransferError,
+    Quirks,
+    SpecViolation,
+    TransferFault,
+    VirtualXhci,
+)
+
+
+def make(quirks: Quirks | None = None, **kw: object) -> VirtualXhci:
+    return VirtualXhci(strict=True, quirks=quirks or Quirks(), **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def closer() -> Iterator[list[VirtualXhci]]:
+    made: list[VirtualXhci] = []
+    yield made
+    for x in made:
+        findings = list(x.findings)
+        x.close()
+        assert findings == []
+
+
+def bench(closer: list[VirtualXhci], quirks: Quirks | None = None, **kw: object) -> VirtualXhci:
+    x = make(quirks, **kw)
+    closer.append(x)
+    return x
+
+
+def driver(x: VirtualXhci, **options: object) -> DbcDriver:
+    drv = DbcDriver(x.mmio, x.dma, clock=x.clock, **options)  # type: ignore[arg-type]
+    drv.start(timeout=5.0)
+    return drv
+
+
+def host_read(x: VirtualXhci, drv: DbcDriver, n: int, timeout: float = 5.0) -> bytes:
+    """The debug host reads until ``n`` bytes arrived (the driver keeps running)."""
+    parts: list[bytes] = []
+    got = 0
+    end = x.clock.monotonic() + timeout
+    while got < n:
+        drv.poll()
+        try:
+            chunk = x.host.recv(n - got, timeout=0.001)
+        except HostTimeout:
+            if x.clock.monotonic() > end:
+                raise
+            continue
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def settle(drv: DbcDriver, state: DbcState = DbcState.CONFIGURED, timeout: float = 5.0) -> None:
+    end = drv.clock.monotonic() + timeout
+    while drv.state is not state:
+        if drv.clock.monotonic() > end:
+            raise AssertionError(f"driver stuck in {drv.state.name}, wanted {state.name}")
+        drv.poll()
+        drv.clock.sleep(0.001)
+
+
+def roundtrip(x: VirtualXhci, drv: DbcDriver, tag: bytes) -> None:
+    drv.write(tag)
+    assert host_read(x, drv, len(tag)) == tag
+    xfer = x.host.submit(tag[::-1])
+    assert drv.read(len(tag), timeout=2.0) == tag[::-1]
+    x.host.wait(xfer, timeout=1.0)
+
+
+# -- identity of the part --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ids", [(0, 1), (2, 3)])
+def test_both_endpoint_id_schemes(closer: list[VirtualXhci], ids: tuple[int, int]) -> None:
+    x = bench(closer, Quirks(endpoint_ids=ids))
+    drv = driver(x)
+    roundtrip(x, drv, b"endpoint ids")
+    assert drv.device_errors == []
+    drv.stop()
+
+
+def test_enumeration_needs_root_port_reset(closer: list[VirtualXhci]) -> None:
+    x = bench(closer, Quirks(enumerate_after_root_port_reset=True))
+    drv = DbcDriver(x.mmio, x.dma, clock=x.clock)
+    with pytest.raises(DbcTimeout, match="DCR"):
+        drv.start(timeout=0.5)
+    assert drv.state is DbcState.DISABLED and x.dma.stats()["live_bytes"] == 0
+    drv = driver(x, port_reset=True)
+    roundtrip(x, drv, b"after port reset")
+    drv.stop()
+
+
+def test_dcst_er_lag_does_not_matter(closer: list[VirtualXhci]) -> None:
+    x = bench(closer, Quirks(dcst_er_lag_us=5000))
+    drv = driver(x)
+    roundtrip(x, drv, b"lagging ER")
+    drv.stop()
+
+
+def test_no_64bit_mmio_needs_dword_writes(closer: list[VirtualXhci]) -> None:
+    x = bench(closer, Quirks(no_64bit_mmio=True))
+    drv = driver(x, mmio64=False)
+    roundtrip(x, drv, b"32-bit only")
+    drv.stop()
+    y = make(Quirks(no_64bit_mmio=True))
+    try:
+        with pytest.raises(SpecViolation):
+            DbcDriver(y.mmio, y.dma, clock=y.clock, mmio64=True).start(timeout=1.0)
+    finally:
+        y.close()
+
+
+def test_firmware_left_enabled_busy_then_takeover(closer: list[VirtualXhci]) -> None:
+    x = bench(closer, Quirks(firmware_left_enabled=True))
+    with pytest.raises(DbcBusy, match="takeover"):
+        DbcDriver(x.mmio, x.dma, clock=x.clock).start(timeout=1.0)
+    drv = driver(x, takeover=True)
+    assert drv.counters.recoveries["takeover"] == 1
+    roundtrip(x, drv, b"taken over")
+    drv.stop()
+
+
+# -- event quirks ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["zero", "nonmonotonic"])
+def test_bad_event_pointers_are_named_errors_and_lose_nothing(
+    closer: list[VirtualXhci], mode: str
+) -> None:
+    x = bench(closer, Quirks(transfer_event_pointer=mode))  # type: ignore[arg-type]
+    drv = driver(x)
+    msgs = [bytes([i]) * (100 + i) for i in range(20)]
+    for m in msgs:
+        drv.write(m)
+    drv.flush(timeout=2.0)
+    assert host_read(x, drv, sum(map(len, msgs))) == b"".join(msgs)
+    roundtrip(x, drv, b"still fine")
+    assert drv.device_errors, "bad TRB pointers must be reported"
+    assert drv.counters.device_errors == len(drv.device_errors)
+    assert drv.counters.messages_to_host == len(msgs) + 1
+    drv.stop()
+
+
+# -- halts and stalls ------------------------------------------------------------------------
+
+
+def test_host_halt_holds_writes_until_cleared(closer: list[VirtualXhci]) -> None:
+    x = bench(closer)
+    drv = driver(x)
+    x.host.halt("in")  # target -> host endpoint: DCCTRL.HOT
+    drv.write(b"first")
+    drv.write(b"second")
+    with pytest.raises(DbcTimeout):
+        drv.flush(timeout=0.05)
+    with pytest.raises(HostStall):
+        x.host.recv(100, timeout=0.01)
+    x.host.clear_halt("in")
+    drv.flush(timeout=1.0)
+    assert host_read(x, drv, 11) == b"firstsecond"
+    assert drv.counters.recoveries["halt_cleared"] >= 1
+    drv.stop()
+
+
+def test_host_halt_of_host_to_target_pipe(closer: list[VirtualXhci]) -> None:
+    x = bench(closer)
+    drv = driver(x)
+    x.host.halt("out")  # host -> target endpoint: DCCTRL.HIT
+    with pytest.raises(HostStall):
+        x.host.send(b"nope", timeout=0.01)
+    drv.poll()
+    x.host.clear_halt("out")
+    drv.poll()
+    roundtrip(x, drv, b"after HIT")
+    drv.stop()
+
+
+def test_spurious_stall_after_clear_halt_keeps_request(closer: list[VirtualXhci]) -> None:
+    x = bench(closer, Quirks(spurious_stall_on_clear_halt=True))
+    drv = driver(x)
+    roundtrip(x, drv, b"before")
+    x.host.halt("out")
+    drv.poll()
+    x.host.clear_halt("out")  # nothing in flight host -> target: spurious STALL event
+    drv.poll()
+    x.host.halt("in")
+    drv.poll()
+    x.host.clear_halt("in")
+    drv.poll()
+    assert drv.counters.spurious_stalls >= 1
+    roundtrip(x, drv, b"after spurious stall")
+    drv.stop()
+
+
+@pytest.mark.parametrize("completion", ["babble", "transaction_error"])
+def test_target_to_host_transfer_fault_is_retried(
+    closer: list[VirtualXhci], completion: str
+) -> None:
+    x = bench(closer, Quirks(transfer_faults=(TransferFault("out", 1, completion),)))  # type: ignore[arg-type]
+    drv = driver(x)
+    drv.write(b"zero")
+    drv.write(b"one")  # TD 1 fails on the wire, the endpoint halts (HOT)
+    drv.write(b"two")
+    assert host_read(x, drv, 4) == b"zero"
+    with pytest.raises(HostStall):
+        host_read(x, drv, 3, timeout=0.05)
+    x.host.clear_halt("in")
+    assert host_read(x, drv, 6) == b"onetwo"
+    drv.flush(timeout=1.0)
+    name = "BabbleDetectedError" if completion == "babble" else "USBTransactionError"
+    assert drv.counters.errors[name] == 1
+    drv.stop()
+
+
+@pytest.mark.parametrize("completion", ["babble", "transaction_error"])
+def test_host_to_target_transfer_fault(closer: list[VirtualXhci], completion: str) -> None:
+    x = bench(closer, Quirks(transfer_faults=(TransferFault("in", 0, completion),)))  # type: ignore[arg-type]
+    drv = driver(x)
+    xfer = x.host.submit(b"lost")
+    drv.poll()
+    with pytest.raises(HostTransferError):
+        x.host.wait(xfer, timeout=0.1)
+    x.host.clear_halt("out")
+    roundtrip(x, drv, b"next one arrives")
+    assert drv.read_message(timeout=0.01) if drv.pending_read_bytes else True
+    drv.stop()
+
+
+# -- the host goes away ----------------------------------------------------------------------
+
+
+def test_unplug_mid_transfer_reports_undelivered_and_recovers(closer: list[VirtualXhci]) -> None:
+    x = bench(closer, Quirks(unplug_after_out_bytes=100_000))
+    drv = driver(x)
+    first = bytes(range(256)) * 200  # 51200 bytes: delivered
+    second = b"\xaa" * 100_000  # cut by the unplug
+    id1 = drv.write(first)
+    assert host_read(x, drv, len(first)) == first
+    id2 = drv.write(second)
+    with pytest.raises(DbcDisconnected) as info:
+        drv.flush(timeout=2.0)
+    assert id1 not in info.value.message_ids and id2 in info.value.message_ids
+    settle(drv, DbcState.ENABLED)
+    x.host.plug()
+    settle(drv)
+    roundtrip(x, drv, b"replugged")
+    assert drv.counters.recoveries["disconnect"] == 1
+    drv.stop()
+
+
+@pytest.mark.parametrize("action", ["unplug", "hot", "warm", "deconfigure", "link_error"])
+def test_host_side_loss_and_return(closer: list[VirtualXhci], action: str) -> None:
+    x = bench(closer)
+    drv = driver(x)
+    roundtrip(x, drv, b"before")
+    if action == "unplug":
+        x.host.unplug()
+        settle(drv, DbcState.ENABLED)
+        x.host.plug()
+    elif action in ("hot", "warm"):
+        x.host.reset(action)  # type: ignore[arg-type]
+    elif action == "deconfigure":
+        x.host.set_configuration(0)
+        settle(drv, DbcState.CONNECTED)
+        x.host.set_configuration(1)
+    else:
+        x.host.link_error()
+        settle(drv, DbcState.CONNECTED)
+        x.host.reset("warm")
+    settle(drv)
+    for i in range(3):  # rings were re-initialised: no leak across reconnects
+        roundtrip(x, drv, b"after %d" % i)
+    assert sum(drv.counters.recoveries.values()) >= 1
+    drv.stop()
+
+
+def test_repeated_reconnects_do_not_fill_rings(closer: list[VirtualXhci]) -> None:
+    x = bench(closer)
+    drv = driver(x, ring_trbs=16)
+    for i in range(12):
+        for _ in range(5):
+            drv.write(b"m%d" % i)
+        host_read(x, drv, 10)
+        x.host.unplug()
+        settle(drv, DbcState.ENABLED)
+        x.host.plug()
+        settle(drv)
+    roundtrip(x, drv, b"still room")
+    drv.stop()
+
+
+def test_controller_reset_kills_dbc_and_driver_rebrings_up(closer: list[VirtualXhci]) -> None:
+    x = bench(closer, Quirks(hcrst_kills_dbc=True))
+    drv = driver(x)
+    roundtrip(x, drv, b"before reset")
+    op = read_register(x.mmio, 0, CAPLENGTH)
+    x.mmio.write32(op + OPERATIONAL_REGS.offset("USBCMD"), USBCMD.encode(HCRST=1))
+    drv.poll()  # sees DCE = 0 and runs the bring-up again
+    assert drv.state is DbcState.ENABLED
+    settle(drv)
+    assert drv.counters.recoveries["dce_lost"] == 1
+    roundtrip(x, drv, b"after reset")
+    drv.stop()
+
+
+def test_surprise_removal_is_named_and_stop_frees_everything(closer: list[VirtualXhci]) -> None:
+    x = bench(closer)
+    drv = driver(x)
+    drv.write(b"in flight")
+    x.surprise_remove()
+    with pytest.raises(DbcSurpriseRemoval):
+        drv.poll()
+    assert drv.state is DbcState.REMOVED
+    with pytest.raises(DbcSurpriseRemoval):
+        drv.write(b"more")
+    lost = drv.stop()
+    assert [m.data for m in lost] == [b"in flight"]
+    assert drv.state is DbcState.DISABLED and x.dma.stats()["live_bytes"] == 0
