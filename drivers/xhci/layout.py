@@ -117,7 +117,7 @@ class Field:
 
     @property
     def reserved(self) -> bool:
-        return self.name.startswith(("rsvdz", "rsvdp"))
+        return self.name.startswith(("rsvdz", "rsvdp", "rsvdo"))
 
     @property
     def is_address(self) -> bool:
@@ -321,37 +321,46 @@ class Layout:
                 lines.append(f"        {f.name!r}: {_extract(wv, f)},")
         lines.append("    }")
 
-        params = ", ".join(f"{f.name}={f.default}" for f in fields)
-        # One range check per distinct value mask: OR-ing in-range non-negative values stays in
-        # range, and any negative value makes the OR negative, so (a | b | c) & ~mask catches all.
+        # build/pack_into take the non-reserved fields as keyword parameters (the fast path);
+        # reserved fields (rare: models building RsvdZ violations) and unknown names arrive in
+        # **_extra and take the slow, table-driven path, which checks the names.
+        fast = [f for f in fields if not f.reserved]
+        params = "".join(f"{f.name}={f.default}, " for f in fast)
+        # Range checks. A field at the top of its word needs none: a too-large or negative value
+        # makes the whole word out of range for struct, which raises struct.error (turned into a
+        # LayoutError below). The others get one check per distinct value mask: OR-ing in-range
+        # non-negative values stays in range and any negative value makes the OR negative, so
+        # (a | b | c) & ~mask catches every bad value of the group.
         groups: dict[int, list[str]] = {}
-        for f in fields:
+        for f in fast:
+            if f.shift + f.width == f.word_size * 8 and not f.value_shift:
+                continue
             groups.setdefault(f.value_mask, []).append(f.name)
         check = " | ".join(
-            f"({' | '.join(names)}) & {~vmask:#x}"
+            f"{names[0]} & {~vmask:#x}"
             if len(names) == 1
             else f"(({' | '.join(names)}) & {~vmask:#x})"
             for vmask, names in groups.items()
         )
         packed = []
         for w in words:
-            parts = [_insert(f) for f in w.fields]
-            packed.append(" | ".join(parts))
-        names = ", ".join(f"{f.name}={f.name}" for f in fields)
-        for fn, sig, call in (
-            ("build", "", "return _pack("),
-            ("pack_into", "buf, offset, ", "_pack_into(buf, offset, "),
+            parts = [_insert(f) for f in w.fields if not f.reserved]
+            packed.append(" | ".join(parts) if parts else "0")
+        names = "".join(f", {f.name}={f.name}" for f in fast)
+        for fn, sig, call, buf in (
+            ("build", "", "return _pack(", "None, 0"),
+            ("pack_into", "buf, offset, ", "_pack_into(buf, offset, ", "buf, offset"),
         ):
-            lines.append(f"def {fn}({sig}*, {params}, **_unknown):")
-            lines.append("    if _unknown:")
-            lines.append("        _unknown_fields(_unknown)")
+            lines.append(f"def {fn}({sig}*, {params}**_extra):")
+            lines.append("    if _extra:")
+            lines.append(f"        return _slow_build({buf}, _extra{names})")
             lines.append("    try:")
-            lines.append(f"        bad = {check}")
-            lines.append("    except TypeError:")
-            lines.append("        bad = 1")
-            lines.append("    if bad:")
-            lines.append(f"        _range_error({names})")
-            lines.append(f"    {call}{', '.join(packed)})")
+            if check:
+                lines.append(f"        if {check}:")
+                lines.append(f"            _build_error({buf}{names})")
+            lines.append(f"        {call}{', '.join(packed)})")
+            lines.append("    except (TypeError, _struct_error):")
+            lines.append(f"        _build_error({buf}{names})")
         source = "\n".join(lines) + "\n"
         namespace: dict[str, Any] = {
             "_unpack_from": self._struct.unpack_from,
@@ -359,8 +368,8 @@ class Layout:
             "_pack_into": self._struct.pack_into,
             "_struct_error": struct.error,
             "_short": self._short,
-            "_unknown_fields": self._unknown_fields,
-            "_range_error": self._range_error,
+            "_build_error": self._build_error,
+            "_slow_build": self._slow_build,
         }
         exec(compile(source, f"<layout {self.name}>", "exec"), namespace)
         self.source = source
@@ -380,6 +389,37 @@ class Layout:
     def _unknown_fields(self, unknown: Mapping[str, Any]) -> None:
         raise LayoutError(f"{self.name} has no field(s) {sorted(unknown)}")
 
+    def _slow_build(
+        self, buf: Any, offset: int, extra: Mapping[str, Any], **values: Any
+    ) -> bytes | None:
+        """Build with reserved fields set (or report unknown names), from the mask table."""
+        unknown = set(extra) - set(self.fields)
+        if unknown:
+            self._unknown_fields(dict.fromkeys(unknown))
+        values.update(extra)
+        self._range_error(**values)
+        value = 0
+        for name, v in values.items():
+            f = self.fields[name]
+            value |= (v >> f.value_shift) << f.bit_offset
+        data = value.to_bytes(self.size, "little")
+        if buf is None:
+            return data
+        if offset < 0 or len(buf) - offset < self.size:
+            raise LayoutError(
+                f"{self.name} needs {self.size} bytes at offset {offset}, buffer has "
+                f"{len(buf) - offset}"
+            )
+        buf[offset : offset + self.size] = data
+        return None
+
+    def _build_error(self, buf: Any, offset: int, **values: Any) -> None:
+        self._range_error(**values)  # raises for any bad value
+        have = len(buf) - offset if buf is not None else 0
+        raise LayoutError(
+            f"{self.name} needs {self.size} bytes at offset {offset}, buffer has {have}"
+        )
+
     def _range_error(self, **values: Any) -> None:
         for name, v in values.items():
             f = self.fields[name]
@@ -391,7 +431,8 @@ class Layout:
                     f"{self.name}.{name} = {v:#x} out of range ({what} 0..{f.max_value:#x}, "
                     f"{f.width} bits)"
                 )
-        raise LayoutError(f"{self.name}: bad field values {values}")  # pragma: no cover
+        if not values:
+            raise LayoutError(f"{self.name}: no field values")
 
     # -- whole-value helpers (registers) ---------------------------------------------------
     def decode(self, value: int) -> dict[str, int]:
