@@ -18,10 +18,13 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from drivers.tracing import TraceSink, null_sink
-from harness.session import host_endpoints, read_chunk
+from harness.session import read_chunk
+
+if TYPE_CHECKING:
+    from fixtures.bench import DebugHostPipe
 
 
 @dataclass
@@ -34,8 +37,8 @@ class ConsoleResult:
 class HostEchoPeer:
     """On the debug host: read what the target sent (bulk IN) and send it back (bulk OUT)."""
 
-    def __init__(self, dev: Any) -> None:
-        self.ep_out, self.ep_in = host_endpoints(dev)
+    def __init__(self, pipe: DebugHostPipe) -> None:
+        self.pipe = pipe
         self.error: BaseException | None = None
         self.echoed = 0
         self._stop = threading.Event()
@@ -45,14 +48,9 @@ class HostEchoPeer:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                try:
-                    data = bytes(self.ep_in.read(1 << 16, timeout=50))
-                except Exception as exc:
-                    if "time" in str(exc).lower():
-                        continue
-                    raise
+                data = self.pipe.recv(1 << 16, timeout=0.05)
                 if data:
-                    self.ep_out.write(data, timeout=5000)
+                    self.pipe.send(data, timeout=5.0)
                     self.echoed += len(data)
         except BaseException as exc:
             self.error = exc
@@ -84,7 +82,7 @@ def run_console(
     **claim: Any,
 ) -> ConsoleResult:
     """Run the console until end of input (see the module docstring)."""
-    from fixtures.bench import HostUnavailable, VirtualBench, open_bench
+    from fixtures.bench import VirtualBench, open_bench
 
     result = ConsoleResult()
     t0 = time.monotonic()
@@ -93,12 +91,7 @@ def run_console(
         driver.start(timeout=timeout)
         peer: HostEchoPeer | None = None
         if isinstance(bench, VirtualBench):
-            peer = HostEchoPeer(bench.debug_device(timeout=timeout))
-        else:
-            try:
-                bench.debug_device(timeout=0.1)
-            except HostUnavailable:
-                pass
+            peer = HostEchoPeer(bench.host_pipe(timeout=timeout))
         chunks: queue.Queue[bytes] = queue.Queue()
         threading.Thread(
             target=_stdin_reader, args=(stdin_fd, chunks), name="stdin", daemon=True

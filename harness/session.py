@@ -23,10 +23,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.tracing import TraceSink, null_sink
 from harness.cli_errors import ExitCode
+
+if TYPE_CHECKING:
+    from fixtures.bench import DebugHostPipe
 
 #: USB SuperSpeed bulk max packet size (what the DbC reports)
 MAX_PACKET = 1024
@@ -133,42 +136,16 @@ class TargetEcho:
         self._thread.join(timeout=5.0)
 
 
-def host_endpoints(dev: Any) -> tuple[Any, Any]:
-    """(host_to_target bulk OUT endpoint, target_to_host bulk IN endpoint) of the DbC."""
-    import usb.util
-
-    try:
-        dev.set_configuration()
-    except Exception:
-        pass
-    intf = dev.get_active_configuration()[(0, 0)]
-
-    def direction(want: int) -> Callable[[Any], bool]:
-        return lambda ep: usb.util.endpoint_direction(ep.bEndpointAddress) == want
-
-    host_to_target = usb.util.find_descriptor(intf, custom_match=direction(usb.util.ENDPOINT_OUT))
-    target_to_host = usb.util.find_descriptor(intf, custom_match=direction(usb.util.ENDPOINT_IN))
-    if host_to_target is None or target_to_host is None:
-        raise CheckFailed("the debug device has no bulk IN/OUT endpoint pair")
-    return host_to_target, target_to_host
-
-
-def host_read_exact(ep_in: Any, size: int, deadline: float) -> bytes:
+def host_read_exact(pipe: DebugHostPipe, size: int, deadline: float) -> bytes:
     """Read ``size`` bytes target -> host, in requests of whole max-packet multiples."""
     got = bytearray()
     while len(got) < size:
         remaining = size - len(got)
         want = min(-(-remaining // MAX_PACKET) * MAX_PACKET, THROUGHPUT_MESSAGE)
-        left_ms = int((deadline - time.monotonic()) * 1000)
-        if left_ms <= 0:
+        left = deadline - time.monotonic()
+        if left <= 0:
             break
-        try:
-            chunk = ep_in.read(want, timeout=min(left_ms, 1000))
-        except Exception as exc:  # pyusb timeout: try again until the deadline
-            if "time" in str(exc).lower():
-                continue
-            raise
-        got += bytes(chunk)
+        got += pipe.recv(want, timeout=min(left, 1.0))
     return bytes(got)
 
 
@@ -177,15 +154,14 @@ def _pattern(size: int, seed: int) -> bytes:
     return (block * (size // 256 + 1))[:size]
 
 
-def run_echo(dev_eps: tuple[Any, Any], sizes: list[int], timeout: float) -> list[EchoResult]:
-    ep_out, ep_in = dev_eps
+def run_echo(pipe: DebugHostPipe, sizes: list[int], timeout: float) -> list[EchoResult]:
     results = []
     for i, size in enumerate(sizes):
         payload = _pattern(size, i)
         t0 = time.monotonic()
         deadline = t0 + timeout + size / 50e6
-        ep_out.write(payload, timeout=int(timeout * 1000))
-        back = host_read_exact(ep_in, size, deadline)
+        pipe.send(payload, timeout=timeout)
+        back = host_read_exact(pipe, size, deadline)
         seconds = time.monotonic() - t0
         if back == payload:
             results.append(EchoResult(size, True, seconds))
@@ -199,7 +175,7 @@ def run_echo(dev_eps: tuple[Any, Any], sizes: list[int], timeout: float) -> list
     return results
 
 
-def measure_target_to_host(driver: Any, ep_in: Any, total: int, timeout: float) -> float:
+def measure_target_to_host(driver: Any, pipe: DebugHostPipe, total: int, timeout: float) -> float:
     """Driver writes ``total`` bytes (1 MiB messages); the host reads them. MB/s."""
     message = _pattern(THROUGHPUT_MESSAGE, 99)
     errors: list[BaseException] = []
@@ -217,7 +193,7 @@ def measure_target_to_host(driver: Any, ep_in: Any, total: int, timeout: float) 
     t0 = time.monotonic()
     producer = threading.Thread(target=produce, name="dbc-target-writer", daemon=True)
     producer.start()
-    got = host_read_exact(ep_in, total, t0 + timeout)
+    got = host_read_exact(pipe, total, t0 + timeout)
     elapsed = time.monotonic() - t0
     producer.join(timeout=timeout)
     if errors:
@@ -230,7 +206,7 @@ def measure_target_to_host(driver: Any, ep_in: Any, total: int, timeout: float) 
     return total / elapsed / 1e6
 
 
-def measure_host_to_target(driver: Any, ep_out: Any, total: int, timeout: float) -> float:
+def measure_host_to_target(driver: Any, pipe: DebugHostPipe, total: int, timeout: float) -> float:
     """The host writes ``total`` bytes; the driver reads them. MB/s."""
     message = _pattern(THROUGHPUT_MESSAGE, 7)
     received = bytearray()
@@ -250,7 +226,7 @@ def measure_host_to_target(driver: Any, ep_out: Any, total: int, timeout: float)
     sent = 0
     while sent < total:
         n = min(THROUGHPUT_MESSAGE, total - sent)
-        ep_out.write(message[:n], timeout=int(timeout * 1000))
+        pipe.send(message[:n], timeout=timeout)
         sent += n
     consumer.join(timeout=max(0.1, deadline - time.monotonic()))
     elapsed = time.monotonic() - t0
@@ -281,8 +257,10 @@ def run_session(
     t0 = time.monotonic()
     step = on_step or (lambda text: None)
 
+    bringup_t0 = [t0]
+
     def state_changed(old: Any, new: Any) -> None:
-        when = time.monotonic() - t0
+        when = time.monotonic() - bringup_t0[0]
         names = (getattr(old, "name", str(old)), getattr(new, "name", str(new)))
         result.transitions.append((when, *names))
         if on_state is not None:
@@ -300,20 +278,21 @@ def run_session(
             on_state=state_changed, takeover=options.takeover, port_reset=options.port_reset
         )
         step("bringing the DbC up")
+        bringup_t0[0] = time.monotonic()
         driver.start(timeout=options.timeout)
         try:
-            step("waiting for the debug host to enumerate the DbC")
-            dev = bench.debug_device(timeout=options.timeout)
+            step("opening the debug host's pipes")
+            pipe: DebugHostPipe | None = bench.host_pipe(timeout=options.timeout)
         except HostUnavailable as exc:
             result.skipped = str(exc)
-            dev = None
-        if dev is not None:
-            eps = host_endpoints(dev)
+            pipe = None
+        if pipe is not None:
+            result.bench["debug host"] = pipe.via
             if options.echo_sizes:
                 step(f"echo of {len(options.echo_sizes)} messages")
                 echo = TargetEcho(driver)
                 try:
-                    result.echo = run_echo(eps, options.echo_sizes, options.timeout)
+                    result.echo = run_echo(pipe, options.echo_sizes, options.timeout)
                 finally:
                     echo.close()
                 if echo.error is not None:
@@ -323,11 +302,11 @@ def run_session(
                 mib = options.throughput_bytes >> 20
                 step(f"throughput target_to_host, {mib} MiB")
                 result.throughput_MBps["target_to_host"] = round(
-                    measure_target_to_host(driver, eps[1], options.throughput_bytes, budget), 1
+                    measure_target_to_host(driver, pipe, options.throughput_bytes, budget), 1
                 )
                 step(f"throughput host_to_target, {mib} MiB")
                 result.throughput_MBps["host_to_target"] = round(
-                    measure_host_to_target(driver, eps[0], options.throughput_bytes, budget), 1
+                    measure_host_to_target(driver, pipe, options.throughput_bytes, budget), 1
                 )
         result.counters = _counters_dict(getattr(driver, "counters", None))
         step("stopping the DbC")

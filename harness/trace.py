@@ -9,7 +9,8 @@ stream into files people can open:
   'S' (submit) and a 'C' (complete) per transfer, stalls carry status -EPIPE (-32), and each
   packet has a pcapng comment naming the TRB or event behind it (the record's ``comment``; when a
   producer gives none, the last ``"trb"`` (for 'S') or ``"event"`` (for 'C') seen, marked
-  "after ..."). Other kinds are not USB packets; they go to the JSON-lines file.
+  "after ...", else what the packet is, e.g. "host sends 64 bytes to 0x01 (lands on the DbC IN
+  ring)"). Other kinds are not USB packets; they go to the JSON-lines file.
 * :class:`JsonLinesTraceWriter`: every record of every kind, one JSON object per line
   (``{"ts": seconds, "kind": ..., **fields}``; bytes as hex strings).
 * :class:`MemoryTrace`: keeps records in a list (tests, summaries).
@@ -214,10 +215,7 @@ class PcapngTraceWriter(TraceWriter):
         xfer_type = fields.get("xfer_type")
         if xfer_type is None:
             xfer_type = XFER_CONTROL if setup_bytes is not None or epnum & 0x7F == 0 else XFER_BULK
-        comment = fields.get("comment")
-        if not comment:
-            last = self._last_trb if stage == "S" else self._last_event
-            comment = f"after {'TRB' if stage == 'S' else 'event'}: {last}" if last else None
+        comment = fields.get("comment") or self._default_comment(stage, direction, epnum, length)
         record = UsbmonRecord(
             urb_id=self._urb_id(stage, epnum, fields.get("urb_id")),
             event=stage,
@@ -233,6 +231,19 @@ class PcapngTraceWriter(TraceWriter):
         )
         self._file.write(record, str(comment) if comment else None)
         self.packets += 1
+
+    def _default_comment(self, stage: str, direction: str, epnum: int, length: int) -> str:
+        """For a record without ``comment``: the last TRB queued (submits) or event seen
+        (completions), marked "after", else what the packet is in DbC terms."""
+        last = self._last_trb if stage == "S" else self._last_event
+        if last:
+            return f"after {'TRB' if stage == 'S' else 'event'}: {last}"
+        ring = "DbC OUT ring" if direction == "in" else "DbC IN ring"
+        if stage == "S" and direction == "in":
+            return f"host requests up to {length} bytes from 0x{epnum:02x} ({ring})"
+        if stage == "S":
+            return f"host sends {length} bytes to 0x{epnum:02x} (lands on the {ring})"
+        return f"{length} bytes {'from' if direction == 'in' else 'to'} 0x{epnum:02x} ({ring})"
 
     def flush(self) -> None:
         with self._lock:

@@ -19,10 +19,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.tracing import TraceSink, null_sink
-from harness.session import MAX_PACKET, host_endpoints, read_chunk
+from harness.session import MAX_PACKET, read_chunk
+
+if TYPE_CHECKING:
+    from fixtures.bench import DebugHostPipe
 
 #: bytes per ``write()`` (a message; the driver splits it into TRBs)
 CHUNK = 1 << 20
@@ -49,9 +52,9 @@ class TransferResult:
 class _HostReader(threading.Thread):
     """Virtual bench: the debug host reads ``total`` bytes and hashes them."""
 
-    def __init__(self, ep_in: Any, total: int, deadline: float) -> None:
+    def __init__(self, pipe: DebugHostPipe, total: int, deadline: float) -> None:
         super().__init__(name="dbc-host-reader", daemon=True)
-        self.ep_in, self.total, self.deadline = ep_in, total, deadline
+        self.pipe, self.total, self.deadline = pipe, total, deadline
         self.digest = hashlib.sha256()
         self.count = 0
         self.error: BaseException | None = None
@@ -61,12 +64,7 @@ class _HostReader(threading.Thread):
         try:
             while self.count < self.total and time.monotonic() < self.deadline:
                 want = min(-(-(self.total - self.count) // MAX_PACKET) * MAX_PACKET, CHUNK)
-                try:
-                    data = bytes(self.ep_in.read(want, timeout=200))
-                except Exception as exc:
-                    if "time" in str(exc).lower():
-                        continue
-                    raise
+                data = self.pipe.recv(want, timeout=0.2)
                 self.digest.update(data)
                 self.count += len(data)
         except BaseException as exc:
@@ -91,8 +89,8 @@ def send_file(
         reader = None
         budget = timeout + total / 5e6
         if isinstance(bench, VirtualBench):
-            _, ep_in = host_endpoints(bench.debug_device(timeout=timeout))
-            reader = _HostReader(ep_in, total, time.monotonic() + budget)
+            pipe = bench.host_pipe(timeout=timeout)
+            reader = _HostReader(pipe, total, time.monotonic() + budget)
         digest = hashlib.sha256()
         done = 0
         t0 = time.monotonic()
@@ -157,14 +155,14 @@ def recv_file(
         errors: list[BaseException] = []
         expected = hashlib.sha256()
         if isinstance(bench, VirtualBench):
-            ep_out, _ = host_endpoints(bench.debug_device(timeout=timeout))
+            pipe = bench.host_pipe(timeout=timeout)
             produce, size = _host_source(source, size)
 
             def send() -> None:
                 try:
                     while data := produce():
                         expected.update(data)
-                        ep_out.write(data, timeout=int(timeout * 1000))
+                        pipe.send(data, timeout=timeout)
                 except BaseException as exc:
                     errors.append(exc)
 
