@@ -74,9 +74,16 @@ def host_read(x: VirtualXhci, drv: DbcDriver, n: int, timeout: float = 5.0) -> b
     return b"".join(parts)
 
 
-def settle(drv: DbcDriver, state: DbcState = DbcState.CONFIGURED, timeout: float = 5.0) -> None:
+def settle(
+    drv: DbcDriver,
+    state: DbcState = DbcState.CONFIGURED,
+    timeout: float = 5.0,
+    x: VirtualXhci | None = None,
+) -> None:
+    """Let the driver run until it reaches ``state`` (and, with ``x``, the host configured
+    the device again)."""
     end = drv.clock.monotonic() + timeout
-    while drv.state is not state:
+    while drv.state is not state or (x is not None and not x.host.configured):
         if drv.clock.monotonic() > end:
             raise AssertionError(f"driver stuck in {drv.state.name}, wanted {state.name}")
         drv.poll()
@@ -290,7 +297,7 @@ def test_host_side_loss_and_return(closer: list[VirtualXhci], action: str) -> No
         x.host.link_error()
         settle(drv, DbcState.CONNECTED)
         x.host.reset("warm")
-    settle(drv)
+    settle(drv, x=x)
     for i in range(3):  # rings were re-initialised: no leak across reconnects
         roundtrip(x, drv, b"after %d" % i)
     assert sum(drv.counters.recoveries.values()) >= 1

@@ -191,31 +191,36 @@ def test_back_pressure_keeps_rest_in_backlog(dma: EmulatedDmaSpace) -> None:
 def test_in_pipe_primes_and_reposts(dma: EmulatedDmaSpace) -> None:
     pipe = HostToTargetPipe(dma, 16, limit=None, buffers=4, buffer_size=4096, rx_limit=5000)
     assert pipe.prime() == 4
-    t = pipe.oldest()
-    assert t is not None
-    t.block.view[:3] = b"abc"
-    assert pipe.complete_oldest(3, end=True) == b"abc"
-    assert pipe.prime() == 1  # the block went back on the ring
-    pipe.oldest().block.view[:4096] = b"x" * 4096  # type: ignore[union-attr]
-    pipe.complete_oldest(4096, end=False)
-    assert pipe.rx.size == 4099
-    pipe.oldest().block.view[:4096] = b"y" * 4096  # type: ignore[union-attr]
-    pipe.complete_oldest(4096, end=True)
-    assert pipe.prime() == 0  # rx over its limit: back-pressure, nothing re-posted
+    first = pipe.oldest()
+    assert first is not None
+    first.block.view[:3] = b"abc"
+    pipe.complete_oldest(3, end=True)
+    assert pipe.prime() == 1  # a fresh block keeps 4 posted while "abc" waits to be read
+    assert pipe.rx.take_message() == b"abc"
+    assert pipe.prime() == 0 and pipe.parked == [first.block]  # consumed: back for reuse
+    for fill in (b"x", b"y"):
+        t = pipe.oldest()
+        assert t is not None
+        t.block.view[:4096] = fill * 4096
+        pipe.complete_oldest(4096, end=fill == b"y")
+    assert pipe.rx.size == 8192
+    assert pipe.prime() == 0  # more than rx_limit unread: back-pressure, nothing posted
+    assert pipe.rx.take(5000) == b"x" * 4096 + b"y" * 904
+    assert pipe.prime() == 2
     pipe.close(dma)
 
 
 def test_rx_queue_bytes_and_messages() -> None:
     rx = RxQueue()
-    rx.push(b"ab", False)
-    rx.push(b"cd", True)
-    rx.push(b"", True)  # a zero-length transfer
-    rx.push(b"ef", True)
+    rx.push(memoryview(b"ab"), None, False)
+    rx.push(memoryview(b"cd"), None, True)
+    rx.push(memoryview(b""), None, True)  # a zero-length transfer
+    rx.push(memoryview(b"ef"), None, True)
     assert rx.take(3) == b"abc"
     assert rx.take_message() == b"d"
     assert rx.take_message() == b""
     assert rx.has_message() and rx.take(10) == b"ef"
-    assert rx.size == 0 and not rx.has_data()
+    assert rx.size == 0 and not rx.has_data() and not rx.has_message()
 
 
 # -- errors and counters ---------------------------------------------------------------------

@@ -299,48 +299,66 @@ class InTrb:
 
 
 class RxQueue:
-    """Received bytes in arrival order, with end-of-transfer marks (short packets)."""
+    """Received data in arrival order, with end-of-transfer marks (short packets).
+
+    Entries are zero-copy views into the DMA blocks that received them; a block goes back to
+    its pipe (to be posted again) once ``take``/``take_message`` consumed all of it, so data is
+    copied exactly once, from DMA memory into the bytes returned to the caller.
+    """
 
     def __init__(self) -> None:
-        self._chunks: deque[tuple[bytes, bool]] = deque()
+        #: (data view, block to give back once consumed or None, ends a transfer)
+        self._chunks: deque[tuple[memoryview, DmaBuffer | None, bool]] = deque()
         self.size = 0
+        self._messages = 0
+        self.freed: list[DmaBuffer] = []
 
-    def push(self, data: bytes, end: bool) -> None:
-        if data or end:
-            self._chunks.append((data, end))
-            self.size += len(data)
+    def push(self, data: memoryview, block: DmaBuffer | None, end: bool) -> None:
+        self._chunks.append((data, block, end))
+        self.size += len(data)
+        if end:
+            self._messages += 1
 
     def has_data(self) -> bool:
         return self.size > 0
 
     def has_message(self) -> bool:
-        return any(end for _, end in self._chunks)
+        return self._messages > 0
+
+    def _pop(self) -> tuple[memoryview, bool]:
+        data, block, end = self._chunks.popleft()
+        if block is not None:
+            self.freed.append(block)
+        if end:
+            self._messages -= 1
+        return data, end
 
     def take(self, max_bytes: int) -> bytes:
         """Up to ``max_bytes`` bytes across transfers (zero-length transfers are skipped)."""
-        parts: list[bytes] = []
+        parts: list[memoryview] = []
         need = max_bytes
         chunks = self._chunks
         while chunks and need > 0:
-            data, end = chunks[0]
+            data, block, end = chunks[0]
             if len(data) <= need:
-                chunks.popleft()
+                self._pop()
                 parts.append(data)
                 need -= len(data)
             else:
                 parts.append(data[:need])
-                chunks[0] = (data[need:], end)
+                chunks[0] = (data[need:], block, end)
                 need = 0
-        out = b"".join(parts)
+        while chunks and not len(chunks[0][0]):  # zero-length transfers carry no bytes
+            self._pop()
+        out = parts[0].tobytes() if len(parts) == 1 else b"".join(parts)
         self.size -= len(out)
         return out
 
     def take_message(self) -> bytes:
         """Everything up to and including the next end-of-transfer mark."""
-        parts: list[bytes] = []
-        chunks = self._chunks
-        while chunks:
-            data, end = chunks.popleft()
+        parts: list[memoryview] = []
+        while self._chunks:
+            data, end = self._pop()
             parts.append(data)
             if end:
                 break
@@ -372,24 +390,22 @@ class HostToTargetPipe:
         self.rx = RxQueue()
         self.rx_limit = rx_limit
         self.pending: deque[InTrb] = deque()
-        #: blocks not posted (back-pressure: rx queue above rx_limit)
+        #: blocks neither posted nor holding unread data
         self.parked: list[DmaBuffer] = []
         #: DCCTRL.HIT seen set: hold the pipe until it clears
         self.halted = False
-        self._owned: list[DmaBuffer] = []
 
     def prime(self) -> int:
-        """Post receive buffers up to ``buffers`` (fewer while the rx queue is over its limit).
-        Returns the number of TRBs queued (ring the doorbell if > 0)."""
+        """Post receive buffers up to ``buffers`` (none while more than ``rx_limit`` received
+        bytes wait to be read: host -> target back-pressure). Returns the number of TRBs
+        queued (ring the doorbell if > 0)."""
+        rx = self.rx
+        if rx.freed:
+            self.parked.extend(rx.freed)
+            rx.freed.clear()
         posted = 0
-        while len(self.pending) < self.buffers and self.rx.size < self.rx_limit:
-            if self.parked:
-                block = self.parked.pop()
-            elif len(self._owned) < self.buffers:
-                block = self.blocks.get()
-                self._owned.append(block)
-            else:  # pragma: no cover - every owned block is pending or parked
-                break
+        while len(self.pending) < self.buffers and rx.size < self.rx_limit:
+            block = self.parked.pop() if self.parked else self.blocks.get()
             self._post(block)
             posted += 1
         return posted
@@ -403,22 +419,22 @@ class HostToTargetPipe:
     def oldest(self) -> InTrb | None:
         return self.pending[0] if self.pending else None
 
-    def complete_oldest(self, received: int, end: bool) -> bytes:
-        """The oldest buffer received ``received`` bytes; ``end`` for a short packet. The block
-        goes back to the parked list for :meth:`prime`."""
+    def complete_oldest(self, received: int, end: bool) -> None:
+        """The oldest buffer received ``received`` bytes; ``end`` for a short packet. Its data
+        stays in the block until read; the block is posted again after that."""
         t = self.pending.popleft()
         self.ring.release()
-        data = bytes(t.block.view[t.offset : t.offset + received])
-        self.rx.push(data, end)
-        self.parked.append(t.block)
-        return data
+        if received or end:
+            self.rx.push(t.block.view[t.offset : t.offset + received], t.block, end)
+        else:
+            self.parked.append(t.block)
 
     def keep_remainder(self, t: InTrb, received: int) -> bytes:
         """Halted after ``received`` bytes: hand them over, rewrite the TRB to the rest."""
         if not received:
             return b""
         data = bytes(t.block.view[t.offset : t.offset + received])
-        self.rx.push(data, False)
+        self.rx.push(memoryview(data), None, False)
         t.offset += received
         t.length -= received
         self.ring.rewrite_normal(
@@ -443,6 +459,6 @@ class HostToTargetPipe:
     def close(self, dma: DmaSpace) -> None:
         self.pending.clear()
         self.parked.clear()
-        self._owned.clear()
+        self.rx = RxQueue()  # drop views into blocks before they are freed
         self.blocks.close()
         self.ring.free(dma)

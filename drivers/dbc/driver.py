@@ -48,7 +48,7 @@ from drivers.dbc.errors import (
 from drivers.dbc.events import EventHandler
 from drivers.dbc.identity import DbcIdentity
 from drivers.dbc.recovery import ack_port_changes, ack_run_change, port_changes, reinit_pipes
-from drivers.dbc.registers import DbcRegisters
+from drivers.dbc.registers import DCE, DCR, DRC, HIT, HOT, DbcRegisters
 from drivers.dbc.rings import EventRing, check_ring_size
 from drivers.dbc.state import DbcState, StateCallback, StateMachine
 from drivers.dbc.wait import Deadline
@@ -162,6 +162,7 @@ class DbcDriver:
         self._undelivered: list[tuple[str, UndeliveredMessage]] = []
         self._new_device_errors: list[DbcDeviceError] = []
         self._removed: DbcSurpriseRemoval | None = None
+        self._writes = 0
 
     # ------------------------------------------------------------------ state
     @property
@@ -300,28 +301,28 @@ class DbcDriver:
         out, inp = self._out, self._in
         assert regs is not None and events is not None and out is not None and inp is not None
         ctrl = regs.dcctrl()
-        if not DCCTRL.get(ctrl, "DCE"):
+        if not ctrl & DCE:
             self._dce_lost(ctrl)
             return 0
         consumed = events.drain()
-        state = self._sm.state
-        if state is DbcState.CONFIGURED:
-            if events.port_change or not DCCTRL.get(ctrl, "DCR") or DCCTRL.get(ctrl, "DRC"):
+        sm = self._sm
+        if sm.state is DbcState.CONFIGURED:
+            if events.port_change or not ctrl & DCR or ctrl & DRC:
                 ctrl = self._configured_change(ctrl)
-            if self._sm.state is DbcState.CONFIGURED:
+            if sm.state is DbcState.CONFIGURED and (ctrl & (HIT | HOT) or out.halted or inp.halted):
                 self._follow_halts(ctrl)
-        if self._sm.state in (DbcState.ENABLED, DbcState.CONNECTED):
+        if sm.state is DbcState.ENABLED or sm.state is DbcState.CONNECTED:
             self._not_configured(ctrl)
-        if self._sm.state is DbcState.CONFIGURED:
+        if sm.state is DbcState.CONFIGURED:
             if out.backlog and out.pump() and not out.halted:
                 self._doorbell(0)
             if inp.prime() and not inp.halted:
                 self._doorbell(1)
-        if self._new_device_errors and self.raise_device_errors:
-            first = self._new_device_errors[0]
-            self._new_device_errors.clear()
-            raise first
-        self._new_device_errors.clear()
+        if self._new_device_errors:
+            errors = self._new_device_errors
+            self._new_device_errors = []
+            if self.raise_device_errors:
+                raise errors[0]
         return consumed
 
     def _configured_change(self, ctrl: int) -> int:
@@ -405,8 +406,8 @@ class DbcDriver:
         """HIT/HOT: hold a halted pipe; when the host cleared the halt, ring its doorbell."""
         out, inp = self._out, self._in
         assert out is not None and inp is not None
-        hot = DCCTRL.get(ctrl, "HOT")
-        hit = DCCTRL.get(ctrl, "HIT")
+        hot = ctrl & HOT
+        hit = ctrl & HIT
         if hot:
             out.halted = True
         elif out.halted:
@@ -449,7 +450,8 @@ class DbcDriver:
     def _wait(self, deadline: Deadline, ready: Callable[[], bool], what: str) -> None:
         """Poll until ``ready()`` is true; DbcTimeout naming ``what`` at the deadline."""
         while True:
-            self.poll()
+            if self.poll():
+                deadline.progressed()
             if ready():
                 return
             if deadline.expired():
@@ -485,20 +487,32 @@ class DbcDriver:
         out = self._out
         if out is None:
             raise DbcStateError(f"write() in state {self._sm.state.name}: start() first")
-        deadline = Deadline(self.clock, timeout)
-        while True:
-            self.poll()
-            self._raise_undelivered()
-            if self._sm.state is DbcState.CONFIGURED and not out.backlog and out.has_room():
-                break
-            if deadline.expired():
-                what = (
-                    "room on the OUT ring (target -> host)"
-                    if self._sm.state is DbcState.CONFIGURED
-                    else f"the debug host to configure the DbC (state {self._sm.state.name})"
-                )
-                raise DbcTimeout(what, timeout)
-            deadline.pause()
+        if self._removed is not None:
+            raise self._removed
+        self._writes += 1
+        if (
+            self._sm.state is not DbcState.CONFIGURED
+            or out.backlog
+            or out.ring.free_slots < out.ring.capacity // 2
+            or not self._writes & 15
+        ):
+            # Drain completions (and notice host changes) when the ring is half full, and at
+            # least every 16 writes; otherwise queue without touching a register first.
+            deadline = Deadline(self.clock, timeout)
+            while True:
+                if self.poll():
+                    deadline.progressed()
+                self._raise_undelivered()
+                if self._sm.state is DbcState.CONFIGURED and not out.backlog and out.has_room():
+                    break
+                if deadline.expired():
+                    what = (
+                        "room on the OUT ring (target -> host)"
+                        if self._sm.state is DbcState.CONFIGURED
+                        else f"the debug host to configure the DbC (state {self._sm.state.name})"
+                    )
+                    raise DbcTimeout(what, timeout)
+                deadline.pause()
         msg = out.accept(data)
         if out.pump() and not out.halted:
             self._doorbell(0)
@@ -512,7 +526,8 @@ class DbcDriver:
             raise DbcStateError(f"flush() in state {self._sm.state.name}")
         deadline = Deadline(self.clock, timeout)
         while True:
-            self.poll()
+            if self.poll():
+                deadline.progressed()
             self._raise_undelivered()
             if out.idle:
                 return
@@ -530,7 +545,8 @@ class DbcDriver:
             return b""
         deadline = Deadline(self.clock, timeout)
         while not inp.rx.has_data():
-            self.poll()
+            if self.poll():
+                deadline.progressed()
             if inp.rx.has_data():
                 break
             if deadline.expired():

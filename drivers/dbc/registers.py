@@ -11,9 +11,25 @@ from __future__ import annotations
 from drivers.dbc.errors import DbcSurpriseRemoval
 from drivers.mmio import Mmio
 from drivers.tracing import TraceSink, null_sink
-from drivers.xhci.registers import DBC_REGS
+from drivers.xhci.layout import Layout
+from drivers.xhci.registers import DBC_REGS, DCCTRL
 
 ALL_ONES = 0xFFFF_FFFF
+
+
+def flag_mask(layout: Layout, name: str) -> int:
+    """The in-register mask of a one-bit field, taken from the layout's mask table (for the
+    hot poll path, where a dict lookup per bit would cost more than the test itself)."""
+    f = layout.field(name)
+    return ((1 << f.width) - 1) << f.bit_offset
+
+
+#: DCCTRL bits tested on every poll
+DCE = flag_mask(DCCTRL, "DCE")
+DCR = flag_mask(DCCTRL, "DCR")
+DRC = flag_mask(DCCTRL, "DRC")
+HIT = flag_mask(DCCTRL, "HIT")
+HOT = flag_mask(DCCTRL, "HOT")
 
 
 class DbcRegisters:
