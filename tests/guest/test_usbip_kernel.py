@@ -283,7 +283,12 @@ def test_detach_is_a_disconnect_and_reattach_recovers(session: Session) -> None:
     assert find_usb_device(IDENTITY.vendor_id, IDENTITY.product_id) is None
 
     session.attach()  # the cable goes back in: same driver, no restart by the caller
-    wait_until(lambda: driver.state is DbcState.CONFIGURED, 20, "the driver to reconfigure")
+
+    def configured() -> bool:
+        driver.poll()
+        return driver.state is DbcState.CONFIGURED
+
+    wait_until(configured, 20, "the driver to reconfigure")
     assert session.transitions[-1][1] is DbcState.CONFIGURED
     assert session.fd is not None
     os.write(session.fd, b"again")
