@@ -287,6 +287,11 @@ class Layout:
     fields take their ``Default`` or 0), ``pack_into(buf, offset, **fields)``. Values are plain
     ints (enum fields too: compare with ``TRBType.Normal`` etc.). Out-of-range or misaligned
     values, unknown field names and short buffers raise :class:`LayoutError`.
+
+    ``build``/``pack_into`` take the non-reserved fields on the generated fast path; passing a
+    reserved field (``rsvdz*``/``rsvdp*``/``rsvdo*``, e.g. a model injecting an RsvdZ violation)
+    switches to a table-driven path that gives the same bytes. ``source`` holds the generated
+    Python source for inspection.
     """
 
     def __init__(self, name: str, construct: Struct, *, abbrev: Mapping[str, str] | None = None):

@@ -18,7 +18,7 @@ A register value layout decodes/encodes the integer read from or written to the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from construct import Int8ul, Int16ul, Int32ul, Struct
 
@@ -500,6 +500,3 @@ def render_register(name: str, value: int) -> str:
     if not 0 <= value < 1 << (8 * layout.size):
         raise LayoutError(f"{name}: value {value:#x} does not fit {layout.size} bytes")
     return layout.render(layout.decode(value), title=f"{name}=0x{value:x}")
-
-
-RegisterReader = Callable[[int], int]
