@@ -227,3 +227,47 @@ def test_numpy_view_is_zero_copy(space: EmulatedDmaSpace) -> None:
     ring.enqueue(NORMAL, trb_transfer_length=9)
     assert int(arr["status"][0]) == 9 and int(cycle_bits(arr)[0]) == 1
     del arr
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    trbs=st.integers(2, 9),
+    ops=st.lists(st.tuples(st.sampled_from(["enqueue", "consume", "complete"]), st.integers(0, 9))),
+)
+def test_ring_against_a_spec_consumer(trbs: int, ops: list[tuple[str, int]]) -> None:
+    """Random enqueue / consume / complete sequences: the consumer sees exactly the TRBs in
+    enqueue order, completions hand back tags in order, accounting never drifts."""
+    with EmulatedDmaSpace() as s:
+        ring = ProducerRing.allocate(s, trbs)
+        state = {"deq": ring.base, "ccs": 1}
+        queued: list[tuple[int, int]] = []  # (address, tag) enqueued, not yet consumed
+        consumed: list[tuple[int, int]] = []  # consumed, not yet completed
+        tag = 0
+        for op, n in ops:
+            if op == "enqueue":
+                for _ in range(n):
+                    if ring.free_slots == 0:
+                        with pytest.raises(RingFull):
+                            ring.enqueue(NORMAL, trb_transfer_length=tag)
+                        break
+                    queued.append((ring.enqueue(NORMAL, tag=tag, trb_transfer_length=tag), tag))
+                    tag += 1
+            elif op == "consume":
+                taken = _consume(ring, state)
+                assert taken == [a for a, _ in queued]
+                for a in taken:
+                    assert (
+                        NORMAL.parse(ring.buffer.view, a - ring.base)["trb_transfer_length"]
+                        == (dict(queued)[a])
+                    )
+                consumed += queued
+                queued = []
+            elif consumed:
+                k = min(n, len(consumed) - 1)
+                assert ring.complete(consumed[k][0]) == [t for _, t in consumed[: k + 1]]
+                consumed = consumed[k + 1 :]
+            assert ring.in_flight == len(queued) + len(consumed)
+            assert ring.free_slots == ring.capacity - ring.in_flight
+            oldest = (consumed + queued)[0][0] if consumed or queued else ring.enqueue_pointer
+            assert ring.dequeue_pointer == oldest
+        ring.free()

@@ -33,6 +33,7 @@ from drivers.xhci.trb import (
     TRB_LAYOUTS,
     TRB_SIZE,
     TRBType,
+    cycle_of,
 )
 
 __all__ = ["TRB_DTYPE", "EventRing", "ProducerRing", "cycle_bits", "find_cycle_flip", "trb_array"]
@@ -150,6 +151,20 @@ class ProducerRing:
     def enqueue_pointer(self) -> int:
         """Device address of the next TRB to be written."""
         return self.base + self.enqueue_index * TRB_SIZE
+
+    @property
+    def dequeue_pointer(self) -> int:
+        """Device address of the oldest TRB in flight (the enqueue pointer when none is): what
+        an endpoint context's TR Dequeue Pointer should hold, with DCS = the cycle bit of that
+        TRB (:attr:`dequeue_cycle_state`)."""
+        return self.base + self.dequeue_index * TRB_SIZE
+
+    @property
+    def dequeue_cycle_state(self) -> int:
+        """Cycle state the consumer needs at :attr:`dequeue_pointer` (DCS)."""
+        if self.in_flight == 0:
+            return self.cycle_state
+        return cycle_of(self._view, self.dequeue_index * TRB_SIZE)
 
     @property
     def link_address(self) -> int:
