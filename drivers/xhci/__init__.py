@@ -48,9 +48,21 @@ Public API (import from the submodules):
     ``build_string0(langids)``, ``parse_string0(buf, offset=0)``, ``STRING_DESCRIPTOR``,
     ``STRING0_DESCRIPTOR``, ``DESCRIPTOR_HEADER``, ``LANGID_EN_US``.
 ``drivers.xhci.ring``
-    ``ProducerRing`` (transfer/command ring with Link TRB + Toggle Cycle, free-slot accounting),
-    ``EventRing`` (consumer with one-segment ERST, cycle-state consumption, ERDP value),
-    ``trb_array(view)`` (numpy structured view), ``find_cycle_flip``.
+    ``ProducerRing(buffer, trbs=None, name=)`` / ``ProducerRing.allocate(space, trbs, name=)``:
+    transfer/command ring, Link TRB with Toggle Cycle at the end; ``enqueue(layout, tag=None,
+    **fields) -> address`` (C = PCS, dword 3 written last; ``RingFull``), ``complete(address)
+    -> [tags]`` (releases slots up to that TRB), ``cancel(address)`` (No Op in place),
+    ``free_slots``, ``in_flight``, ``capacity``, ``cycle_state``, ``enqueue_pointer``,
+    ``dequeue_pointer``/``dequeue_cycle_state`` (TR Dequeue Pointer + DCS), ``address_of``,
+    ``index_of``, ``reset()``, ``free()``, ``array()``.
+    ``EventRing(segment, erst, trbs=None)`` / ``EventRing.allocate(space, trbs)``: one-segment
+    ERST (``erst_address``, ``erst_size``), ``pop() -> (address, TRBType | int, fields) | None``,
+    ``drain(limit=None)``, ``ready()``, ``pending()``, ``dequeue_pointer`` (for ERDP/DCERDP),
+    ``cycle_state`` (CCS), ``reset()``, ``free()``.
+    ``trb_array(view)`` (numpy structured view, ``TRB_DTYPE``), ``cycle_bits(arr)``,
+    ``find_cycle_flip(arr, cycle, start=0)``.
+``drivers.xhci.bench``
+    ``run(quick=False)``: ``dbc-harness bench codec``.
 ``drivers.xhci.errors``
     ``XhciLayoutError`` (family base), ``LayoutError``, ``DescriptorError``, ``RingError``,
     ``RingFull``.

@@ -47,6 +47,7 @@ MAX_SEGMENT_TRBS = 4096
 #: dword3 = control).
 TRB_DTYPE = GENERIC_TRB.numpy_dtype()
 _C = GENERIC_TRB.fields["C"]
+_TYPE = GENERIC_TRB.fields["trb_type"]
 _CONTROL_WORD = next(name for name, off, _ in GENERIC_TRB.words if off == _C.byte_offset)
 _CONTROL_DWORD_INDEX = _C.byte_offset // 4
 _KNOWN_TYPES = {int(t): t for t in TRBType}
@@ -361,8 +362,7 @@ class EventRing:
         if ((control >> _C.shift) & 1) != self.cycle_state:
             return None
         o = i * TRB_SIZE
-        t = GENERIC_TRB.fields["trb_type"]
-        trb_type = (control >> t.shift) & ((1 << t.width) - 1)
+        trb_type = (control >> _TYPE.shift) & ((1 << _TYPE.width) - 1)
         layout = TRB_LAYOUTS.get(trb_type, GENERIC_TRB)  # type: ignore[call-overload]
         fields = layout.parse(self._view, o)
         i += 1
