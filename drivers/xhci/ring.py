@@ -77,6 +77,13 @@ def find_cycle_flip(trbs: np.ndarray, cycle: int, start: int = 0) -> int | None:
     return start + i
 
 
+def _release(view: memoryview) -> None:
+    try:
+        view.release()
+    except BufferError:
+        pass  # a caller still holds an array() view; the memory goes when it lets go
+
+
 def _check_segment(buf: DmaBuffer, trbs: int, what: str) -> None:
     if buf.size < trbs * TRB_SIZE:
         raise RingError(f"{what}: buffer of {buf.size} bytes cannot hold {trbs} TRBs")
@@ -123,7 +130,7 @@ class ProducerRing:
         """Give the buffer back if :meth:`allocate` took it. Idempotent."""
         if self._owned_space is not None and not self.buffer.freed:
             self._dwords = np.zeros(0, dtype="<u4")
-            self._view.release()
+            _release(self._view)
             self._owned_space.free(self.buffer)
         self._owned_space = None
 
@@ -319,7 +326,7 @@ class EventRing:
         """Give both buffers back if :meth:`allocate` took them. Idempotent."""
         if self._owned_space is not None:
             self._array = np.zeros(0, dtype=TRB_DTYPE)
-            self._view.release()
+            _release(self._view)
             for buf in (self.segment, self.erst):
                 if not buf.freed:
                     self._owned_space.free(buf)
