@@ -148,3 +148,18 @@ def test_string_limits_and_string0() -> None:
         build_string0(())
     with pytest.raises(DescriptorError):
         build_string0((0x10000,))
+
+
+def test_sub_dword_capability_registers_and_64_bit_writes() -> None:
+    from drivers.xhci.registers import CAPABILITY_REGS, DCCP, write_register
+
+    mmio = _FakeMmio()
+    mmio.mem = {0x00: 0x0120_0020, 0x10: 0x0200_0001}  # HCIVERSION 0x120, CAPLENGTH 0x20
+    caps = CAPABILITY_REGS.read_all(mmio)
+    assert caps["CAPLENGTH"] == 0x20 and caps["HCIVERSION"] == 0x120
+    assert caps["HCCPARAMS1"] == 0x0200_0001
+    assert "CAPLENGTH" in CAPABILITY_REGS.render(caps)
+    writes: list[tuple[int, int]] = []
+    mmio.write32 = lambda off, v: writes.append((off, v))  # type: ignore[method-assign]
+    write_register(mmio, DBC_REGS.offset("DCCP"), DCCP, 0x1_2345_6780)
+    assert writes == [(0x30, 0x2345_6780), (0x34, 0x1)]  # low dword, then high dword
