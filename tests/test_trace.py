@@ -10,6 +10,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harness.trace import (
     MemoryTrace,
@@ -245,3 +247,38 @@ def test_writers_are_thread_safe() -> None:
     assert sorted(p.data for p in packets) == sorted(
         [bytes([i & 0xFF]) * 10 for i in range(300)] * 3
     )
+
+
+urb_records = st.lists(
+    st.tuples(
+        st.sampled_from(["S", "C"]),
+        st.sampled_from(["in", "out"]),
+        st.binary(max_size=3000),
+        st.one_of(st.none(), st.text(min_size=1, max_size=40)),
+        st.sampled_from([0, -32, -71, -115]),
+    ),
+    max_size=20,
+)
+
+
+@settings(max_examples=50, deadline=None)
+@given(records=urb_records, snap=st.integers(min_value=64, max_value=4096))
+def test_every_record_reads_back_exactly(
+    records: list[tuple[str, str, bytes, str | None, int]], snap: int
+) -> None:
+    stream = io.BytesIO()
+    trace = PcapngTraceWriter(stream, snaplen=snap)
+    for stage, direction, data, comment, status in records:
+        trace("urb", stage=stage, direction=direction, data=data, comment=comment, status=status)
+    packets = read_packets(stream.getvalue())
+    assert len(packets) == len(records)
+    for packet, (stage, direction, data, comment, status) in zip(packets, records, strict=True):
+        assert packet.event == stage
+        assert packet.epnum == (0x81 if direction == "in" else 0x01)
+        assert packet.status == status
+        assert packet.length == len(data)
+        assert packet.data == data[: snap - 64]
+        if comment is not None:
+            assert packet.comment == comment
+        else:
+            assert packet.comment  # a default naming the ring
