@@ -207,3 +207,29 @@ def test_info_walk_is_bounded_and_stops_on_all_ones() -> None:
     gone.write32(0x10, 0x0008_0000)
     report = inspect_mmio(gone)
     assert report["extended_capabilities"][-1]["name"] == "all-ones read"
+
+
+def test_restore_with_nothing_to_restore(tmp_path: Path) -> None:
+    code, out, _ = invoke("restore", "--state-dir", str(tmp_path))
+    assert code == 0 and "nothing to restore" in out
+    code, out, _ = invoke("restore", "--state-dir", str(tmp_path), "--json")
+    assert code == 0 and json.loads(out) == []
+
+
+def test_bench_all_reports_a_broken_benchmark_and_exits_nonzero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness import benchmarks
+
+    (tmp_path / "fake_bench_ok.py").write_text(
+        "def run(quick=False):\n    return {'speed_ratio': 2.5, 'quick': quick}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(
+        benchmarks, "BENCHMARKS", {"ok": "fake_bench_ok", "broken": "no_such_bench_module"}
+    )
+    code, out, _ = invoke("bench", "all", "--json", "--quick")
+    assert code == ExitCode.FAILURE
+    results = json.loads(out)
+    assert results["ok"] == {"speed_ratio": 2.5, "quick": True}
+    assert "no_such_bench_module" in results["broken"]["error"]
