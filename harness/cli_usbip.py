@@ -66,8 +66,10 @@ def usbip_cmd(
     """Export the virtual DbC over USB/IP (attach it with `usbip attach -r HOST -b BUSID`)."""
     from fixtures.bench import VirtualBench
     from fixtures.usbip import UsbipServer, VirtualDbcDevice
+    from fixtures.usbip.server import check_export_address
 
     host, port = _parse_listen(listen)
+    check_export_address(host, allow_remote=allow_remote)
     with VirtualBench(free_running=True) as bench:
         driver = bench.make_driver()
         driver.start(timeout=timeout)
@@ -98,12 +100,17 @@ def _serve(driver: Any, server: Any, *, echo: bool, duration: float | None) -> d
 
     deadline = None if duration is None else time.monotonic() + duration
     echoed = 0
+    imports = 0
     attached = False
     try:
         while deadline is None or time.monotonic() < deadline:
+            if server.stats.imports != imports:
+                imports = server.stats.imports
+                click.echo(f"importer attached (import #{imports})", err=True)
             if server.attached != attached:
                 attached = server.attached
-                click.echo("importer attached" if attached else "importer detached", err=True)
+                if not attached:
+                    click.echo("importer detached (a cable pull for the driver)", err=True)
             try:
                 data = driver.read(65536, timeout=READ_SLICE)
             except TimeoutError:

@@ -1,0 +1,81 @@
+"""``dbc-harness usbip``: the export a developer runs by hand, driven as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fixtures.usbip import UsbipClient, devlist
+
+CLI = [sys.executable, "-c", "from harness.cli import main; main()"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start_export(*args: str) -> tuple[subprocess.Popen[str], tuple[str, int]]:
+    proc = subprocess.Popen(
+        [*CLI, "usbip", "--listen", "127.0.0.1:0", "--duration", "60", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # the first line names the address (blocks until bring-up)
+    match = re.search(r"on (127\.0\.0\.1):(\d+)", line)
+    if match is None:
+        proc.kill()
+        pytest.fail(f"unexpected first line {line!r}: {proc.communicate(timeout=10)}")
+    return proc, (match.group(1), int(match.group(2)))
+
+
+def test_export_attach_echo_and_ctrl_c() -> None:
+    proc, address = start_export()
+    try:
+        (dev,) = devlist(*address)
+        assert (dev.id_vendor, dev.id_product) == (0x1D6B, 0x0010)
+        with UsbipClient.import_device(*address, busid="1-1") as client:
+            assert client.bulk_out(1, b"ping over USB/IP").status == 0
+            got = b""
+            deadline = time.monotonic() + 10
+            while len(got) < 16 and time.monotonic() < deadline:
+                got += client.bulk_in(1, 1024, timeout=10).data
+            assert got == b"ping over USB/IP"  # the target side echoes
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "usbip attach -r 127.0.0.1 -b 1-1" in out
+    assert "bytes_echoed 16" in out
+    assert "importer attached" in err
+
+
+def test_non_loopback_needs_allow_remote() -> None:
+    result = subprocess.run(
+        [*CLI, "usbip", "--listen", "0.0.0.0:0", "--duration", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env={**os.environ, "DBC_HARNESS_DEBUG": "0"},
+    )
+    assert result.returncode == 1
+    assert "no authentication" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_listen_address_is_a_usage_error() -> None:
+    result = subprocess.run(
+        [*CLI, "usbip", "--listen", "nonsense"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "HOST:PORT" in result.stderr
