@@ -189,3 +189,26 @@ def test_no_free_hugepages_names_the_file_to_write() -> None:
         pytest.skip("hugepages are free on this machine: no shortfall to observe")
     with pytest.raises(HugepagesUnavailable, match="nr_hugepages"):
         HugepageDmaSpace().alloc(64)
+
+
+def test_small_pages_serve_one_page_requests_without_hugepages() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to read physical addresses")
+    with HugepageDmaSpace(small_pages=True) as space:
+        buf = space.alloc(1000, align=64, boundary=4096)
+        assert space.stats()["held_bytes"] == 4096
+        frames = _physical_independently(buf)
+        assert frames[0] + buf.device_address % 4096 == buf.device_address
+        space.free(buf)
+        assert space.stats()["held_bytes"] == 0
+
+
+def test_request_above_2mib_needs_a_1gib_page_and_says_so() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to read physical addresses")
+    if free_hugepages(1 << 20):
+        pytest.skip("1 GiB hugepages are free here: the request would succeed")
+    with HugepageDmaSpace() as space, pytest.raises(HugepagesUnavailable) as info:
+        space.alloc(3 << 20)
+    assert "hugepages-1048576kB/nr_hugepages" in str(info.value)
+    assert space.stats()["held_bytes"] == 0
