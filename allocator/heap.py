@@ -159,6 +159,12 @@ class HeapDmaSpace(DmaSpace):
                     return buf, device_address - buf.device_address
         raise ForeignBuffer(f"no live buffer holds device address 0x{device_address:x}")
 
+    def contiguous_length(self, device_address: int) -> int:
+        """How many bytes stay device-contiguous from ``device_address`` (SPDK ``vtophys``
+        with a length): the rest of the live buffer holding it. ForeignBuffer otherwise."""
+        buf, offset = self.lookup(device_address)
+        return buf.size - offset
+
     def stats(self) -> dict[str, int]:
         with self._lock:
             held = sum(c.size for c in self._chunks.values())

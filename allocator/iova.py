@@ -58,6 +58,8 @@ class IovaChunkSource:
             raise InvalidRequest(
                 f"chunk_size {chunk_size} must be a power of two >= the IOMMU page {pgsize}"
             )
+        if hugepages and chunk_size % (2 * MiB):
+            raise InvalidRequest(f"hugepage-backed chunks must be 2 MiB multiples: {chunk_size}")
         base = (iova_base + chunk_size - 1) // chunk_size * chunk_size
         self._window = AddressWindow(
             base, mapper.address_limit - base, (*mapper.reserved, MSI_WINDOW)

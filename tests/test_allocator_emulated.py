@@ -98,6 +98,7 @@ def test_lookup_round_trip_interior_address() -> None:
                 found, off = space.lookup(buf.device_address_at(offset))
                 assert found is buf and off == offset
                 assert buf.contiguous_length(buf.device_address_at(offset)) == buf.size - offset
+                assert space.contiguous_length(buf.device_address_at(offset)) == buf.size - offset
 
 
 def test_empty_chunks_go_back_to_the_system() -> None:
