@@ -58,8 +58,9 @@ def bound_peer(guest_machine: GuestMachine) -> Iterator[str]:
 
 def test_group_peer_with_a_driver_is_refused(guest_machine: GuestMachine, bound_peer: str) -> None:
     bdf = guest_machine.xhci_bdf
-    with pytest.raises(GroupNotViable, match=f"{bound_peer} \\(driver uio_pci_generic\\)") as e:
-        claim(bdf, "vfio")
+    expected = f"{bound_peer} \\(driver uio_pci_generic\\)"
+    with pytest.raises(GroupNotViable, match=expected) as e, claim(bdf, "vfio"):
+        pass
     assert e.value.reasons == [f"{bound_peer} (driver uio_pci_generic)"]
     assert driver_of(bdf) == "xhci_hcd"
     assert PciSysfs().driver_override(bdf) is None
@@ -70,8 +71,8 @@ def test_forced_claim_of_a_non_viable_group_gives_everything_back(
     guest_machine: GuestMachine, bound_peer: str
 ) -> None:
     bdf = guest_machine.xhci_bdf
-    with pytest.raises((GroupNotViable, VfioError)):
-        claim(bdf, "vfio", force=True)
+    with pytest.raises((GroupNotViable, VfioError)), claim(bdf, "vfio", force=True):
+        pass
     assert driver_of(bdf) == "xhci_hcd"
     assert PciSysfs().driver_override(bdf) is None
     assert driver_of(bound_peer) == "uio_pci_generic"
@@ -114,7 +115,8 @@ def test_mounted_storage_behind_the_controller_is_refused(
     bdf = guest_machine.xhci_bdf
     mode = "vfio" if guest_machine.iommu else "sysfs"
     with pytest.raises(StorageOnController, match="mounted storage") as e:
-        claim(bdf, mode, unsafe=True)
+        with claim(bdf, mode, unsafe=True):
+            pass
     assert e.value.reasons == [mounted_stick]
     assert driver_of(bdf) == "xhci_hcd"
     assert state_files() == []
