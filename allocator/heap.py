@@ -90,6 +90,10 @@ class _Extent:
     owner: object  # the space or pool that handed the buffer out
 
 
+#: multiplier that packs (size, start) into one sortable int (device addresses are < 2**64)
+_KEY = 1 << 64
+
+
 def _is_power_of_two(value: int) -> bool:
     return value > 0 and value & (value - 1) == 0
 
@@ -112,10 +116,11 @@ class HeapDmaSpace(DmaSpace):
         self._closed = False
         self._chunks: dict[int, Chunk] = {}  # device address -> chunk
         self._empty: list[Chunk] = []  # empty chunks kept as spares
-        # free extents: start -> (end, chunk); end -> start; sorted (size, start) for best fit
+        # free extents: start -> (end, chunk); end -> start; and for best fit the sorted keys
+        # size * _KEY + start (one int compares faster than a (size, start) tuple)
         self._free: dict[int, tuple[int, Chunk]] = {}
         self._free_end: dict[int, int] = {}
-        self._by_size: list[tuple[int, int]] = []
+        self._by_size: list[int] = []
         # live device-visible buffers, sorted by device address
         self._live_starts: list[int] = []
         self._live_bufs: list[DmaBuffer] = []
@@ -362,8 +367,8 @@ class HeapDmaSpace(DmaSpace):
         by_size = self._by_size
         free = self._free
         place = self._place
-        for i in range(bisect_left(by_size, (need, -1)), len(by_size)):
-            start = by_size[i][1]
+        for i in range(bisect_left(by_size, need * _KEY), len(by_size)):
+            start = by_size[i] % _KEY
             if limit is not None and start + need > limit:
                 continue
             address = place(start, free[start][0], size, need, align, boundary, limit)
@@ -406,12 +411,12 @@ class HeapDmaSpace(DmaSpace):
     def _add_free(self, start: int, end: int, chunk: Chunk) -> None:
         self._free[start] = (end, chunk)
         self._free_end[end] = start
-        insort(self._by_size, (end - start, start))
+        insort(self._by_size, (end - start) * _KEY + start)
 
     def _remove_free(self, start: int) -> None:
         end, _chunk = self._free.pop(start)
         del self._free_end[end]
-        del self._by_size[bisect_left(self._by_size, (end - start, start))]
+        del self._by_size[bisect_left(self._by_size, (end - start) * _KEY + start)]
 
 
 def _release_view(view: memoryview) -> None:
