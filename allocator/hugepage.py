@@ -3,9 +3,13 @@ address (no IOMMU, or an IOMMU in passthrough), read from ``/proc/self/pagemap``
 
 Chunks are anonymous ``MAP_HUGETLB`` mappings of the smallest page size that fits (2 MiB, then
 1 GiB; 4 KiB base pages only with ``small_pages=True`` and only for requests that fit one page),
-populated and locked at mmap time (``MAP_POPULATE | MAP_LOCKED``) so the physical address never
-changes. Every chunk is checked page by page for physical contiguity and natural alignment
-through one kept-open pagemap fd (one batched pread per chunk).
+populated and locked (``MAP_POPULATE | MAP_LOCKED`` and a checked ``mlock``). Every chunk is
+checked page by page for physical contiguity and natural alignment through one kept-open
+pagemap fd (one batched pread per chunk).
+
+Caveat: the kernel does not move hugetlb pages in ordinary compaction, but it may migrate
+mlocked 4 KiB pages unless ``/proc/sys/vm/compact_unevictable_allowed`` is 0. Under VFIO use the
+iova backend instead (the IOMMU pins the pages).
 """
 
 from __future__ import annotations
@@ -29,6 +33,21 @@ MAP_LOCKED = 0x2000
 MAP_HUGE_SHIFT = 26
 #: log2 of the page size in the MAP_HUGE_* bits of mmap's flags
 _HUGE_FLAGS = {2 * MiB: 21 << MAP_HUGE_SHIFT, 1 * GiB: 30 << MAP_HUGE_SHIFT}
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mlock.argtypes = (ctypes.c_void_p, ctypes.c_size_t)
+
+
+def lock_memory(vaddr: int, size: int) -> None:
+    """mlock(2) the range (MAP_LOCKED alone does not report failure); HugepagesUnavailable
+    naming RLIMIT_MEMLOCK when the kernel refuses."""
+    if _libc.mlock(vaddr, size) != 0:
+        err = ctypes.get_errno()
+        raise HugepagesUnavailable(
+            f"mlock of {size} bytes failed ({errno.errorcode.get(err, err)}): raise "
+            "RLIMIT_MEMLOCK (ulimit -l) or run as root"
+        )
 
 
 def mapping_address(memory: mmap.mmap) -> int:
@@ -70,6 +89,7 @@ class HugepageChunkSource:
             ) from exc
         try:
             vaddr = mapping_address(memory)
+            lock_memory(vaddr, size)
             paddr = self._pagemap.contiguous_physical_address(vaddr, size)
             if paddr % size:
                 raise ContiguityError(f"{size}-byte page at 0x{paddr:x} is not naturally aligned")
