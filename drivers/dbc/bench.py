@@ -1,0 +1,159 @@
+"""``dbc-harness bench dbc``: the real driver on the free-running virtual bench.
+
+The model runs in its own thread against real time; the debug host side (the peer) runs in a
+second thread through pyusb with the virtual bench's pyusb backend (the host API when that
+backend is not available; ``peer`` says which). Keys:
+
+* ``out_MBps``: target -> host (``write()`` of 1 MiB messages, the peer reads them);
+* ``in_MBps``: host -> target (the peer writes 1 MiB transfers, ``read()`` drains them);
+* ``small_msgs_per_s``: 64-byte ``write()`` calls one at a time until the peer read them all;
+* ``superspeed_ceiling_MBps``: 450, what a real SuperSpeed DbC link can carry, for context.
+
+Goal: >= 1000 MB/s each way and >= 20,000 small messages/s.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from drivers.dbc.driver import DbcDriver
+
+MiB = 1 << 20
+SUPERSPEED_CEILING_MBPS = 450
+SMALL = 64
+
+
+class _Peer:
+    """The debug host's side: pyusb on the virtual backend, or the host API."""
+
+    def __init__(self, x: Any) -> None:
+        self.x = x
+        self.kind = "host-api"
+        self.dev: Any = None
+        try:
+            import usb.core
+
+            from fixtures.virtual.pyusb_backend import get_backend
+
+            dev = usb.core.find(idVendor=0x1D6B, idProduct=0x0010, backend=get_backend(x))
+            if dev is not None:
+                dev.set_configuration()
+                self.dev = dev
+                self.kind = "pyusb"
+        except ImportError:
+            pass
+
+    def recv(self, size: int) -> int:
+        if self.dev is not None:
+            return len(self.dev.read(0x81, size, timeout=5000))
+        return len(self.x.host.recv(size, timeout=5.0))
+
+    def send(self, data: bytes) -> None:
+        if self.dev is not None:
+            self.dev.write(0x01, data, timeout=5000)
+        else:
+            self.x.host.send(data, timeout=5.0)
+
+
+def _in_thread(work: Callable[[], None]) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def main() -> None:
+        try:
+            work()
+        except BaseException as exc:  # surfaced by the caller
+            errors.append(exc)
+
+    t = threading.Thread(target=main, name="dbc-bench-peer", daemon=True)
+    t.start()
+    return t, errors
+
+
+def _join(t: threading.Thread, errors: list[BaseException]) -> None:
+    t.join(timeout=60)
+    if errors:
+        raise errors[0]
+
+
+def _out(drv: DbcDriver, peer: _Peer, count: int, size: int) -> float:
+    """Seconds for ``count`` messages of ``size`` bytes target -> host."""
+    msg = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    total = count * size
+    got = [0]
+
+    def read_all() -> None:
+        while got[0] < total:
+            got[0] += peer.recv(max(size, 1 << 20))
+
+    t0 = time.perf_counter()
+    t, errors = _in_thread(read_all)
+    for _ in range(count):
+        drv.write(msg, timeout=10.0)
+    drv.flush(timeout=30.0)
+    _join(t, errors)
+    return time.perf_counter() - t0
+
+
+def _in(drv: DbcDriver, peer: _Peer, count: int, size: int) -> float:
+    """Seconds for ``count`` host transfers of ``size`` bytes host -> target."""
+    msg = bytes(range(256)) * (size // 256)
+    total = count * size
+
+    def send_all() -> None:
+        for _ in range(count):
+            peer.send(msg)
+
+    t0 = time.perf_counter()
+    t, errors = _in_thread(send_all)
+    got = 0
+    while got < total:
+        got += len(drv.read(1 << 20, timeout=10.0))
+    _join(t, errors)
+    return time.perf_counter() - t0
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    from fixtures.virtual import VirtualXhci
+
+    big = 16 if quick else 96
+    small = 2000 if quick else 20000
+    x = VirtualXhci(strict=True)
+    try:
+        with x.run_free():
+            drv = DbcDriver(
+                x.mmio,
+                x.dma,
+                clock=x.clock,
+                ring_trbs=1024,
+                in_buffers=64,
+                in_buffer_size=64 * 1024,
+            )
+            drv.start(timeout=10.0)
+            peer = _Peer(x)
+            _out(drv, peer, 4, MiB)  # warm-up: pools and caches
+            _in(drv, peer, 4, MiB)
+            t_out = _out(drv, peer, big, MiB)
+            t_in = _in(drv, peer, big, MiB)
+            t_small = _out(drv, peer, small, SMALL)
+            counters = drv.counters.as_dict()
+            drv.stop(timeout=5.0)
+        findings = len(x.findings)
+    finally:
+        x.close()
+    return {
+        "out_MBps": round(big * MiB / t_out / 1e6, 1),
+        "in_MBps": round(big * MiB / t_in / 1e6, 1),
+        "small_msgs_per_s": round(small / t_small),
+        "superspeed_ceiling_MBps": SUPERSPEED_CEILING_MBPS,
+        "message_bytes": MiB,
+        "messages": big,
+        "small_messages": small,
+        "peer": peer.kind,
+        "findings": findings,
+        "device_errors": counters["device_errors"],
+        "events": counters["events"],
+        "doorbells": counters["doorbells"],
+    }
