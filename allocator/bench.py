@@ -158,6 +158,31 @@ def _run_ours(space: HeapDmaSpace, initial: list[int], swaps: list[tuple[int, in
     }
 
 
+def _device_access(space: HeapDmaSpace, repeat: int) -> dict[str, float]:
+    """Median cost of the device-side accessors a controller model uses (64 KiB and one TRB),
+    with ``repeat`` other live buffers around so the bisection has work to do."""
+    others = [space.alloc(256) for _ in range(repeat)]
+    buf = space.alloc(MAX_SIZE, align=MAX_SIZE)
+    data = bytes(MAX_SIZE)
+    clock = time.perf_counter_ns
+    out: dict[str, float] = {}
+    for name, call in (
+        ("device_read_64k_us", lambda: space.device_read(buf.device_address, MAX_SIZE)),
+        ("device_write_64k_us", lambda: space.device_write(buf.device_address, data)),
+        ("device_view_16b_us", lambda: space.device_view(buf.device_address + 4096, 16)),
+    ):
+        samples = []
+        for _ in range(repeat):
+            t0 = clock()
+            call()
+            samples.append(clock() - t0)
+        out[name] = statistics.median(samples) / 1000
+    for other in others:
+        space.free(other)
+    space.free(buf)
+    return out
+
+
 def _run_pmalloc(source: ChunkSource, initial: list[int], swaps: list[tuple[int, int]]) -> dict:
     policy = PmallocPolicy(source)
     bad_align = bad_boundary = 0
@@ -225,6 +250,8 @@ def run(quick: bool = False, backend: str | None = None) -> dict[str, Any]:
             ours = _run_ours(space, initial, churn)
             chunk = space.page_sizes[0]
         with factory() as space:
+            device = _device_access(space, 500 if quick else 2000)
+        with factory() as space:
             theirs = _run_pmalloc(space._source, initial, churn)
     return {
         "backend": backend,
@@ -232,6 +259,7 @@ def run(quick: bool = False, backend: str | None = None) -> dict[str, Any]:
         "swaps": swaps,
         **ours,
         **theirs,
+        **device,
         "chunk_bytes": chunk,
         "efficiency_peak_bound_after_churn": efficiency_upper_bound(initial, churn, chunk),
         "efficiency_ratio_vs_pmalloc_policy": ours["efficiency_after_churn"]

@@ -16,6 +16,8 @@ def test_quick_churn_on_emulated_backend() -> None:
         "alloc_us_median",
         "free_us_median",
         "backend",
+        "device_read_64k_us",
+        "device_view_16b_us",
     ):
         assert key in result
     assert result["backend"] == "emulated"
