@@ -44,7 +44,9 @@ class ContiguityError(DmaError):
 class DmaFault(DmaError):
     """A device-side access outside every live allocation (IOMMU semantics on the virtual bench)."""
 
-    def __init__(self, address: int, length: int, reason: str = "not inside a live allocation"):
+    def __init__(
+        self, address: int, length: int, reason: str = "not inside a live allocation"
+    ) -> None:
         self.address = address
         self.length = length
         self.reason = reason

@@ -64,7 +64,9 @@ class HugepageChunkSource:
 
     backend = "hugepage"
 
-    def __init__(self, page_sizes: tuple[int, ...] = (2 * MiB, 1 * GiB), small_pages: bool = False):
+    def __init__(
+        self, page_sizes: tuple[int, ...] = (2 * MiB, 1 * GiB), small_pages: bool = False
+    ) -> None:
         for size in page_sizes:
             if size not in _HUGE_FLAGS:
                 raise InvalidRequest(f"unsupported hugepage size {size}")

@@ -15,10 +15,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from allocator.errors import SpaceClosed
+from allocator.heap import _Extent
 from allocator.space import DmaBuffer
 
 if TYPE_CHECKING:
-    from allocator.heap import Chunk, HeapDmaSpace, _Extent
+    from allocator.heap import Chunk, HeapDmaSpace
 
 MIN_POOL_PAGE = 4096
 
@@ -101,8 +102,6 @@ class DmaPool:
             base = address - page.chunk.device_address
             need = self.size + self.guard
             page.chunk.view[base : base + need] = bytes(need)
-            from allocator.heap import _Extent
-
             extent = _Extent(page.chunk, address, address + need, self)
             buf = DmaBuffer(
                 space, address, self.size, page.chunk.view[base : base + self.size], meta=extent
@@ -156,8 +155,6 @@ class DmaPool:
     def _add_page(self) -> None:
         space = self.space
         chunk, address = space._take(self.page_bytes, self.page_bytes, 0, self.limit, guard=0)
-        from allocator.heap import _Extent
-
         extent = _Extent(chunk, address, address + self.page_bytes, self)
         page = _PoolPage(chunk, address, extent)
         page.free = [address + off for off in reversed(self._offsets)]
