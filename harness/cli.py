@@ -166,6 +166,9 @@ def _sizes(text: str) -> list[int]:
 )
 @click.option("--takeover", is_flag=True, help="Take over a DbC that is already enabled.")
 @click.option("--port-reset", is_flag=True, help="Reset root ports before enumeration.")
+@click.option(
+    "--lenient", is_flag=True, help="virtual: record spec findings and go on (they fail the run)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def run(
     bench_spec: str,
@@ -178,6 +181,7 @@ def run(
     trace_path: str | None,
     takeover: bool,
     port_reset: bool,
+    lenient: bool,
     as_json: bool,
 ) -> None:
     """Claim, bring the DbC up (every state transition live), echo and throughput through the
@@ -195,6 +199,7 @@ def run(
         trace_path=Path(trace_path) if trace_path else None,
         takeover=takeover,
         port_reset=port_reset,
+        lenient=lenient,
     )
     code = run_command(options, out=ERR if as_json else OUT, as_json=as_json)
     sys.exit(int(code))

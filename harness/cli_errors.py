@@ -178,6 +178,18 @@ RULES: tuple[Rule, ...] = (
         ExitCode.DEVICE_ERROR,
         "the driver broke an xHCI rule; the finding names the rule and the spec section",
     ),
+    Rule(
+        "fixtures",
+        "HostTimeout",
+        ExitCode.TIMEOUT,
+        "the target did not take or send the data in time: is its driver reading/writing?",
+    ),
+    Rule(
+        "fixtures",
+        "HostStall",
+        ExitCode.DEVICE_ERROR,
+        "the endpoint is halted (STALL): the debug host must clear_halt() it",
+    ),
     # benches
     Rule("fixtures", "BenchError", ExitCode.FAILURE, "run with --debug for the details"),
     Rule(

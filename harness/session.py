@@ -53,6 +53,8 @@ class SessionOptions:
     trace_path: Path | None = None
     takeover: bool = False
     port_reset: bool = False
+    #: virtual bench: record spec findings and go on (they fail the summary) instead of stopping
+    lenient: bool = False
 
 
 @dataclass
@@ -266,7 +268,7 @@ def run_session(
         if on_state is not None:
             on_state(when, *names)
 
-    claim_options: dict[str, Any] = {}
+    claim_options: dict[str, Any] = {"strict": not options.lenient}
     if options.bench != "virtual":
         claim_options = {"mode": options.claim_mode, "unsafe": options.unsafe}
         claim_options["force"] = options.force

@@ -11,10 +11,13 @@ from click.testing import CliRunner
 
 from allocator.errors import DmaFault, HugepagesUnavailable, PrivilegeRequired
 from drivers.dbc.errors import DbcBusy, DbcNotFound, DbcTimeout, DbcUndelivered
+from fixtures.bench import UnknownBench
+from fixtures.virtual import Finding, HostTimeout, SpecViolation
 from harness.cli import cli
 from harness.cli_errors import ExitCode, explain
 from harness.errors import DeviceBusy, GroupNotViable, NoIommu, NotPermitted
 from harness.inspect import inspect_mmio
+from harness.trace import TraceError
 
 
 def invoke(*args: str, input: str | None = None) -> tuple[int, str, str]:
@@ -88,6 +91,14 @@ def test_bad_option_values_are_usage_errors() -> None:
         (HugepagesUnavailable("nr_hugepages"), ExitCode.PERMISSION, "nr_hugepages"),
         (DmaFault(0x1000, 16), ExitCode.DEVICE_ERROR, "driver bug"),
         (PermissionError("denied"), ExitCode.PERMISSION, "root"),
+        (
+            SpecViolation(Finding("DBC-X", "7.6.9", "DCCTRL", "DCE=0", "DCE=1", "bad")),
+            ExitCode.DEVICE_ERROR,
+            "spec section",
+        ),
+        (HostTimeout("recv: nothing within 1 s"), ExitCode.TIMEOUT, "in time"),
+        (UnknownBench("moon"), ExitCode.USAGE, "hw:BDF"),
+        (TraceError("bad"), ExitCode.USAGE, ".pcapng"),
         (RuntimeError("boom"), ExitCode.FAILURE, "bug in dbc-harness"),
     ],
 )
