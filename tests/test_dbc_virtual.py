@@ -132,3 +132,60 @@ def test_echo_host_api(x: VirtualXhci, size: int) -> None:
     assert host_recv_exactly(x, drv, size) == payload
     drv.flush(timeout=1.0)
     drv.stop()
+
+
+ECHO_SIZES = [0, 1, 1023, 1024, 1025, 65535, 65536, 65537, 1 << 20, 16 << 20]
+
+
+@pytest.mark.parametrize("size", ECHO_SIZES)
+def test_echo_through_pyusb(size: int) -> None:
+    """The debug host (unmodified pyusb code on the virtual backend, its own thread) sends
+    ``size`` bytes; the target reads them and writes them back as one message; the host reads
+    them back. Free-running model, strict mode."""
+    import threading
+
+    import usb.core
+
+    from fixtures.virtual.pyusb_backend import get_backend
+
+    payload = bytes((i * 31 + size) & 0xFF for i in range(min(size, 1 << 16)))
+    payload = (payload * (size // max(len(payload), 1) + 1))[:size]
+    x = VirtualXhci(strict=True)
+    try:
+        with x.run_free():
+            drv = DbcDriver(x.mmio, x.dma, clock=x.clock)
+            drv.start(timeout=10.0)
+            dev = usb.core.find(idVendor=0x1D6B, idProduct=0x0010, backend=get_backend(x))
+            assert dev is not None
+            dev.set_configuration()
+            echoed = bytearray()
+            errors: list[BaseException] = []
+
+            def host() -> None:
+                try:
+                    assert dev.write(0x01, payload, timeout=20_000) == size
+                    if size == 0:
+                        echoed.extend(dev.read(0x81, 1024, timeout=20_000))
+                    while len(echoed) < size:
+                        echoed.extend(dev.read(0x81, size - len(echoed), timeout=20_000))
+                except BaseException as exc:
+                    errors.append(exc)
+
+            t = threading.Thread(target=host, daemon=True)
+            t.start()
+            got = bytearray()
+            if size == 0:
+                got += drv.read_message(timeout=20.0)
+            while len(got) < size:
+                got += drv.read(size - len(got), timeout=20.0)
+            assert bytes(got) == payload
+            drv.write(got, timeout=20.0)
+            drv.flush(timeout=20.0)
+            t.join(timeout=30.0)
+            assert not errors, errors
+            assert bytes(echoed) == payload
+            assert drv.stop() == ()
+            assert x.dma.stats()["live_bytes"] == 0
+        assert x.findings == []
+    finally:
+        x.close()
