@@ -155,7 +155,8 @@ def test_transfer_fault_halts_and_retries(completion: str, code: int) -> None:
 
 
 def test_unplug_in_the_middle_of_a_transfer() -> None:
-    with VirtualXhci(quirks=Quirks(unplug_after_out_bytes=1500)) as x:
+    # host_buffer=0: the host application reads straight off the wire
+    with VirtualXhci(host_buffer=0, quirks=Quirks(unplug_after_out_bytes=1500)) as x:
         b = up(x)
         b.queue_out(b"a" * 1000)
         b.queue_out(b"b" * 1000, offset=1024)
@@ -166,6 +167,22 @@ def test_unplug_in_the_middle_of_a_transfer() -> None:
         assert b.portsc()["CCS"] == 0 and b.dcctrl()["DRC"] == 1
         ev = b.transfer_events()
         assert len(ev) == 1  # the second TD was on the wire when the cable went: no event
+        with pytest.raises(HostNotConfigured):
+            x.host.recv(4096, timeout=0.01)
+
+
+def test_unplug_mid_transfer_with_host_buffering() -> None:
+    with VirtualXhci(quirks=Quirks(unplug_after_out_bytes=1500)) as x:
+        b = up(x)
+        first = b.queue_out(b"a" * 1000)
+        b.queue_out(b"b" * 1000, offset=1024)
+        b.ring_doorbell(0)
+        x.advance(10)
+        assert x.state is DbcState.DISCONNECTED
+        ev = b.transfer_events()
+        assert [e.fields["trb_pointer"] for e in ev] == [first]
+        # what the host had taken off the wire stays readable, the rest is gone
+        assert x.host.recv(4096, timeout=0.01) == b"a" * 1000
         with pytest.raises(HostNotConfigured):
             x.host.recv(4096, timeout=0.01)
 
