@@ -118,3 +118,24 @@ def test_recv_on_virtual_needs_a_size_or_source(tmp_path: Path) -> None:
     err = proc.stderr.decode()
     assert "Error: on the virtual bench give --size N or --source FILE" in err
     assert "Traceback" not in err
+
+
+def test_info_virtual_before_and_after_bring_up() -> None:
+    result = CliRunner().invoke(cli, ["info", "virtual", "--json"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    ids = [c["id"] for c in report["extended_capabilities"]]
+    assert ids[:3] == [1, 2, 2] and 0x0A in ids
+    assert report["dbc"]["offset"] == 0x8700
+    assert report["dbc"]["state"].startswith("DbC-Off")
+    result = CliRunner().invoke(cli, ["info", "virtual", "--json", "--bring-up"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["driver_state"] == "CONFIGURED"
+    assert report["dbc"]["state"].startswith("Configured")
+    regs = {r["name"]: r for r in report["dbc"]["registers"]}
+    assert "DCE" in regs["DCCTRL"]["decoded"] and "DCR" in regs["DCCTRL"]["decoded"]
+    assert regs["DCDDI1"]["value"] >> 16 == 0x1D6B
+    result = CliRunner().invoke(cli, ["info", "virtual"])
+    assert result.exit_code == 0
+    assert "DbC registers @0x8700" in result.stdout and "DbC state:" in result.stdout
