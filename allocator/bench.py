@@ -7,6 +7,12 @@ chunks, on a Python model of pmalloc's policy (bump pointer per block, the first
 block ignores ``align``, no boundary, freed space never reused, a block given back only when
 empty), the allocator LF OS used before.
 
+Keys: the issue's (``efficiency_after_churn`` = live bytes / held bytes after the churn, ours;
+``pmalloc_policy_efficiency_after_churn``; violations; ``bytes_held_after_free_all``; median
+alloc/free times; ``backend``) plus context: ``efficiency_peak_bound_after_churn`` (final live
+bytes over the whole chunks the trace's peak needs), ``efficiency_after_churn_64k_chunks`` (the
+same policy over 64 KiB emulated chunks) and the device-side access costs.
+
 Backend: ``run(backend=...)`` or the environment variable ``DBC_ALLOCATOR_BENCH_BACKEND``
 ("emulated" by default, or "hugepage", which reserves hugepages for the run and restores
 nr_hugepages afterwards).
@@ -251,6 +257,12 @@ def run(quick: bool = False, backend: str | None = None) -> dict[str, Any]:
             chunk = space.page_sizes[0]
         with factory() as space:
             device = _device_access(space, 500 if quick else 2000)
+    # the same policy when the backing granule is one 64 KiB boundary window instead of a
+    # 2 MiB page: separates the policy's fragmentation from the hugepage granularity
+    from allocator.emulated import EmulatedDmaSpace
+
+    with EmulatedDmaSpace(chunk_size=BOUNDARY) as fine:
+        fine_result = _run_ours(fine, initial, churn)
         with factory() as space:
             theirs = _run_pmalloc(space._source, initial, churn)
     return {
@@ -260,6 +272,7 @@ def run(quick: bool = False, backend: str | None = None) -> dict[str, Any]:
         **ours,
         **theirs,
         **device,
+        "efficiency_after_churn_64k_chunks": fine_result["efficiency_after_churn"],
         "chunk_bytes": chunk,
         "efficiency_peak_bound_after_churn": efficiency_upper_bound(initial, churn, chunk),
         "efficiency_ratio_vs_pmalloc_policy": ours["efficiency_after_churn"]
