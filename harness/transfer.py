@@ -4,8 +4,8 @@
   it with bulk IN. On the virtual bench a host reader receives it and checks its SHA-256.
 * ``recv``: ``host_to_target``. The driver reads into FILE what the debug host sends with bulk
   OUT (the DbC's IN ring), until ``size`` bytes arrived or the far end was quiet for ``idle``
-  seconds. On the virtual bench the host sends ``source`` (a file), or ``size`` bytes of a
-  pattern.
+  seconds after its last byte (``timeout`` seconds before the first). On the virtual bench the
+  host sends ``source`` (a file), or ``size`` bytes of a pattern.
 
 Both report progress through a callback ``progress(done, total)`` and return a
 :class:`TransferResult` with the rate. Every wait has a deadline.
@@ -182,8 +182,8 @@ def recv_file(
                 last = now
                 if progress:
                     progress(done, size)
-            elif now - last >= idle or errors:
-                break
+            elif errors or (now - last >= idle if done else now - t0 >= timeout):
+                break  # quiet for ``idle`` after the last byte (``timeout`` before the first)
         seconds = max(last - t0, 1e-9)
         verified = ""
         if sender is not None:
