@@ -294,6 +294,8 @@ class HeapDmaSpace(DmaSpace):
         if not isinstance(extent, _Extent) or extent.owner is not owner:
             raise ForeignBuffer(f"{buf!r} was not handed out by {owner!r}")
         if buf.freed:
+            if self._closed:
+                raise SpaceClosed(f"{buf!r} went with its closed {self.backend} DMA space")
             raise DoubleFree(f"{buf!r} was already freed")
         return extent
 

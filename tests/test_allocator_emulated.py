@@ -86,6 +86,9 @@ def test_foreign_buffer_and_closed_space() -> None:
             one.lookup(buf.device_address + 64)
     with pytest.raises(SpaceClosed):
         one.alloc(64)
+    assert buf.freed  # closing freed it; freeing it again says why
+    with pytest.raises(SpaceClosed):
+        one.free(buf)
     with pytest.raises(DmaFault):
         one.device_read(buf.device_address, 1)
 
