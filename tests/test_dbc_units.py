@@ -239,3 +239,77 @@ def test_counters_flatten() -> None:
     c.recoveries["disconnect"] += 1
     d = c.as_dict()
     assert d["errors.StallError"] == 2 and d["errors"] == 2 and d["recoveries"] == 1
+
+
+# -- finding the DbC -------------------------------------------------------------------------
+
+
+class _RegisterFile:
+    """A BAR0 made of plain dwords (an MMIO implementation for capability-list shapes)."""
+
+    def __init__(self, dwords: dict[int, int]) -> None:
+        self.dwords = dwords
+
+    def read32(self, offset: int) -> int:
+        return self.dwords.get(offset, 0)
+
+    def write32(self, offset: int, value: int) -> None:
+        self.dwords[offset] = value
+
+    def read64(self, offset: int) -> int:
+        return self.read32(offset) | self.read32(offset + 4) << 32
+
+    def write64(self, offset: int, value: int) -> None:
+        self.write32(offset, value & 0xFFFFFFFF)
+        self.write32(offset + 4, value >> 32)
+
+
+def _xecp(cap_id: int, next_dwords: int) -> int:
+    from drivers.xhci.registers import EXTENDED_CAPABILITY
+
+    return EXTENDED_CAPABILITY.encode(capability_id=cap_id, next_capability_pointer=next_dwords)
+
+
+def _hccparams1(xecp_dwords: int) -> dict[int, int]:
+    from drivers.xhci.registers import CAPABILITY_REGS, HCCPARAMS1
+
+    return {CAPABILITY_REGS.offset("HCCPARAMS1"): HCCPARAMS1.encode(xECP=xecp_dwords, AC64=1)}
+
+
+def test_find_dbc_walks_the_list() -> None:
+    from drivers.dbc.bringup import find_dbc
+
+    regs = _hccparams1(0x100 // 4) | {
+        0x100: _xecp(1, 4),
+        0x110: _xecp(0xC0, 0x40),
+        0x210: _xecp(10, 0),
+    }
+    assert find_dbc(_RegisterFile(regs)) == 0x210
+
+
+def test_find_dbc_on_a_looping_list_is_not_found_not_a_hang() -> None:
+    from drivers.dbc import DbcNotFound
+    from drivers.dbc.bringup import extended_capabilities, find_dbc
+
+    loop = _hccparams1(0x100 // 4) | {0x100: _xecp(1, 4), 0x110: _xecp(2, 0xFF)}
+    # 0x110 + 0x3FC wraps nowhere: walk a long chain of vendor entries that never ends
+    for i in range(1, 400):
+        loop[0x110 + i * 0x3FC] = _xecp(0xC0, 0xFF)
+    with pytest.raises(DbcNotFound, match="no Debug Capability"):
+        find_dbc(_RegisterFile(loop))
+    assert len(extended_capabilities(_RegisterFile(loop))) == 256
+    self_loop = _hccparams1(0x100 // 4) | {0x100: _xecp(1, 0)}
+    with pytest.raises(DbcNotFound):
+        find_dbc(_RegisterFile(self_loop))
+
+
+def test_all_ones_capability_list_is_surprise_removal() -> None:
+    from drivers.dbc import DbcSurpriseRemoval
+    from drivers.dbc.bringup import find_dbc
+
+    class _Gone(_RegisterFile):
+        def read32(self, offset: int) -> int:
+            return 0xFFFFFFFF
+
+    with pytest.raises(DbcSurpriseRemoval):
+        find_dbc(_Gone({}))

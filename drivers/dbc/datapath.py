@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 
 from allocator import DmaBuffer, DmaError, DmaPool, DmaSpace
 from drivers.dbc.errors import DbcDmaError, UndeliveredMessage
-from drivers.dbc.rings import TransferRing
+from drivers.dbc.rings import TRB_SIZE, TransferRing
+from drivers.tracing import TraceSink
+from drivers.xhci.trb import render_trb
 
 #: a Normal TRB moves at most 64 KiB and its buffer must not cross a 64 KiB line (table 6-1)
 TRB_MAX_BYTES = 0x10000
@@ -151,6 +153,8 @@ class TargetToHostPipe:
         #: DCCTRL.HOT seen set: hold the pipe until it clears
         self.halted = False
         self.next_id = 1
+        #: trace sink for "trb" records (None: not tracing)
+        self.trace: TraceSink | None = None
 
     # -- producer --------------------------------------------------------------------------
     def has_room(self) -> bool:
@@ -181,6 +185,13 @@ class TargetToHostPipe:
             last = offset + length >= msg.length
             index, cycle = ring.enqueue_normal(block.device_address, length, chain=not last)
             self.pending.append(OutTrb(index, cycle, block, cache, msg, offset, length, last))
+            if self.trace is not None:
+                self.trace(
+                    "trb",
+                    ring="OUT",
+                    address=ring.address_of(index),
+                    text=render_trb(ring.view, index * TRB_SIZE),
+                )
             self.bytes_in_flight += length
             msg.queued = offset + length
             queued += 1
@@ -394,6 +405,8 @@ class HostToTargetPipe:
         self.parked: list[DmaBuffer] = []
         #: DCCTRL.HIT seen set: hold the pipe until it clears
         self.halted = False
+        #: trace sink for "trb" records (None: not tracing)
+        self.trace: TraceSink | None = None
 
     def prime(self) -> int:
         """Post receive buffers up to ``buffers`` (none while more than ``rx_limit`` received
@@ -415,6 +428,14 @@ class HostToTargetPipe:
             block.device_address, self.buffer_size, chain=False, isp=True
         )
         self.pending.append(InTrb(index, cycle, block, 0, self.buffer_size))
+        if self.trace is not None:
+            ring = self.ring
+            self.trace(
+                "trb",
+                ring="IN",
+                address=ring.address_of(index),
+                text=render_trb(ring.view, index * TRB_SIZE),
+            )
 
     def oldest(self) -> InTrb | None:
         return self.pending[0] if self.pending else None

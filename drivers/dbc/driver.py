@@ -244,6 +244,8 @@ class DbcDriver:
             rx_limit=self.rx_limit,
         )
         self._memory = DbcContextMemory(dma, limit=limit)
+        if self.trace is not null_sink:
+            self._out.trace = self._in.trace = self.trace
         assert self._regs is not None
         self._events = EventHandler(
             self._regs,

@@ -14,7 +14,7 @@ from drivers.clock import Clock
 from drivers.dbc.errors import DbcTimeout
 
 MIN_STEP = 10e-6
-MAX_STEP = 1e-3
+MAX_STEP = 250e-6
 
 T = TypeVar("T")
 
