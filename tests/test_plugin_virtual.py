@@ -65,6 +65,7 @@ def test_failing_test_leaves_its_capture_and_passing_test_none(pytester: pytest.
     trace_dir = pytester.path / "traces"
     result = pytester.runpytest("--trace-dir", str(trace_dir))
     result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*dbc-harness captures of failing tests*", "*test_fails.pcapng"])
     files = sorted(p.name for p in trace_dir.iterdir())
     assert files == [
         "test_failing_test_leaves_its_capture_and_passing_test_none.py_test_fails.jsonl",
