@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from harness import benchmarks
 from harness.cli_errors import ExitCode, explain
@@ -32,8 +33,8 @@ ERR = Console(stderr=True, highlight=False, soft_wrap=True)
 def report_error(exc: BaseException) -> ExitCode:
     """Print one error line and one hint line on stderr; return the exit code."""
     explained = explain(exc)
-    ERR.print(f"[bold red]error:[/] {explained.message}", markup=True, highlight=False)
-    ERR.print(f"[yellow]hint:[/] {explained.hint}", markup=True, highlight=False)
+    ERR.print(f"[bold red]error:[/] {escape(explained.message)}", highlight=False)
+    ERR.print(f"[yellow]hint:[/] {escape(explained.hint)}", highlight=False)
     return explained.code
 
 
@@ -52,10 +53,6 @@ class HarnessGroup(click.Group):
             if (ctx.obj or {}).get("debug") or os.environ.get("DBC_HARNESS_DEBUG") == "1":
                 raise
             ctx.exit(report_error(exc))
-
-
-def _debug_from_argv(ctx: click.Context) -> bool:
-    return bool((ctx.obj or {}).get("debug"))
 
 
 @click.group(cls=HarnessGroup)
@@ -247,7 +244,7 @@ def console(target: str, mode: str, unsafe: bool, force: bool, timeout: float, i
 
     spec = _target_spec(target)
     if sys.stdin.isatty():
-        ERR.print(f"[dim]console on {spec}: type; Ctrl-D ends, Ctrl-C aborts[/]")
+        ERR.print(f"[dim]console on {escape(spec)}: type; Ctrl-D ends, Ctrl-C aborts[/]")
     result = run_console(
         spec,
         stdin_fd=sys.stdin.fileno(),
@@ -291,7 +288,7 @@ def _print_rate(verb: str, result: Any) -> None:
         f"{result.seconds:.3f} s: [bold]{result.MBps:.1f} MB/s[/]"
     )
     if result.verified:
-        OUT.print(f"verified: {result.verified}")
+        OUT.print(f"verified: {escape(result.verified)}")
 
 
 @cli.command()
@@ -430,9 +427,9 @@ def trace(
         for w in writers:
             w.close()
     packets = getattr(writers[0], "packets", writers[0].records)
-    OUT.print(f"wrote {packets} packets to {out_path} (tshark -r {out_path})")
+    OUT.print(escape(f"wrote {packets} packets to {out_path} (tshark -r {out_path})"))
     if jsonl_path is not None:
-        OUT.print(f"wrote {writers[1].records} records to {jsonl_path}")
+        OUT.print(escape(f"wrote {writers[1].records} records to {jsonl_path}"))
     if not result.ok:
         from harness.views import session_table
 
@@ -460,7 +457,7 @@ def restore(state_dir: Path | None, as_json: bool) -> None:
         _emit_json(restored)
     elif restored:
         for item in restored:
-            OUT.print(f"restored {item}")
+            OUT.print(escape(f"restored {item}"))
     else:
         OUT.print("nothing to restore")
 

@@ -327,6 +327,8 @@ def run_command(options: SessionOptions, *, out: Any, as_json: bool) -> ExitCode
     """``dbc-harness run``: live transitions on ``out``, summary table (or JSON on stdout)."""
     import json
 
+    from rich.markup import escape as esc
+
     from harness.views import session_table
 
     if options.bench == "qemu" and os.environ.get("DBC_HARNESS_GUEST") != "1":
@@ -340,10 +342,10 @@ def run_command(options: SessionOptions, *, out: Any, as_json: bool) -> ExitCode
     try:
 
         def on_state(when: float, old: str, new: str) -> None:
-            out.print(f"  [dim]{when:8.3f} s[/]  state {old} -> [bold]{new}[/]")
+            out.print(f"  [dim]{when:8.3f} s[/]  state {esc(old)} -> [bold]{esc(new)}[/]")
 
         def on_step(text: str) -> None:
-            out.print(f"[cyan]>[/] {text}")
+            out.print(f"[cyan]>[/] {esc(text)}")
 
         result = run_session(options, on_state=on_state, on_step=on_step, trace=writer or null_sink)
     finally:

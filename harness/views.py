@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from rich.markup import escape as esc
 from rich.table import Table
 
 if TYPE_CHECKING:
@@ -57,7 +58,8 @@ def controllers_table(rows: list[dict[str, Any]]) -> Table:
         if r.get("dbc_offset") is not None:
             dbc += f" @0x{r['dbc_offset']:x}"
         table.add_row(
-            r["bdf"], r["vendor_device"], r["driver"] or "-", group, dbc, r.get("note") or ""
+            *(esc(str(x)) for x in (r["bdf"], r["vendor_device"], r["driver"] or "-", group, dbc)),
+            esc(r.get("note") or ""),
         )
     return table
 
@@ -69,40 +71,38 @@ def session_table(result: SessionResult) -> Table:
     table.add_column("what", style="bold")
     table.add_column("result")
     for k, v in result.bench.items():
-        table.add_row(k, v)
+        table.add_row(esc(k), esc(str(v)))
     path = (
         " -> ".join([result.transitions[0][1]] + [t[2] for t in result.transitions])
         if (result.transitions)
         else "-"
     )
-    table.add_row("states", path)
+    table.add_row("states", esc(path))
     if result.transitions:
         configured = next((t[0] for t in result.transitions if t[2] == "CONFIGURED"), None)
         if configured is not None:
             table.add_row("configured after", f"{configured:.3f} s")
     if result.skipped:
-        table.add_row("echo / throughput", f"[yellow]skipped:[/] {result.skipped}")
+        table.add_row("echo / throughput", f"[yellow]skipped:[/] {esc(result.skipped)}")
     if result.echo:
         passed = sum(e.ok for e in result.echo)
         sizes = ", ".join(f"{e.size}" + ("" if e.ok else " [red]FAIL[/]") for e in result.echo)
         table.add_row("echo", f"{passed}/{len(result.echo)} ok (bytes: {sizes})")
         for e in result.echo:
             if not e.ok:
-                table.add_row(f"echo {e.size} B", f"[red]{e.detail}[/]")
+                table.add_row(f"echo {e.size} B", f"[red]{esc(e.detail)}[/]")
     for direction, mbps in result.throughput_MBps.items():
         table.add_row(f"throughput {direction}", f"{mbps:.1f} MB/s")
     if result.counters:
         shown = ", ".join(f"{k}={v}" for k, v in result.counters.items() if v not in (0, {}, []))
-        table.add_row("driver counters", shown or "-")
-    table.add_row(
-        "spec findings",
-        str(len(result.findings))
-        if not result.findings
-        else (f"[red]{len(result.findings)}[/]: " + "; ".join(result.findings[:3])),
-    )
+        table.add_row("driver counters", esc(shown) or "-")
+    findings = str(len(result.findings))
+    if result.findings:
+        findings = f"[red]{findings}[/]: " + esc("; ".join(result.findings[:3]))
+    table.add_row("spec findings", findings)
     if result.trace_path:
-        table.add_row("trace", result.trace_path)
-    table.add_row("final state", result.final_state or "-")
+        table.add_row("trace", esc(result.trace_path))
+    table.add_row("final state", esc(result.final_state) or "-")
     table.add_row("given back", "yes" if result.restored else "[red]no[/]")
     table.add_row("elapsed", f"{result.elapsed:.2f} s")
     return table
@@ -138,18 +138,18 @@ def inspect_target(
 
 
 def render_inspection(out: Console, report: dict[str, Any]) -> None:
-    out.print(f"[bold]{report['target']}[/]")
+    out.print(f"[bold]{esc(report['target'])}[/]")
     caps = Table(title="capability registers", title_justify="left")
     for col in ("register", "offset", "value", "decoded"):
         caps.add_column(col)
     for r in report["capability_registers"]:
-        caps.add_row(r["name"], f"0x{r['offset']:02x}", f"0x{r['value']:08x}", r["decoded"])
+        caps.add_row(r["name"], f"0x{r['offset']:02x}", f"0x{r['value']:08x}", esc(r["decoded"]))
     out.print(caps)
     ext = Table(title="extended capabilities", title_justify="left")
     for col in ("offset", "ID", "name", "decoded"):
         ext.add_column(col)
     for r in report["extended_capabilities"]:
-        ext.add_row(f"0x{r['offset']:x}", f"0x{r['id']:02x}", r["name"], r["decoded"])
+        ext.add_row(f"0x{r['offset']:x}", f"0x{r['id']:02x}", r["name"], esc(r["decoded"]))
     out.print(ext)
     dbc = report.get("dbc")
     if dbc is None:
@@ -160,8 +160,9 @@ def render_inspection(out: Console, report: dict[str, Any]) -> None:
         regs.add_column(col)
     for r in dbc["registers"]:
         width = 16 if r["value"] > 0xFFFF_FFFF else 8
-        regs.add_row(r["name"], f"+0x{r['offset']:02x}", f"0x{r['value']:0{width}x}", r["decoded"])
+        value = f"0x{r['value']:0{width}x}"
+        regs.add_row(r["name"], f"+0x{r['offset']:02x}", value, esc(r["decoded"]))
     out.print(regs)
-    out.print(f"DbC state: [bold]{dbc['state']}[/]")
+    out.print(f"DbC state: [bold]{esc(dbc['state'])}[/]")
     if "driver_state" in report:
         out.print(f"driver state while read: {report['driver_state']} (stopped afterwards)")

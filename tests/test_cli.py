@@ -244,3 +244,30 @@ def test_bench_all_reports_a_broken_benchmark_and_exits_nonzero(
     results = json.loads(out)
     assert results["ok"] == {"speed_ratio": 2.5, "quick": True}
     assert "no_such_bench_module" in results["broken"]["error"]
+
+
+def test_messages_with_brackets_are_printed_verbatim() -> None:
+    code, _, err = invoke("run", "--bench", "hw:[/red][bold]")
+    assert code == ExitCode.USAGE
+    assert "error: '[/red][bold]' is not a PCI address" in err
+
+
+def test_summary_table_shows_findings_verbatim() -> None:
+    import io
+
+    from rich.console import Console
+
+    from harness.session import EchoResult, SessionResult
+    from harness.views import session_table
+
+    result = SessionResult(
+        bench={"bench": "virtual [x]"},
+        transitions=[(0.1, "DISABLED", "INITIALIZED")],
+        echo=[EchoResult(5, False, 0.1, "got [3] of 5 bytes")],
+        findings=["[DBC-STR-BLENGTH] (xHCI 1.2 7.6.9) bad [/red] length"],
+    )
+    buf = io.StringIO()
+    Console(file=buf, width=200).print(session_table(result))
+    text = buf.getvalue()
+    assert "FAIL" in text and "virtual [x]" in text and "got [3] of 5 bytes" in text
+    assert "[DBC-STR-BLENGTH] (xHCI 1.2 7.6.9) bad [/red] length" in text
