@@ -317,6 +317,17 @@ def ring_loop(x: VirtualXhci, b: DbcBench) -> None:
     x.advance(100)
 
 
+def ring_without_toggle(x: VirtualXhci, b: DbcBench) -> None:
+    _configured(x, b)
+    LINK.pack_into(b.out.buf.view, (b.out.size - 1) * 16, ring_segment_pointer=b.out.base, TC=0,
+                   C=1)  # fmt: skip
+    for _ in range(b.out.size - 1):
+        b.out.put(NORMAL.build(data_buffer_pointer=b.data.device_address,
+                               trb_transfer_length=0, C=0))  # fmt: skip
+    b.ring_doorbell(0)
+    x.advance(100)
+
+
 CASES: dict[str, tuple[Breaker, Quirks | None, bool]] = {
     # rule: (breaker, quirks, ac64)
     "MMIO-SUBDWORD": (mmio_subdword, None, True),
@@ -366,6 +377,7 @@ CASES: dict[str, tuple[Breaker, Quirks | None, bool]] = {
     "DBC-TRB-IDT": (trb_idt, None, True),
     "DBC-LINK-TARGET": (link_target, None, True),
     "DBC-RING-LOOP": (ring_loop, None, True),
+    "DBC-RING-LOOP/no-toggle": (ring_without_toggle, None, True),
 }
 
 
