@@ -221,49 +221,48 @@ def test_driver_to_tty(session: Session) -> None:
     assert read_tty(session.fd, len(message), 20) == message
 
 
-def test_one_mib_tty_to_driver(session: Session) -> None:
+def test_one_mib_each_way(session: Session) -> None:
+    """1 MiB tty -> driver and 1 MiB driver -> tty at the same time (full duplex: the kernel
+    keeps its bulk OUT and bulk IN URBs in flight together, as a real debug session does)."""
     assert session.fd is not None
     fd = session.fd
-    data = payload(MIB, 1)
-
-    def writer() -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view[:65536]) :]
-
-    thread = threading.Thread(target=writer, daemon=True)
-    started = time.monotonic()
-    thread.start()
-    got = read_driver(session.driver, MIB, 180)
-    thread.join(10)
-    elapsed = time.monotonic() - started
-    print(f"tty -> driver: {MIB / elapsed / 1e6:.2f} MB/s")
-    assert len(got) == MIB
-    assert got == data
-
-
-def test_one_mib_driver_to_tty(session: Session) -> None:
-    assert session.fd is not None
-    data = payload(MIB, 2)
+    to_target = payload(MIB, 1)
+    to_host = payload(MIB, 2)
     errors: list[BaseException] = []
 
-    def writer() -> None:
+    def tty_writer() -> None:
         try:
-            for offset in range(0, MIB, 65536):
-                session.driver.write(data[offset : offset + 65536])
-        except BaseException as exc:  # reported by the assertion below
+            view = memoryview(to_target)
+            while view:
+                view = view[os.write(fd, view[:65536]) :]
+        except BaseException as exc:  # reported by the assertions below
             errors.append(exc)
 
-    thread = threading.Thread(target=writer, daemon=True)
+    def driver_writer() -> None:
+        try:
+            for offset in range(0, MIB, 65536):
+                session.driver.write(to_host[offset : offset + 65536], timeout=120)
+        except BaseException as exc:  # reported by the assertions below
+            errors.append(exc)
+
+    from_tty: list[bytes] = []
+    tty_reader = threading.Thread(
+        target=lambda: from_tty.append(read_tty(fd, MIB, 240)), daemon=True
+    )
+    threads = [threading.Thread(target=f, daemon=True) for f in (tty_writer, driver_writer)]
     started = time.monotonic()
-    thread.start()
-    got = read_tty(session.fd, MIB, 180)
-    thread.join(10)
+    for thread in [*threads, tty_reader]:
+        thread.start()
+    got_target = read_driver(session.driver, MIB, 240)
+    for thread in [*threads, tty_reader]:
+        thread.join(60)
     elapsed = time.monotonic() - started
-    print(f"driver -> tty: {MIB / elapsed / 1e6:.2f} MB/s")
+    print(f"full duplex, 1 MiB each way in {elapsed:.1f} s")
     assert not errors
-    assert len(got) == MIB
-    assert got == data
+    assert len(got_target) == MIB, "tty -> driver: short"
+    assert got_target == to_target, "tty -> driver: bytes differ"
+    assert from_tty and len(from_tty[0]) == MIB, "driver -> tty: short"
+    assert from_tty[0] == to_host, "driver -> tty: bytes differ"
 
 
 def test_detach_is_a_disconnect_and_reattach_recovers(session: Session) -> None:
