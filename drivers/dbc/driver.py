@@ -59,6 +59,8 @@ from drivers.xhci.registers import DCCTRL, DCDB, DCID, DCPORTSC, DCST, XECP_ID_D
 log = logging.getLogger("drivers.dbc")
 
 _RUNNING = (DbcState.ENABLED, DbcState.CONNECTED, DbcState.CONFIGURED)
+#: states poll() accepts once start() has begun (INITIALIZED: re-bring-up after a reset)
+_POLLABLE = (DbcState.INITIALIZED, *_RUNNING)
 #: the DbC max packet size: IN buffers must be a multiple of it (a packet never straddles one)
 _MPS = 1024
 
@@ -289,7 +291,7 @@ class DbcDriver:
         events consumed. Raises DbcSurpriseRemoval once the controller is gone."""
         if self._removed is not None:
             raise self._removed
-        if self._sm.state not in _RUNNING:
+        if self._sm.state not in _POLLABLE or self._events is None:
             raise DbcStateError(f"poll() in state {self._sm.state.name}")
         try:
             return self._service()
@@ -306,8 +308,10 @@ class DbcDriver:
         if not ctrl & DCE:
             self._dce_lost(ctrl)
             return 0
-        consumed = events.drain()
         sm = self._sm
+        if sm.state is DbcState.INITIALIZED:
+            sm.to(DbcState.ENABLED, "DCE = 1")
+        consumed = events.drain()
         if sm.state is DbcState.CONFIGURED:
             if events.port_change or not ctrl & DCR or ctrl & DRC:
                 ctrl = self._configured_change(ctrl)
@@ -425,11 +429,16 @@ class DbcDriver:
 
     def _dce_lost(self, ctrl: int) -> None:
         """DCE reads 0 though we set it: the controller was reset under us (HCRST). Report
-        what was in flight and run the whole bring-up again."""
-        log.warning("DbC: DCE dropped by itself (DCCTRL=0x%08x): re-running the bring-up", ctrl)
-        self.counters.recoveries["dce_lost"] += 1
-        self._sm.to(DbcState.INITIALIZED, "DCE dropped by itself (controller reset)")
-        self._program_and_enable(1.0)
+        what was in flight and run the whole bring-up again (retried on the next poll if the
+        controller does not take DCE yet)."""
+        if self._sm.state is not DbcState.INITIALIZED:
+            log.warning("DbC: DCE dropped by itself (DCCTRL=0x%08x): re-running the bring-up", ctrl)
+            self.counters.recoveries["dce_lost"] += 1
+            self._sm.to(DbcState.INITIALIZED, "DCE dropped by itself (controller reset)")
+        try:
+            self._program_and_enable(0.1)
+        except DbcTimeout as exc:
+            log.info("DbC: controller not ready for DCE yet (%s); retrying on the next poll", exc)
 
     def _doorbell(self, target: int) -> None:
         regs = self._regs

@@ -141,7 +141,9 @@ class EventHandler:
 
     def _bad(self, message: str) -> None:
         self.counters.device_errors += 1
-        log.warning("DbC device error: %s", message)
+        n = self.counters.device_errors
+        if n <= 10 or n & (n - 1) == 0:  # the first ten, then at powers of two
+            log.warning("DbC device error #%d: %s", n, message)
         self._device_error(DbcDeviceError(message))
 
     def _transfer_event(self, f: dict[str, int]) -> None:
