@@ -8,9 +8,10 @@ stream into files people can open:
   (LINKTYPE_USB_LINUX_MMAPPED = 220). Every ``"urb"`` record becomes one usbmon packet: an
   'S' (submit) and a 'C' (complete) per transfer, stalls carry status -EPIPE (-32), and each
   packet has a pcapng comment naming the TRB or event behind it (the record's ``comment``; when a
-  producer gives none, the last ``"trb"`` (for 'S') or ``"event"`` (for 'C') seen, marked
-  "after ...", else what the packet is, e.g. "host sends 64 bytes to 0x01 (lands on the DbC IN
-  ring)"). Other kinds are not USB packets; they go to the JSON-lines file.
+  producer gives none: for a submit, what it is in DbC terms and the last ``"trb"`` queued on
+  that DbC ring, e.g. "host sends 64 bytes to 0x01 (lands on the DbC IN ring; last TRB queued
+  there: Normal ...)"; for a completion, the last ``"event"`` seen, marked "after event").
+  Other kinds are not USB packets; they go to the JSON-lines file.
 * :class:`JsonLinesTraceWriter`: every record of every kind, one JSON object per line
   (``{"ts": seconds, "kind": ..., **fields}``; bytes as hex strings).
 * :class:`MemoryTrace`: keeps records in a list (tests, summaries).
@@ -157,7 +158,8 @@ class PcapngTraceWriter(TraceWriter):
         self._next_id = 1
         self._open: defaultdict[int, deque[int]] = defaultdict(deque)
         self._ids: dict[Any, int] = {}
-        self._last_trb: str | None = None
+        #: last TRB queued per DbC ring ("OUT"/"IN"; "" when a record names no ring)
+        self._last_trb: dict[str, str] = {}
         self._last_event: str | None = None
 
     def _urb_id(self, stage: str, epnum: int, given: Any) -> int:
@@ -181,7 +183,9 @@ class PcapngTraceWriter(TraceWriter):
 
     def _write(self, kind: str, when: float, fields: dict[str, Any]) -> None:
         if kind == "trb":
-            self._last_trb = str(fields.get("text", "")) or None
+            text = str(fields.get("text", ""))
+            if text:
+                self._last_trb[str(fields.get("ring", "")).upper()] = text
             return
         if kind == "event":
             self._last_event = str(fields.get("text", "")) or None
@@ -233,17 +237,20 @@ class PcapngTraceWriter(TraceWriter):
         self.packets += 1
 
     def _default_comment(self, stage: str, direction: str, epnum: int, length: int) -> str:
-        """For a record without ``comment``: the last TRB queued (submits) or event seen
-        (completions), marked "after", else what the packet is in DbC terms."""
-        last = self._last_trb if stage == "S" else self._last_event
-        if last:
-            return f"after {'TRB' if stage == 'S' else 'event'}: {last}"
-        ring = "DbC OUT ring" if direction == "in" else "DbC IN ring"
-        if stage == "S" and direction == "in":
-            return f"host requests up to {length} bytes from 0x{epnum:02x} ({ring})"
+        """For a record without ``comment``: what the packet is in DbC terms, plus the last TRB
+        queued on that DbC ring (submits) or the last event seen (completions)."""
+        ring = "OUT" if direction == "in" else "IN"  # host IN drains the DbC OUT ring
         if stage == "S":
-            return f"host sends {length} bytes to 0x{epnum:02x} (lands on the {ring})"
-        return f"{length} bytes {'from' if direction == 'in' else 'to'} 0x{epnum:02x} ({ring})"
+            if direction == "in":
+                text = f"host requests up to {length} bytes from 0x{epnum:02x} (DbC OUT ring"
+            else:
+                text = f"host sends {length} bytes to 0x{epnum:02x} (lands on the DbC IN ring"
+            last = self._last_trb.get(ring) or self._last_trb.get("")
+            return text + (f"; last TRB queued there: {last})" if last else ")")
+        if self._last_event:
+            return f"after event: {self._last_event}"
+        verb = "from" if direction == "in" else "to"
+        return f"{length} bytes {verb} 0x{epnum:02x} (DbC {ring} ring)"
 
     def flush(self) -> None:
         with self._lock:

@@ -99,22 +99,27 @@ def test_snaplen_truncates_capture_but_keeps_original_length(tmp_path: Path) -> 
 
 
 @needs_tshark
-def test_missing_comment_names_the_last_trb_or_event_or_the_ring(tmp_path: Path) -> None:
+def test_missing_comment_names_the_ring_its_last_trb_or_the_last_event(tmp_path: Path) -> None:
     path = tmp_path / "fallback.pcapng"
     with PcapngTraceWriter(path) as trace:
         trace("urb", stage="S", direction="out", data=b"xyz")
+        trace("urb", stage="C", direction="out", length=3)
+        trace("trb", ring="IN", address=0x1000, text="Normal ptr=0x2000 len=1024 IOC ISP C=1")
+        trace("trb", ring="OUT", address=0x3000, text="Normal ptr=0x4000 len=3 IOC C=1")
         trace("urb", stage="S", direction="in", length=1024)
-        trace("trb", ring="out", address=0x1000, text="Normal ptr=0x2000 len=3 IOC C=1")
-        trace("urb", stage="S", direction="in", length=3)
-        trace("event", address=0x3000, text="Transfer Event ptr=0x1000 cc=Success")
+        trace("urb", stage="S", direction="out", data=b"abc")
+        trace("event", address=0x5000, text="Transfer Event ptr=0x3000 cc=Success")
         trace("urb", stage="C", direction="in", data=b"abc")
         trace("state", old="Enabled", new="Configured")
     rows = tshark_rows(path)
     assert [r["frame.comment"] for r in rows] == [
         "host sends 3 bytes to 0x01 (lands on the DbC IN ring)",
-        "host requests up to 1024 bytes from 0x81 (DbC OUT ring)",
-        "after TRB: Normal ptr=0x2000 len=3 IOC C=1",
-        "after event: Transfer Event ptr=0x1000 cc=Success",
+        "3 bytes to 0x01 (DbC IN ring)",
+        "host requests up to 1024 bytes from 0x81 (DbC OUT ring; last TRB queued there: "
+        "Normal ptr=0x4000 len=3 IOC C=1)",
+        "host sends 3 bytes to 0x01 (lands on the DbC IN ring; last TRB queued there: "
+        "Normal ptr=0x2000 len=1024 IOC ISP C=1)",
+        "after event: Transfer Event ptr=0x3000 cc=Success",
     ]
 
 
