@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness.errors import StateFileError
+from harness.errors import NotPermitted, StateFileError
 from harness.pci import normalize_bdf
 
 DEFAULT_STATE_DIR = "/run/dbc-harness"
@@ -87,7 +87,13 @@ def path_for(bdf: str, directory: str | os.PathLike[str] | None = None) -> Path:
 def write(st: ClaimState, directory: str | os.PathLike[str] | None = None) -> Path:
     """Persist ``st`` atomically (temp file, fsync, rename, fsync dir)."""
     d = state_dir(directory)
-    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except PermissionError as e:
+        raise NotPermitted(
+            f"cannot create the state directory {d}: {e.strerror} (run as root, or set "
+            "DBC_HARNESS_STATE_DIR)"
+        ) from e
     final = path_for(st.bdf, d)
     tmp = final.with_suffix(f".tmp{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
