@@ -313,3 +313,103 @@ def test_all_ones_capability_list_is_surprise_removal() -> None:
 
     with pytest.raises(DbcSurpriseRemoval):
         find_dbc(_Gone({}))
+
+
+# -- the event handler on crafted events -----------------------------------------------------
+
+
+class _Handler:
+    """The real EventHandler over real rings in an emulated DMA space; the controller's part
+    (writing event TRBs) is played by the test."""
+
+    def __init__(self, dma: EmulatedDmaSpace) -> None:
+        from drivers.dbc.bringup import DbcContextMemory
+        from drivers.dbc.events import EventHandler
+        from drivers.dbc.registers import DbcRegisters
+
+        self.errors: list[Exception] = []
+        self.lost: list[UndeliveredMessage] = []
+        self.regs_file = _RegisterFile({})
+        self.events = EventRing(dma, 16, limit=None)
+        self.out = TargetToHostPipe(dma, 16, limit=None, max_bytes_in_flight=1 << 20)
+        self.inp = HostToTargetPipe(dma, 16, limit=None, buffers=2, buffer_size=1024, rx_limit=4096)
+        self.memory = DbcContextMemory(dma, limit=None)
+        self.memory.fill_endpoints(self.out.ring, self.inp.ring, 0)
+        self.counters = DbcCounters()
+        self.handler = EventHandler(
+            DbcRegisters(self.regs_file, 0x100),
+            self.events,
+            self.out,
+            self.inp,
+            self.memory,
+            self.counters,
+            on_device_error=self.errors.append,
+            on_undelivered=self.lost.append,
+            ring_doorbell=lambda target: None,
+        )
+        self._slot = 0
+
+    def post(self, **fields: int) -> None:
+        from drivers.xhci.trb import TRANSFER_EVENT
+
+        TRANSFER_EVENT.pack_into(self.events.view, self._slot * 16, C=1, **fields)
+        self._slot += 1
+
+
+def test_event_handler_completes_in_order_and_writes_erdp_once(dma: EmulatedDmaSpace) -> None:
+    h = _Handler(dma)
+    h.out.accept(b"abc")
+    h.out.accept(b"defg")
+    h.out.pump()
+    first, second = (h.out.ring.address_of(t.index) for t in h.out.pending)
+    h.post(trb_pointer=first, completion_code=1, endpoint_id=2)
+    h.post(trb_pointer=second, completion_code=1, endpoint_id=0)  # the other ID scheme
+    assert h.handler.drain() == 2
+    assert h.counters.messages_to_host == 2 and h.counters.bytes_to_host == 7
+    assert h.counters.erdp_writes == 1
+    assert h.regs_file.read64(0x100 + 0x18) == h.events.base + 2 * 16  # DCERDP: next TRB
+    assert h.errors == [] and h.out.idle
+
+
+def test_event_handler_validates_device_values(dma: EmulatedDmaSpace) -> None:
+    from drivers.dbc import DbcDeviceError
+
+    h = _Handler(dma)
+    h.out.accept(b"abc")
+    h.out.pump()
+    h.post(trb_pointer=0, completion_code=1, endpoint_id=2, trb_transfer_length=999)
+    h.post(trb_pointer=h.out.ring.base, completion_code=1, endpoint_id=2)  # nothing in flight
+    h.post(trb_pointer=0x1234, completion_code=1, endpoint_id=7)  # no such endpoint
+    h.post(trb_pointer=0, completion_code=1, endpoint_id=2, ED=1)  # we queue no Event Data
+    assert h.handler.drain() == 4
+    assert all(isinstance(e, DbcDeviceError) for e in h.errors)
+    messages = " | ".join(str(e) for e in h.errors)
+    for part in ("not the oldest", "residual 999", "nothing in flight", "endpoint ID 7", "ED = 1"):
+        assert part in messages
+    # the zero pointer was still completed in ring order: the message arrived, nothing lost
+    assert h.counters.messages_to_host == 1 and h.lost == [] and h.out.idle
+
+
+def test_event_handler_short_packet_and_stall_on_in_ring(dma: EmulatedDmaSpace) -> None:
+    h = _Handler(dma)
+    h.inp.prime()
+    t = h.inp.oldest()
+    assert t is not None
+    t.block.view[:5] = b"hello"
+    address = h.inp.ring.address_of(t.index)
+    h.post(trb_pointer=address, completion_code=13, endpoint_id=3, trb_transfer_length=1019)
+    h.handler.drain()
+    assert h.inp.rx.take_message() == b"hello"
+    stalled = h.inp.oldest()
+    assert stalled is not None
+    stalled_address = h.inp.ring.address_of(stalled.index)
+    # the controller halted on this TRB: the endpoint context points at it
+    from drivers.xhci.contexts import DBC_ENDPOINT_CONTEXT, DBC_IN_EP_OFFSET
+
+    DBC_ENDPOINT_CONTEXT.pack_into(
+        h.memory.context.view, DBC_IN_EP_OFFSET, tr_dequeue_pointer=stalled_address, DCS=1
+    )
+    h.post(trb_pointer=stalled_address, completion_code=6, endpoint_id=3, trb_transfer_length=1024)
+    h.handler.drain()
+    assert h.inp.oldest() is stalled and h.inp.halted  # kept queued (spurious STALL)
+    assert h.counters.spurious_stalls == 1 and h.counters.errors["StallError"] == 1
