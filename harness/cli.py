@@ -457,7 +457,7 @@ def restore(state_dir: Path | None, as_json: bool) -> None:
         _emit_json(restored)
     elif restored:
         for item in restored:
-            OUT.print(escape(f"restored {item}"))
+            OUT.print(escape(item))
     else:
         OUT.print("nothing to restore")
 
