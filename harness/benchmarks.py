@@ -16,6 +16,7 @@ BENCHMARKS: dict[str, str] = {
     "codec": "drivers.xhci.bench",
     "model": "fixtures.virtual.bench",
     "dbc": "drivers.dbc.bench",
+    "usbip": "fixtures.usbip.bench",
 }
 
 
