@@ -441,18 +441,27 @@ def trace(
 
 
 @cli.command()
+@click.argument("bdfs", nargs=-1, metavar="[BDF]...")
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="Where claim state files live (default: the binding layer's).",
 )
+@click.option(
+    "--include-live",
+    is_flag=True,
+    help="Also controllers claimed by a dbc-harness that is still running.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list on stdout.")
-def restore(state_dir: Path | None, as_json: bool) -> None:
-    """Give back every controller a killed dbc-harness left claimed (reads the state files)."""
+def restore(
+    bdfs: tuple[str, ...], state_dir: Path | None, include_live: bool, as_json: bool
+) -> None:
+    """Give controllers back to their original drivers after a killed dbc-harness (reads the
+    state files written before anything was changed). Default: every stale claim."""
     from harness.restore import restore_all
 
-    restored = restore_all(state_dir) if state_dir is not None else restore_all()
+    restored = restore_all(state_dir, include_live=include_live, bdfs=list(bdfs) or None)
     if as_json:
         _emit_json(restored)
     elif restored:
