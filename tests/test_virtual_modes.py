@@ -175,8 +175,17 @@ def test_trace_records_urb_pairs_with_the_trb_behind() -> None:
         b.ring_doorbell(1)
         x.host.send(b"back", timeout=0.01)
     urbs = [f for k, f in records if k == "urb"]
-    ins = [u for u in urbs if u["direction"] == "in"]
-    outs = [u for u in urbs if u["direction"] == "out"]
+    control = [u for u in urbs if u["endpoint"] & 0x7F == 0]
+    assert [u["comment"] for u in control if u["stage"] == "C"][:3] == [
+        "GET_DESCRIPTOR device",
+        "SET_ADDRESS",
+        "GET_DESCRIPTOR configuration",
+    ]
+    strings = [u for u in control if u["stage"] == "C" and "string 2" in u["comment"]]
+    assert strings[0]["data"][2:].decode("utf-16-le") == "Linux USB Debug Target"
+    assert all(len(u["setup"]) == 8 for u in control)
+    ins = [u for u in urbs if u["direction"] == "in" and u["endpoint"] == 0x81]
+    outs = [u for u in urbs if u["direction"] == "out" and u["endpoint"] == 0x01]
     assert [u["stage"] for u in ins] == ["S", "C"] and ins[0]["urb_id"] == ins[1]["urb_id"]
     assert ins[1]["data"] == b"traced" and ins[1]["endpoint"] == 0x81
     assert "Normal" in ins[1]["comment"]

@@ -11,6 +11,7 @@ from fixtures.virtual import (
     DbcState,
     HostNotConfigured,
     HostStall,
+    HostTransferError,
     Quirks,
     Timing,
     TransferFault,
@@ -152,6 +153,26 @@ def test_transfer_fault_halts_and_retries(completion: str, code: int) -> None:
         assert b.dcctrl()["HOT"] == 0
         b.ring_doorbell(0)
         assert x.host.recv(64, timeout=0.01) == b"one"  # the TD is retried from the context
+
+
+def test_transfer_fault_on_the_in_ring() -> None:
+    quirks = Quirks(transfer_faults=(TransferFault("in", 0, "transaction_error"),))
+    with VirtualXhci(quirks=quirks) as x:
+        b = up(x)
+        addr = b.post_in(1024)
+        b.ring_doorbell(1)
+        with pytest.raises(HostTransferError) as info:
+            x.host.send(b"lost", timeout=0.01)
+        assert info.value.code == CompletionCode.USBTransactionError
+        ev = b.transfer_events()
+        assert [(e.fields["completion_code"], e.fields["trb_pointer"]) for e in ev] == [
+            (CompletionCode.USBTransactionError, addr)
+        ]
+        assert b.dcctrl()["HIT"] == 1
+        x.host.clear_halt("out")
+        b.ring_doorbell(1)
+        assert x.host.send(b"again", timeout=0.01) == 5  # the TD is retried
+        assert b.in_data(5) == b"again"
 
 
 def test_unplug_in_the_middle_of_a_transfer() -> None:

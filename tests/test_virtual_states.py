@@ -225,7 +225,10 @@ def test_hcrst_resets_dbc_unless_sbr(sbr: bool, kills: bool, survives: bool) -> 
         else:
             assert x.state is DbcState.OFF and b.dcctrl()["DCE"] == 0
             assert b.read("DCCP") == 0 and b.read("DCERSTSZ") == 0
+        usbcmd = x.mmio.read32(0x80)
+        assert USBCMD.get(usbcmd, "HCRST") == 1  # reads 1 until the reset completes
         x.advance(1000)
+        assert USBCMD.get(x.mmio.read32(0x80), "HCRST") == 0
         assert x.mmio.read32(0x84) & 1  # HCHalted
 
 
