@@ -170,3 +170,21 @@ def test_detach_is_an_unplug_and_reattach_recovers(rig: Rig) -> None:
         assert second.bulk_out(1, b"two").status == 0
         assert read_exactly(rig.driver, 3) == b"two"
     assert rig.device.events.count("attach") == 2
+
+
+def test_forwarded_port_reset_resets_the_dbc(rig: Rig, client: UsbipClient) -> None:
+    """SET_FEATURE(PORT_RESET) to the hub port (usbip-host's reset convention) becomes a hot
+    reset from the virtual host: the driver sees it, recovers and data flows again."""
+    assert client.control(setup_packet(0x23, 3, 4, 1)).status == 0
+    deadline = time.monotonic() + 10
+    while (
+        rig.driver.counters.recoveries["port_reset"] + rig.driver.counters.recoveries["disconnect"]
+        == 0
+    ):
+        assert time.monotonic() < deadline, rig.driver.counters.recoveries
+        rig.driver.poll()
+        time.sleep(0.005)
+    poll_until(rig.driver, DbcState.CONFIGURED)
+    assert "port_reset" in rig.device.events
+    assert client.bulk_out(1, b"after reset").status == 0
+    assert read_exactly(rig.driver, 11) == b"after reset"
