@@ -189,3 +189,79 @@ def test_echo_through_pyusb(size: int) -> None:
         assert x.findings == []
     finally:
         x.close()
+
+
+def test_iter_read_streams_until_idle(x: VirtualXhci) -> None:
+    drv = started(x)
+    for chunk in (b"one", b"two", b"three"):
+        x.host.send(chunk, timeout=1.0)
+    assert b"".join(drv.iter_read(2, idle_timeout=0.01)) == b"onetwothree"
+    drv.stop()
+
+
+def test_raise_device_errors_option(x: VirtualXhci) -> None:
+    """With raise_device_errors=True a bad controller value surfaces from poll() as a named
+    error, after the drain finished (the data itself still arrives)."""
+    from drivers.dbc import DbcDeviceError
+    from fixtures.virtual import Quirks
+
+    y = VirtualXhci(strict=True, quirks=Quirks(transfer_event_pointer="zero"))
+    try:
+        drv = DbcDriver(y.mmio, y.dma, clock=y.clock, raise_device_errors=True)
+        drv.start(timeout=5.0)
+        drv.write(b"data")
+        assert y.host.recv(10, timeout=1.0) == b"data"
+        with pytest.raises(DbcDeviceError, match="not the oldest"):
+            drv.flush(timeout=1.0)
+        drv.flush(timeout=1.0)  # reported once; the message itself was delivered
+        assert drv.counters.messages_to_host == 1
+        drv.stop()
+        assert y.findings == []
+    finally:
+        y.close()
+
+
+def test_one_reader_and_one_writer_thread() -> None:
+    """A console's usual shape: one thread reads, another writes, concurrently."""
+    import threading
+
+    x = VirtualXhci(strict=True)
+    try:
+        with x.run_free():
+            drv = DbcDriver(x.mmio, x.dma, clock=x.clock)
+            drv.start(timeout=10.0)
+            sent = [bytes([i]) * (i + 1) for i in range(200)]
+            received = bytearray()
+            host_got = bytearray()
+            errors: list[BaseException] = []
+
+            def reader() -> None:
+                try:
+                    while len(received) < sum(map(len, sent)):
+                        received.extend(drv.read(1 << 16, timeout=10.0))
+                except BaseException as exc:
+                    errors.append(exc)
+
+            def writer() -> None:
+                try:
+                    for m in sent:
+                        drv.write(m, timeout=10.0)
+                    drv.flush(timeout=10.0)
+                except BaseException as exc:
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=f, daemon=True) for f in (reader, writer)]
+            for t in threads:
+                t.start()
+            for m in sent:
+                x.host.send(m, timeout=10.0)
+            while len(host_got) < sum(map(len, sent)):
+                host_got.extend(x.host.recv(1 << 16, timeout=10.0))
+            for t in threads:
+                t.join(timeout=20.0)
+            assert not errors, errors
+            assert bytes(received) == b"".join(sent) == bytes(host_got)
+            drv.stop()
+        assert x.findings == []
+    finally:
+        x.close()

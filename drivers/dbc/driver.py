@@ -23,6 +23,7 @@ flight when the host went away is reported by the next ``write()``/``flush()`` a
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from types import TracebackType
 
@@ -31,7 +32,7 @@ from drivers.clock import REAL_CLOCK, Clock
 from drivers.dbc import bringup
 from drivers.dbc.bringup import DbcContextMemory
 from drivers.dbc.counters import DbcCounters
-from drivers.dbc.datapath import TRB_MAX_BYTES, HostToTargetPipe, TargetToHostPipe
+from drivers.dbc.datapath import TRB_MAX_BYTES, HostToTargetPipe, RxQueue, TargetToHostPipe
 from drivers.dbc.errors import (
     DbcBusy,
     DbcConfigError,
@@ -165,6 +166,9 @@ class DbcDriver:
         self._new_device_errors: list[DbcDeviceError] = []
         self._removed: DbcSurpriseRemoval | None = None
         self._writes = 0
+        #: one reader thread and one writer thread may use the driver at the same time: every
+        #: public call holds this lock except while it sleeps between polls
+        self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ state
     @property
@@ -200,9 +204,13 @@ class DbcDriver:
     def start(self, timeout: float = 5.0) -> None:
         """Bring the DbC up (reference sequence) and wait until the debug host configured it.
 
-        DbcBusy if DCE is already set and ``takeover`` is False; DbcTimeout (state kept, call
-        ``stop()``) if no host configures us within ``timeout``.
+        DbcBusy if DCE is already set and ``takeover`` is False; DbcTimeout if no host
+        configures us within ``timeout`` (everything is undone: DCE = 0, memory freed).
         """
+        with self._lock:
+            self._start(timeout)
+
+    def _start(self, timeout: float) -> None:
         if self._sm.state is not DbcState.DISABLED:
             raise DbcStateError(f"start() in state {self._sm.state.name}; stop() first")
         deadline = Deadline(self.clock, timeout)
@@ -289,16 +297,17 @@ class DbcDriver:
         """Drain the event ring once, follow DCCTRL/DCPORTSC (connect, configure, disconnect,
         halts, DCE lost), re-prime the IN ring and queue waiting writes. Returns the number of
         events consumed. Raises DbcSurpriseRemoval once the controller is gone."""
-        if self._removed is not None:
-            raise self._removed
-        if self._sm.state not in _POLLABLE or self._events is None:
-            raise DbcStateError(f"poll() in state {self._sm.state.name}")
-        try:
-            return self._service()
-        except DbcSurpriseRemoval as exc:
-            self._removed = exc
-            self._sm.to(DbcState.REMOVED, str(exc))
-            raise
+        with self._lock:
+            if self._removed is not None:
+                raise self._removed
+            if self._sm.state not in _POLLABLE or self._events is None:
+                raise DbcStateError(f"poll() in state {self._sm.state.name}")
+            try:
+                return self._service()
+            except DbcSurpriseRemoval as exc:
+                self._removed = exc
+                self._sm.to(DbcState.REMOVED, str(exc))
+                raise
 
     def _service(self) -> int:
         regs, events = self._regs, self._events
@@ -494,96 +503,105 @@ class DbcDriver:
         Raises DbcDisconnected/DbcTransferError first if earlier messages were not delivered,
         DbcTimeout if the message could not be accepted in time (then nothing was accepted).
         """
-        self._raise_undelivered()
-        out = self._out
-        if out is None:
-            raise DbcStateError(f"write() in state {self._sm.state.name}: start() first")
-        if self._removed is not None:
-            raise self._removed
-        self._writes += 1
-        if (
-            self._sm.state is not DbcState.CONFIGURED
-            or out.backlog
-            or out.ring.free_slots < out.ring.capacity // 2
-            or not self._writes & 15
-        ):
-            # Drain completions (and notice host changes) when the ring is half full, and at
-            # least every 16 writes; otherwise queue without touching a register first.
-            deadline = Deadline(self.clock, timeout)
-            while True:
-                if self.poll():
-                    deadline.progressed()
+        deadline: Deadline | None = None
+        while True:
+            with self._lock:
                 self._raise_undelivered()
-                if self._sm.state is DbcState.CONFIGURED and not out.backlog and out.has_room():
-                    break
-                if deadline.expired():
+                out = self._out
+                if out is None:
+                    raise DbcStateError(f"write() in state {self._sm.state.name}: start() first")
+                if self._removed is not None:
+                    raise self._removed
+                configured = self._sm.state is DbcState.CONFIGURED
+                if deadline is None:
+                    self._writes += 1
+                    # Drain completions (and notice host changes) when the ring is half full
+                    # and at least every 16 writes; otherwise queue without a register read.
+                    need_poll = (
+                        not configured
+                        or bool(out.backlog)
+                        or out.ring.free_slots < out.ring.capacity // 2
+                        or not self._writes & 15
+                    )
+                else:
+                    need_poll = True
+                if need_poll:
+                    if self.poll() and deadline is not None:
+                        deadline.progressed()
+                    self._raise_undelivered()
+                    configured = self._sm.state is DbcState.CONFIGURED
+                if configured and not out.backlog and out.has_room():
+                    msg = out.accept(data)
+                    if out.pump() and not out.halted:
+                        self._doorbell(0)
+                    return msg.message_id
+                if deadline is None:
+                    deadline = Deadline(self.clock, timeout)
+                elif deadline.expired():
                     what = (
                         "room on the OUT ring (target -> host)"
-                        if self._sm.state is DbcState.CONFIGURED
+                        if configured
                         else f"the debug host to configure the DbC (state {self._sm.state.name})"
                     )
                     raise DbcTimeout(what, timeout)
-                deadline.pause()
-        msg = out.accept(data)
-        if out.pump() and not out.halted:
-            self._doorbell(0)
-        return msg.message_id
+            deadline.pause()
 
     def flush(self, timeout: float = 5.0) -> None:
         """Wait until every accepted message was delivered. DbcDisconnected/DbcTransferError
         with the messages that were not; DbcTimeout when the host does not read in time."""
-        out = self._out
-        if out is None:
-            raise DbcStateError(f"flush() in state {self._sm.state.name}")
         deadline = Deadline(self.clock, timeout)
         while True:
-            if self.poll():
-                deadline.progressed()
-            self._raise_undelivered()
-            if out.idle:
-                return
-            if deadline.expired():
-                raise DbcTimeout("the debug host to read every queued message", timeout)
+            with self._lock:
+                out = self._out
+                if out is None:
+                    raise DbcStateError(f"flush() in state {self._sm.state.name}")
+                if self.poll():
+                    deadline.progressed()
+                self._raise_undelivered()
+                if out.idle:
+                    return
+                if deadline.expired():
+                    raise DbcTimeout("the debug host to read every queued message", timeout)
             deadline.pause()
 
     def read(self, max_bytes: int = 65536, timeout: float = 1.0) -> bytes:
         """Up to ``max_bytes`` bytes the debug host sent (across its transfers, in order).
         Returns as soon as at least one byte is there; DbcTimeout if none came in time."""
-        inp = self._in
-        if inp is None:
-            raise DbcStateError(f"read() in state {self._sm.state.name}: start() first")
         if max_bytes <= 0:
             return b""
-        deadline = Deadline(self.clock, timeout)
-        while not inp.rx.has_data():
-            if self.poll():
-                deadline.progressed()
-            if inp.rx.has_data():
-                break
-            if deadline.expired():
-                raise DbcTimeout("data from the debug host", timeout)
-            deadline.pause()
-        data = inp.rx.take(max_bytes)
-        self._reprime()
-        return data
+        return self._receive(lambda rx: rx.has_data(), lambda rx: rx.take(max_bytes), timeout,
+                             "data from the debug host")  # fmt: skip
 
     def read_message(self, timeout: float = 1.0) -> bytes:
         """One host transfer: the bytes up to its end (a short packet, possibly zero-length).
-        Transfers that are a multiple of 1024 bytes end only with the host's ZLP."""
-        inp = self._in
-        if inp is None:
-            raise DbcStateError(f"read_message() in state {self._sm.state.name}")
+        With receive buffers larger than 1024 bytes, a transfer that is a multiple of 1024
+        bytes ends only with the host's zero-length packet."""
+        return self._receive(lambda rx: rx.has_message(), lambda rx: rx.take_message(), timeout,
+                             "a complete transfer from the debug host")  # fmt: skip
+
+    def _receive(
+        self,
+        ready: Callable[[RxQueue], bool],
+        take: Callable[[RxQueue], bytes],
+        timeout: float,
+        what: str,
+    ) -> bytes:
         deadline = Deadline(self.clock, timeout)
-        while not inp.rx.has_message():
-            self.poll()
-            if inp.rx.has_message():
-                break
-            if deadline.expired():
-                raise DbcTimeout("a complete transfer from the debug host", timeout)
+        while True:
+            with self._lock:
+                inp = self._in
+                if inp is None:
+                    raise DbcStateError(f"read in state {self._sm.state.name}: start() first")
+                rx = inp.rx
+                if not ready(rx) and self.poll():
+                    deadline.progressed()
+                if ready(rx):
+                    data = take(rx)
+                    self._reprime()
+                    return data
+                if deadline.expired():
+                    raise DbcTimeout(what, timeout)
             deadline.pause()
-        data = inp.rx.take_message()
-        self._reprime()
-        return data
 
     def iter_read(self, max_bytes: int = 65536, idle_timeout: float = 1.0) -> Iterator[bytes]:
         """Yield received data as it arrives; stops after ``idle_timeout`` without data."""
@@ -609,6 +627,10 @@ class DbcDriver:
         """Disable the DbC (DCCTRL = 0), wait for DCE to read 0, free every DMA buffer.
         Returns the messages that were accepted but not delivered (nothing is dropped
         silently). Idempotent. After a surprise removal no register is touched."""
+        with self._lock:
+            return self._stop(timeout)
+
+    def _stop(self, timeout: float) -> tuple[UndeliveredMessage, ...]:
         if self._regs is None:
             return self.take_undelivered()
         removed = self._removed is not None
