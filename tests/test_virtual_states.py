@@ -170,6 +170,19 @@ def test_link_error_enters_error_state(lse: int) -> None:
         assert x.state is DbcState.CONFIGURED
 
 
+def test_port_config_error_sets_cec(x: VirtualXhci) -> None:
+    b = DbcBench(x)
+    b.bring_up()
+    b.events()
+    x.host.link_error("config")
+    assert x.state is DbcState.ERROR
+    p = b.portsc()
+    assert (p["CEC"], p["PLC"], p["PLS"]) == (1, 0, PortLinkState.Inactive)
+    assert psc_events(b) == 1
+    b.write("DCPORTSC", b.read("DCPORTSC"))
+    assert b.portsc()["CEC"] == 0  # RW1C
+
+
 def test_software_disable_port(x: VirtualXhci) -> None:
     b = DbcBench(x)
     b.bring_up()
