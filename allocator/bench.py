@@ -256,6 +256,8 @@ def run(quick: bool = False, backend: str | None = None) -> dict[str, Any]:
             ours = _run_ours(space, initial, churn)
             chunk = space.page_sizes[0]
         with factory() as space:
+            theirs = _run_pmalloc(space._source, initial, churn)
+        with factory() as space:
             device = _device_access(space, 500 if quick else 2000)
     # the same policy when the backing granule is one 64 KiB boundary window instead of a
     # 2 MiB page: separates the policy's fragmentation from the hugepage granularity
@@ -263,8 +265,6 @@ def run(quick: bool = False, backend: str | None = None) -> dict[str, Any]:
 
     with EmulatedDmaSpace(chunk_size=BOUNDARY) as fine:
         fine_result = _run_ours(fine, initial, churn)
-        with factory() as space:
-            theirs = _run_pmalloc(space._source, initial, churn)
     return {
         "backend": backend,
         "blocks": blocks,
