@@ -413,3 +413,20 @@ def test_event_handler_short_packet_and_stall_on_in_ring(dma: EmulatedDmaSpace) 
     h.handler.drain()
     assert h.inp.oldest() is stalled and h.inp.halted  # kept queued (spurious STALL)
     assert h.counters.spurious_stalls == 1 and h.counters.errors["StallError"] == 1
+
+
+def test_event_handler_trb_error_reports_the_message_undelivered(dma: EmulatedDmaSpace) -> None:
+    """TRB Error (the controller rejected our TRB and moved on): the whole TD is released and
+    the message reported undelivered; the next message is unaffected."""
+    h = _Handler(dma)
+    h.out.accept(bytes(100_000))  # two TRBs, one TD
+    h.out.accept(b"next")
+    h.out.pump()
+    first = h.out.ring.address_of(h.out.pending[0].index)
+    nxt = h.out.ring.address_of(h.out.pending[2].index)
+    h.post(trb_pointer=first, completion_code=5, endpoint_id=2, trb_transfer_length=65536)
+    h.post(trb_pointer=nxt, completion_code=1, endpoint_id=2)
+    h.handler.drain()
+    assert [(m.message_id, m.delivered, m.reason) for m in h.lost] == [(1, 0, "TRBError")]
+    assert h.counters.errors["TRBError"] == 1 and h.counters.messages_to_host == 1
+    assert h.out.idle and h.out.ring.free_slots == h.out.ring.capacity
