@@ -8,6 +8,8 @@ backend is not available; ``peer`` says which). Keys:
 * ``in_MBps``: host -> target (the peer writes 1 MiB transfers, ``read()`` drains them);
 * ``small_msgs_per_s``: 64-byte ``write()`` calls one at a time until the peer read them all;
 * ``superspeed_ceiling_MBps``: 450, what a real SuperSpeed DbC link can carry, for context;
+* ``small_msgs_per_s_host_api_peer``: the same with the peer on the virtual host's own API
+  instead of pyusb (one pyusb read per 64-byte transfer is the peer's largest cost);
 * ``*_driver_cpu_*``: the same work divided by the CPU time of the driver's thread only
   (``time.thread_time``; it includes the model's MMIO handlers the driver's accesses run), i.e.
   what the driver could sustain if the model and the peer cost nothing.
@@ -35,10 +37,12 @@ SMALL = 64
 class _Peer:
     """The debug host's side: pyusb on the virtual backend, or the host API."""
 
-    def __init__(self, x: Any) -> None:
+    def __init__(self, x: Any, *, use_pyusb: bool = True) -> None:
         self.x = x
         self.kind = "host-api"
         self.dev: Any = None
+        if not use_pyusb:
+            return
         try:
             import usb.core
 
@@ -153,6 +157,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             t_out, c_out = _best([_out(drv, peer, big, MiB) for _ in range(repeats)])
             t_in, c_in = _best([_in(drv, peer, big, MiB) for _ in range(repeats)])
             t_small, c_small = _best([_out(drv, peer, small, SMALL) for _ in range(repeats)])
+            api = _Peer(x, use_pyusb=False)
+            t_small_api, _ = _best([_out(drv, api, small, SMALL) for _ in range(repeats)])
             counters = drv.counters.as_dict()
             drv.stop(timeout=5.0)
         findings = len(x.findings)
@@ -167,6 +173,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "out_driver_cpu_MBps": round(mb / max(c_out, 1e-9), 1),
         "in_driver_cpu_MBps": round(mb / max(c_in, 1e-9), 1),
         "small_driver_cpu_msgs_per_s": round(small / max(c_small, 1e-9)),
+        "small_msgs_per_s_host_api_peer": round(small / t_small_api),
         "message_bytes": MiB,
         "messages": big,
         "small_messages": small,
