@@ -265,6 +265,37 @@ def test_one_mib_each_way(session: Session) -> None:
     assert from_tty[0] == to_host, "driver -> tty: bytes differ"
 
 
+def test_kernel_deconfigures_and_reconfigures(session: Session) -> None:
+    """bConfigurationValue 0 then 1 in sysfs: the kernel sends SET_CONFIGURATION(0)/(1) over
+    USB/IP; the driver sees DCR drop and come back, usb_debug unbinds and binds again."""
+    driver = session.driver
+    dev = session.usb_dev
+    assert dev is not None and session.fd is not None
+    os.close(session.fd)
+    session.fd = None
+    (dev / "bConfigurationValue").write_text("0")
+
+    def deconfigured() -> bool:
+        driver.poll()
+        return driver.state is not DbcState.CONFIGURED
+
+    wait_until(deconfigured, 20, "the driver to see DCR drop")
+    assert driver.state is DbcState.CONNECTED
+    (dev / "bConfigurationValue").write_text("1")
+
+    def configured() -> bool:
+        driver.poll()
+        return driver.state is DbcState.CONFIGURED
+
+    wait_until(configured, 20, "the driver to be configured again")
+    session.tty_name = wait_until(lambda: tty_of(dev), 20, "usb_debug to bind again")
+    session.fd = open_tty(session.tty_name)
+    os.write(session.fd, b"reconfigured")
+    assert read_driver(driver, 12, 20) == b"reconfigured"
+    driver.write(b"yes")
+    assert read_tty(session.fd, 3, 20) == b"yes"
+
+
 def test_detach_is_a_disconnect_and_reattach_recovers(session: Session) -> None:
     driver = session.driver
     assert driver.state is DbcState.CONFIGURED
