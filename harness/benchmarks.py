@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, str] = {
     "model": "fixtures.virtual.bench",
     "dbc": "drivers.dbc.bench",
     "usbip": "fixtures.usbip.bench",
+    "kernel-bench": "fixtures.kernel_bench.bench",
 }
 
 
