@@ -265,3 +265,19 @@ def test_one_reader_and_one_writer_thread() -> None:
         assert x.findings == []
     finally:
         x.close()
+
+
+def test_stop_start_cycles_leak_nothing(x: VirtualXhci) -> None:
+    drv = DbcDriver(x.mmio, x.dma, clock=x.clock)
+    for i in range(3):
+        drv.start(timeout=5.0)
+        drv.write(b"cycle %d" % i)
+        assert x.host.recv(100, timeout=1.0) == b"cycle %d" % i
+        drv.flush(timeout=1.0)
+        assert drv.stop() == ()
+        assert x.dma.stats()["live_bytes"] == 0
+    with drv:
+        drv.start(timeout=5.0)
+        drv.write(b"pending at exit")
+    assert drv.state is DbcState.DISABLED and x.dma.stats()["live_bytes"] == 0
+    assert [m.data for m in drv.take_undelivered()] == [b"pending at exit"]

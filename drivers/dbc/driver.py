@@ -683,7 +683,15 @@ class DbcDriver:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        """stop(); messages it reports undelivered stay available from take_undelivered()
+        (and are logged), so leaving the block never drops data silently."""
+        lost = self.stop()
+        if lost:
+            log.warning(
+                "DbC stopped with %d message(s) not delivered (ids %s); see take_undelivered()",
+                len(lost), [m.message_id for m in lost],
+            )  # fmt: skip
+            self._undelivered.extend(("disconnect", m) for m in lost)
 
     def __repr__(self) -> str:
         where = f"0x{self.dbc_offset:x}" if self.dbc_offset is not None else "?"
