@@ -128,6 +128,33 @@ def _bench_options(f: Any) -> Any:
     return f
 
 
+def _session_options(f: Any) -> Any:
+    """Driver and virtual-bench options shared by ``run`` and ``trace``."""
+    options = [
+        click.option(
+            "--quirk",
+            "quirks",
+            multiple=True,
+            metavar="NAME[=VALUE]",
+            help="virtual: a field problem of real parts, e.g. endpoint_ids=0/1, "
+            "spurious_stall_on_clear_halt, transfer_faults=out:3:babble (repeatable).",
+        ),
+        click.option(
+            "--lenient",
+            is_flag=True,
+            help="virtual: record spec findings and go on (they fail the run).",
+        ),
+        click.option(
+            "--mmio32", is_flag=True, help="Driver: 64-bit registers as two 32-bit accesses."
+        ),
+        click.option("--port-reset", is_flag=True, help="Reset root ports before enumeration."),
+        click.option("--takeover", is_flag=True, help="Take over a DbC that is already enabled."),
+    ]
+    for option in options:
+        f = option(f)
+    return f
+
+
 def _sizes(text: str) -> list[int]:
     try:
         sizes = [int(x, 0) for x in text.split(",") if x.strip()]
@@ -161,11 +188,7 @@ def _sizes(text: str) -> list[int]:
     default=None,
     help="Record the session (.pcapng capture or .jsonl).",
 )
-@click.option("--takeover", is_flag=True, help="Take over a DbC that is already enabled.")
-@click.option("--port-reset", is_flag=True, help="Reset root ports before enumeration.")
-@click.option(
-    "--lenient", is_flag=True, help="virtual: record spec findings and go on (they fail the run)."
-)
+@_session_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def run(
     bench_spec: str,
@@ -178,7 +201,9 @@ def run(
     trace_path: str | None,
     takeover: bool,
     port_reset: bool,
+    mmio32: bool,
     lenient: bool,
+    quirks: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Claim, bring the DbC up (every state transition live), echo and throughput through the
@@ -197,6 +222,8 @@ def run(
         takeover=takeover,
         port_reset=port_reset,
         lenient=lenient,
+        quirks=quirks,
+        mmio32=mmio32,
     )
     code = run_command(options, out=ERR if as_json else OUT, as_json=as_json)
     sys.exit(int(code))
@@ -394,6 +421,7 @@ def recv(
     help="Echo messages to record.",
 )
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Bring-up deadline.")
+@_session_options
 def trace(
     out_path: Path,
     jsonl_path: Path | None,
@@ -403,6 +431,11 @@ def trace(
     force: bool,
     echo_count: int,
     timeout: float,
+    takeover: bool,
+    port_reset: bool,
+    mmio32: bool,
+    lenient: bool,
+    quirks: tuple[str, ...],
 ) -> None:
     """Record a session (bring-up and N echo messages) as a capture Wireshark/tshark open."""
     from harness.session import SessionOptions, run_session
@@ -421,6 +454,11 @@ def trace(
             echo_sizes=sizes,
             throughput_bytes=0,
             timeout=timeout,
+            takeover=takeover,
+            port_reset=port_reset,
+            mmio32=mmio32,
+            lenient=lenient,
+            quirks=quirks,
         )
         result = run_session(options, trace=TeeSink(writers))
     finally:

@@ -103,6 +103,12 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule("harness", "NoDbc", ExitCode.NO_DBC, _NO_DBC_HINT),
     Rule("harness.trace", "TraceError", ExitCode.USAGE, "captures are .pcapng or .jsonl files"),
+    Rule(
+        "harness.quirk_options",
+        "QuirkError",
+        ExitCode.USAGE,
+        "quirks are the fields of fixtures.virtual.Quirks: see `dbc-harness run --help`",
+    ),
     # the DbC driver
     Rule("drivers", "DbcError", ExitCode.FAILURE, "run with --debug, or record it with `trace`"),
     Rule("drivers", "DbcNotFound", ExitCode.NO_DBC, _NO_DBC_HINT),
@@ -209,6 +215,18 @@ RULES: tuple[Rule, ...] = (
         "HostUnavailable",
         ExitCode.NOT_FOUND,
         "connect the debug cable to a debug host running dbc-harness, or use --bench virtual",
+    ),
+    Rule(
+        "fixtures",
+        "DeviceGone",
+        ExitCode.DEVICE_ERROR,
+        "the cable was pulled or the port/controller reset mid-transfer: plug it back, run again",
+    ),
+    Rule(
+        "fixtures",
+        "PipeStalled",
+        ExitCode.DEVICE_ERROR,
+        "the DbC halted the endpoint (Babble/Transaction Error): record it with `trace`",
     ),
     Rule(
         "fixtures",

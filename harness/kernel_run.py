@@ -28,6 +28,8 @@ def guest_argv(options: SessionOptions, as_json: bool) -> list[str]:
         argv.append("--takeover")
     if options.port_reset:
         argv.append("--port-reset")
+    if options.mmio32:
+        argv.append("--mmio32")
     if options.claim_mode != "auto":
         argv += ["--mode", options.claim_mode]
     if as_json:

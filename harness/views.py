@@ -89,8 +89,9 @@ def session_table(result: SessionResult) -> Table:
         sizes = ", ".join(f"{e.size}" + ("" if e.ok else " [red]FAIL[/]") for e in result.echo)
         table.add_row("echo", f"{passed}/{len(result.echo)} ok (bytes: {sizes})")
         for e in result.echo:
-            if not e.ok:
-                table.add_row(f"echo {e.size} B", f"[red]{esc(e.detail)}[/]")
+            if e.detail:
+                colour = "yellow" if e.ok else "red"
+                table.add_row(f"echo {e.size} B", f"[{colour}]{esc(e.detail)}[/]")
     for direction, mbps in result.throughput_MBps.items():
         table.add_row(f"throughput {direction}", f"{mbps:.1f} MB/s")
     if result.counters:
