@@ -360,3 +360,29 @@ def test_ac64_zero_keeps_every_dma_address_below_4gib(closer: list[VirtualXhci])
     assert drv._in.ring.base + drv._in.ring.trbs * 16 <= limit
     roundtrip(x, drv, b"x" * 70_000)  # the model flags any address >= 4 GiB (strict)
     drv.stop()
+
+
+def test_write_without_a_host_times_out_naming_the_state(closer: list[VirtualXhci]) -> None:
+    x = bench(closer)
+    drv = driver(x)
+    x.host.unplug()
+    drv.poll()  # (a write without a poll may still be accepted, then reported undelivered)
+    with pytest.raises(DbcTimeout, match="configure the DbC"):
+        drv.write(b"nobody listens", timeout=0.05)
+    assert drv.state is DbcState.ENABLED
+    x.host.plug()
+    settle(drv, x=x)
+    roundtrip(x, drv, b"back")
+    drv.stop()
+
+
+def test_controller_reset_with_root_port_reset_quirk(closer: list[VirtualXhci]) -> None:
+    """After HCRST the DbC is brought up again, root ports reset again, host enumerates."""
+    x = bench(closer, Quirks(hcrst_kills_dbc=True, enumerate_after_root_port_reset=True))
+    drv = driver(x, port_reset=True)
+    op = read_register(x.mmio, 0, CAPLENGTH)
+    x.mmio.write32(op + OPERATIONAL_REGS.offset("USBCMD"), USBCMD.encode(HCRST=1))
+    drv.poll()
+    settle(drv, x=x)
+    roundtrip(x, drv, b"after reset and port reset")
+    drv.stop()
