@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -62,6 +63,12 @@ class HarnessGroup(click.Group):
 def cli(ctx: click.Context, debug: bool) -> None:
     """Bring up and test an xHCI Debug Capability on virtual, QEMU and real benches."""
     ctx.obj = {"debug": debug}
+    # the parts log what they recover from (e.g. "DbC device error #3: ..."): one line each
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
 
 
 def _emit_json(obj: Any) -> None:
