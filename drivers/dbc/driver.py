@@ -160,7 +160,8 @@ class DbcDriver:
         self._memory: DbcContextMemory | None = None
         self._events: EventHandler | None = None
         self._max_burst = 0
-        self._doorbell_template = 0
+        #: DCDB values for DB Target 0 (OUT ring) and 1 (IN ring), RsvdP bits as read
+        self._doorbell_values = (0, 0)
         #: messages not delivered, not yet reported by write()/flush(): (kind, message)
         self._undelivered: list[tuple[str, UndeliveredMessage]] = []
         self._new_device_errors: list[DbcDeviceError] = []
@@ -230,7 +231,11 @@ class DbcDriver:
         self._regs = regs
         try:
             self._allocate(limit)
-            self._doorbell_template = DCDB.replace(regs.read32(regs.DCDB), db_target=0)
+            template = regs.read32(regs.DCDB)
+            self._doorbell_values = (
+                DCDB.replace(template, db_target=0),
+                DCDB.replace(template, db_target=1),
+            )
             self._program_and_enable(deadline.remaining())
             self._wait(
                 deadline, lambda: self._sm.state is DbcState.CONFIGURED, "DCR (host configured)"
@@ -452,7 +457,7 @@ class DbcDriver:
     def _doorbell(self, target: int) -> None:
         regs = self._regs
         assert regs is not None
-        regs.write32(regs.DCDB, DCDB.replace(self._doorbell_template, db_target=target))
+        regs.write32(regs.DCDB, self._doorbell_values[target])
         self.counters.doorbells += 1
 
     def _on_device_error(self, err: DbcDeviceError) -> None:
