@@ -386,3 +386,45 @@ def test_urb_header_with_bad_command_drops_the_connection(client: UsbipClient) -
     client.sock.sendall(b"\x00\x00\x00\x07" + bytes(44))
     with pytest.raises(UsbipError):
         client.wait(client.submit(1, wire.USBIP_DIR_IN, length=1), 5)
+
+
+class FlakyDevice(MemoryDevice):
+    """attach() fails once with a foreign exception; detach() always does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attach_failures = 1
+
+    def attach(self, timeout: float) -> None:
+        if self.attach_failures:
+            self.attach_failures -= 1
+            raise RuntimeError("the cable is stuck")
+        super().attach(timeout)
+
+    def detach(self) -> None:
+        super().detach()
+        raise RuntimeError("detach went wrong")
+
+
+def test_backend_failures_refuse_or_end_one_import_only() -> None:
+    device = FlakyDevice()
+    with UsbipServer(device, "127.0.0.1", 0) as server:
+        with pytest.raises(UsbipImportRefused) as info:
+            UsbipClient.import_device(*server.address, busid="1-1")
+        assert info.value.status == wire.ST_DEV_ERR
+        assert any("the cable is stuck" in e for e in server.errors)
+        with UsbipClient.import_device(*server.address, busid="1-1") as cli:
+            assert cli.bulk_out(1, b"x").status == 0
+        server.wait_detached(5)  # a failing detach still frees the device
+        with UsbipClient.import_device(*server.address, busid="1-1") as cli:
+            assert cli.bulk_out(1, b"y").status == 0
+    assert device.from_host == [b"x", b"y"]
+    assert any("detach went wrong" in e for e in server.errors)
+
+
+def test_non_ascii_bus_id_ends_that_connection(server: UsbipServer) -> None:
+    with socket.create_connection(server.address, timeout=5) as sock:
+        sock.sendall(wire.build_op_common(wire.OP_REQ_IMPORT) + b"\xff" * 32)
+        assert sock.recv(1) == b""
+    assert any("not ASCII" in e for e in server.errors)
+    assert len(devlist(*server.address)) == 1
