@@ -7,7 +7,10 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from harness import state
 from harness.sysfs import PciSysfs
@@ -53,3 +56,29 @@ def start_holder(bdf: str, mode: str, timeout: float = 60.0) -> subprocess.Popen
         _out, err = proc.communicate(timeout=30)
         raise AssertionError(f"holder did not claim {bdf}: {line!r} {err}")
     return proc
+
+
+def usb_devices_behind(bdf: str) -> list[str]:
+    """idVendor:idProduct of every USB device (root hubs included) behind the controller."""
+    root = Path("/sys/bus/pci/devices") / bdf
+    found = []
+    for vendor in root.glob("usb*/**/idVendor"):
+        found.append(
+            f"{vendor.read_text().strip()}:{(vendor.parent / 'idProduct').read_text().strip()}"
+        )
+    return sorted(found)
+
+
+@pytest.fixture
+def usb_devices_come_back() -> Iterator[None]:
+    """After the test, every USB device that was behind the controller enumerates again (the
+    keyboard comes back), within 15 s: giving the controller back means that, not only a
+    driver link."""
+    bdf = os.environ["DBC_HARNESS_GUEST_XHCI_BDF"]
+    before = usb_devices_behind(bdf)
+    yield
+    deadline = time.monotonic() + 15.0
+    while usb_devices_behind(bdf) != before:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"USB devices {before} not back: {usb_devices_behind(bdf)}")
+        time.sleep(0.1)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 from conftest import GuestMachine
+from guest_helpers import usb_devices_come_back
 
 from harness.discovery import list_controllers
 from harness.sysfs import PciSysfs
 
-pytestmark = pytest.mark.kernel_bench
+pytestmark = [pytest.mark.kernel_bench, pytest.mark.usefixtures(usb_devices_come_back.__name__)]
 
 
 def test_discovery_finds_the_emulated_controller_and_its_driver(

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 from conftest import GuestMachine
-from guest_helpers import driver_of, state_files
+from guest_helpers import driver_of, state_files, usb_devices_come_back
 
 from harness.claim import claim
 from harness.errors import GroupNotViable, StorageOnController, VfioError
 from harness.sysfs import PciSysfs, modprobe
 
-pytestmark = pytest.mark.kernel_bench
+pytestmark = [pytest.mark.kernel_bench, pytest.mark.usefixtures(usb_devices_come_back.__name__)]
 
 EDU_ID = "1234 11e8"
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 from conftest import GuestMachine
-from guest_helpers import claim_mode, driver_of, start_holder, state_files
+from guest_helpers import claim_mode, driver_of, start_holder, state_files, usb_devices_come_back
 
 from drivers.xhci.host import XhciHost
 from harness.claim import claim
 
-pytestmark = pytest.mark.kernel_bench
+pytestmark = [pytest.mark.kernel_bench, pytest.mark.usefixtures(usb_devices_come_back.__name__)]
 
 VENV_BIN = Path(sys.executable).parent
 

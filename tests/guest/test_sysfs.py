@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import GuestMachine
+from guest_helpers import usb_devices_come_back
 
 from drivers.xhci.host import XhciHost
 from harness import state
@@ -13,7 +14,7 @@ from harness.errors import NoIommu, UnsafeModeRefused
 from harness.pci import PCI_COMMAND_MASTER
 from harness.sysfs import PciSysfs
 
-pytestmark = pytest.mark.kernel_bench
+pytestmark = [pytest.mark.kernel_bench, pytest.mark.usefixtures(usb_devices_come_back.__name__)]
 
 
 @pytest.fixture

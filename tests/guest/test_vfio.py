@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import GuestMachine
+from guest_helpers import usb_devices_come_back
 
 from drivers.dbc.bringup import find_dbc
 from drivers.dbc.errors import DbcNotFound
@@ -17,7 +18,7 @@ from harness.errors import NoDbc
 from harness.pci import PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY
 from harness.sysfs import PciSysfs
 
-pytestmark = pytest.mark.kernel_bench
+pytestmark = [pytest.mark.kernel_bench, pytest.mark.usefixtures(usb_devices_come_back.__name__)]
 
 #: HCCPARAMS1 of the two emulated controllers (qemu-bench.md): both set AC64.
 HCCPARAMS1 = {"qemu-xhci": 0x00087001, "nec-usb-xhci": 0x00080001}
