@@ -139,3 +139,32 @@ def test_info_virtual_before_and_after_bring_up() -> None:
     result = CliRunner().invoke(cli, ["info", "virtual"])
     assert result.exit_code == 0
     assert "DbC registers @0x8700" in result.stdout and "DbC state:" in result.stdout
+
+
+def test_console_on_a_terminal_echoes_typed_lines_and_ends_on_ctrl_d() -> None:
+    import pty
+    import time
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "COLUMNS": "120"}
+    proc = subprocess.Popen(
+        [*CLI, "console", "virtual"],
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    os.close(slave)
+    try:
+        time.sleep(0.5)
+        os.write(master, b"typed on a tty\n")
+        time.sleep(0.5)
+        os.write(master, b"\x04")  # Ctrl-D on an empty line: end of input
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert proc.returncode == 0, err.decode()
+    assert out == b"typed on a tty\n"
+    assert b"Ctrl-D ends" in err and b"console closed: 15 bytes sent, 15 received" in err
