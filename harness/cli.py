@@ -107,8 +107,8 @@ def list_cmd(as_json: bool) -> None:
 def info(target: str, as_json: bool, mode: str, unsafe: bool, force: bool, bring_up: bool) -> None:
     """Decode TARGET's capability registers, extended capability list and DbC registers.
 
-    TARGET is ``virtual`` or a PCI address (``0000:00:14.0``; the controller is claimed, read and
-    given back)."""
+    TARGET is ``virtual`` or a PCI address (``0000:00:14.0``). A real controller is claimed
+    (its USB devices disconnect while it is away from xhci_hcd), read, and given back."""
     from harness.views import inspect_target, render_inspection
 
     report = inspect_target(target, mode=mode, unsafe=unsafe, force=force, bring_up=bring_up)
