@@ -13,10 +13,13 @@ Ctrl-C (or ``--duration``) stops the export and gives everything back.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
 import click
+
+from drivers.tracing import TraceSink, null_sink
 
 #: how long one driver read waits before the loop looks at the server again
 READ_SLICE = 0.2
@@ -55,6 +58,13 @@ def _parse_listen(text: str) -> tuple[str, int]:
     help="Stop after this many seconds (default: until Ctrl-C).",
 )
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Bring-up deadline.")
+@click.option(
+    "--trace",
+    "trace_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Record every USB/IP URB as the importer saw it (.pcapng for Wireshark, or .jsonl).",
+)
 def usbip_cmd(
     listen: str,
     busid: str,
@@ -62,19 +72,43 @@ def usbip_cmd(
     echo: bool,
     duration: float | None,
     timeout: float,
+    trace_path: str | None,
 ) -> None:
     """Export the virtual DbC over USB/IP (attach it with `usbip attach -r HOST -b BUSID`)."""
-    from fixtures.bench import VirtualBench
-    from fixtures.usbip import UsbipServer, VirtualDbcDevice
     from fixtures.usbip.server import check_export_address
 
     host, port = _parse_listen(listen)
     check_export_address(host, allow_remote=allow_remote)
+    with contextlib.ExitStack() as stack:
+        trace: TraceSink = null_sink
+        if trace_path is not None:
+            from harness.trace import open_trace
+
+            trace = stack.enter_context(open_trace(trace_path))
+        summary = _export(host, port, busid, allow_remote, echo, duration, timeout, trace)
+    click.echo("stopped: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+
+
+def _export(
+    host: str,
+    port: int,
+    busid: str,
+    allow_remote: bool,
+    echo: bool,
+    duration: float | None,
+    timeout: float,
+    trace: TraceSink,
+) -> dict[str, int]:
+    from fixtures.bench import VirtualBench
+    from fixtures.usbip import UsbipServer, VirtualDbcDevice
+
     with VirtualBench(free_running=True) as bench:
         driver = bench.make_driver()
         driver.start(timeout=timeout)
         device = VirtualDbcDevice(bench.controller)
-        with UsbipServer(device, host, port, busid=busid, allow_remote=allow_remote) as server:
+        with UsbipServer(
+            device, host, port, busid=busid, allow_remote=allow_remote, trace=trace
+        ) as server:
             bound_host, bound_port = server.address
             ident = device.descriptors()
             ids = (
@@ -90,8 +124,7 @@ def usbip_cmd(
                 + (f" (usbip --tcp-port {bound_port} attach ...)" if bound_port != 3240 else "")
             )
             click.echo("the DbC appears as /dev/ttyUSBn (usb_debug); Ctrl-C stops", err=True)
-            summary = _serve(driver, server, echo=echo, duration=duration)
-    click.echo("stopped: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+            return _serve(driver, server, echo=echo, duration=duration)
 
 
 def _serve(driver: Any, server: Any, *, echo: bool, duration: float | None) -> dict[str, int]:

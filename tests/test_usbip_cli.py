@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,8 +36,9 @@ def start_export(*args: str) -> tuple[subprocess.Popen[str], tuple[str, int]]:
     return proc, (match.group(1), int(match.group(2)))
 
 
-def test_export_attach_echo_and_ctrl_c() -> None:
-    proc, address = start_export()
+def test_export_attach_echo_and_ctrl_c(tmp_path: Path) -> None:
+    capture = tmp_path / "usbip.pcapng"
+    proc, address = start_export("--trace", str(capture))
     try:
         (dev,) = devlist(*address)
         assert (dev.id_vendor, dev.id_product) == (0x1D6B, 0x0010)
@@ -57,6 +59,17 @@ def test_export_attach_echo_and_ctrl_c() -> None:
     assert "usbip attach -r 127.0.0.1 -b 1-1" in out
     assert "bytes_echoed 16" in out
     assert "importer attached" in err
+    if shutil.which("tshark") is None:  # installed by .ci/setup; the file is checked anyway
+        assert capture.stat().st_size > 100
+        return
+    fields = subprocess.run(
+        ["tshark", "-r", str(capture), "-T", "fields", "-e", "usb.endpoint_address",
+         "-e", "usb.capdata"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    payload = b"ping over USB/IP".hex()
+    rows = [line.split("\t") for line in fields.splitlines()]
+    assert any(row[-1].replace(":", "") == payload for row in rows), fields
 
 
 def test_non_loopback_needs_allow_remote() -> None:
