@@ -315,7 +315,18 @@ def _progress_bar(label: str) -> Any:
     )
 
 
-def _print_rate(verb: str, result: Any) -> None:
+def _print_rate(verb: str, result: Any, as_json: bool) -> None:
+    if as_json:
+        _emit_json(
+            {
+                "direction": result.direction,
+                "bytes": result.bytes,
+                "seconds": round(result.seconds, 6),
+                "MBps": round(result.MBps, 1),
+                "verified": result.verified,
+            }
+        )
+        return
     mib = result.bytes / (1 << 20)
     OUT.print(
         f"{verb} {result.bytes} bytes ({mib:.2f} MiB) {result.direction} in "
@@ -329,7 +340,10 @@ def _print_rate(verb: str, result: Any) -> None:
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_bench_options
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Bring-up deadline.")
-def send(file: Path, bench_spec: str, mode: str, unsafe: bool, force: bool, timeout: float) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+def send(
+    file: Path, bench_spec: str, mode: str, unsafe: bool, force: bool, timeout: float, as_json: bool
+) -> None:
     """Send FILE target -> host (the DbC's OUT ring), with a progress bar and the final rate."""
     from harness.transfer import send_file
 
@@ -342,7 +356,7 @@ def send(file: Path, bench_spec: str, mode: str, unsafe: bool, force: bool, time
             progress=lambda done, total: bar.update(task, completed=done),
             **_claim_options(bench_spec, mode, unsafe, force),
         )
-    _print_rate("sent", result)
+    _print_rate("sent", result, as_json)
 
 
 @cli.command()
@@ -368,6 +382,7 @@ def send(file: Path, bench_spec: str, mode: str, unsafe: bool, force: bool, time
     help="Stop when the debug host was quiet this long (s).",
 )
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Bring-up deadline.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def recv(
     file: Path,
     bench_spec: str,
@@ -378,6 +393,7 @@ def recv(
     source: Path | None,
     idle: float,
     timeout: float,
+    as_json: bool,
 ) -> None:
     """Receive into FILE what the debug host sends (host -> target, the DbC's IN ring)."""
     from harness.transfer import recv_file
@@ -397,7 +413,7 @@ def recv(
             progress=lambda done, _total: bar.update(task, completed=done),
             **_claim_options(bench_spec, mode, unsafe, force),
         )
-    _print_rate("received", result)
+    _print_rate("received", result, as_json)
 
 
 # -------------------------------------------------------------------------------------- trace

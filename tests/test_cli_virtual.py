@@ -106,10 +106,12 @@ def test_send_and_recv_files_with_rate_and_verification(tmp_path: Path) -> None:
     assert "target_to_host" in out and "SHA-256" in out
 
     dst = tmp_path / "got.bin"
-    proc = run_cli("recv", str(dst), "--source", str(src), "--idle", "1")
+    proc = run_cli("recv", str(dst), "--source", str(src), "--idle", "1", "--json")
     assert proc.returncode == 0, proc.stderr.decode()
     assert dst.read_bytes() == src.read_bytes()
-    assert "host_to_target" in proc.stdout.decode()
+    result = json.loads(proc.stdout)
+    assert result["direction"] == "host_to_target" and result["bytes"] == src.stat().st_size
+    assert result["MBps"] > 0 and "SHA-256" in result["verified"]
 
 
 def test_recv_on_virtual_needs_a_size_or_source(tmp_path: Path) -> None:
