@@ -6,9 +6,11 @@ DbC driver on the target side. The kernel-bench test runs the same path with Lin
 from __future__ import annotations
 
 import errno
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 
@@ -188,3 +190,27 @@ def test_forwarded_port_reset_resets_the_dbc(rig: Rig, client: UsbipClient) -> N
     assert "port_reset" in rig.device.events
     assert client.bulk_out(1, b"after reset").status == 0
     assert read_exactly(rig.driver, 11) == b"after reset"
+
+
+class _GreedyHost:
+    """A host whose recv hands back more than asked (what one model version did)."""
+
+    configured = True
+    plugged = True
+    device = None
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    def recv(self, max_bytes: int, timeout: float) -> bytes:
+        return self.chunks.pop(0)
+
+
+def test_bytes_beyond_the_urb_length_wait_for_the_next_urb() -> None:
+    host = _GreedyHost([bytes(range(200)) * 15, b"tail"])
+    device = VirtualDbcDevice(SimpleNamespace(host=host))  # type: ignore[arg-type]
+    cancel = threading.Event()
+    pieces = [device.bulk_in(1, 1024, cancel) for _ in range(4)]
+    assert [len(p or b"") for p in pieces] == [1024, 1024, 952, 4]
+    assert b"".join(p or b"" for p in pieces) == bytes(range(200)) * 15 + b"tail"
+    assert device.oversized_reads == 1
