@@ -345,7 +345,6 @@ class _Handler:
             self.counters,
             on_device_error=self.errors.append,
             on_undelivered=self.lost.append,
-            ring_doorbell=lambda target: None,
         )
         self._slot = 0
 

@@ -272,7 +272,6 @@ class DbcDriver:
             trace=self.trace,
             on_device_error=self._on_device_error,
             on_undelivered=lambda m: self._undelivered.append(("transfer", m)),
-            ring_doorbell=self._doorbell,
         )
 
     def _program_and_enable(self, timeout: float) -> None:

@@ -77,7 +77,6 @@ class EventHandler:
         trace: TraceSink = null_sink,
         on_device_error: Callable[[DbcDeviceError], None],
         on_undelivered: Callable[[UndeliveredMessage], None],
-        ring_doorbell: Callable[[int], None],
     ) -> None:
         self.regs = regs
         self.event_ring = event_ring
@@ -89,7 +88,6 @@ class EventHandler:
         self._tracing = trace is not null_sink
         self._device_error = on_device_error
         self._undelivered = on_undelivered
-        self._ring_doorbell = ring_doorbell
         #: set by a Port Status Change Event; the driver clears it after re-reading DCPORTSC
         self.port_change = False
         #: DCERDP value with its RsvdP/DESI bits as last written
@@ -233,7 +231,7 @@ class EventHandler:
                 "DbC OUT ring %s on TRB 0x%x (%d of %d bytes moved): kept queued%s",
                 name, address, moved, t.length + moved, " (spurious STALL)" if spurious else "",
             )  # fmt: skip
-            out.halted = True  # resumed (doorbell) once DCCTRL.HOT reads 0
+            out.halted = True  # the poll loop rings the doorbell once DCCTRL.HOT reads 0
             return
         # The controller moved past the TRB (or cannot run it): the rest of the TD is lost.
         counters.bytes_to_host += moved
