@@ -414,18 +414,38 @@ def test_event_handler_short_packet_and_stall_on_in_ring(dma: EmulatedDmaSpace) 
     assert h.counters.spurious_stalls == 1 and h.counters.errors["StallError"] == 1
 
 
-def test_event_handler_trb_error_reports_the_message_undelivered(dma: EmulatedDmaSpace) -> None:
-    """TRB Error (the controller rejected our TRB and moved on): the whole TD is released and
-    the message reported undelivered; the next message is unaffected."""
+@pytest.mark.parametrize("halted_on_it", [True, False])
+def test_event_handler_trb_error_reports_the_message_undelivered(
+    dma: EmulatedDmaSpace, halted_on_it: bool
+) -> None:
+    """TRB Error: the message is reported undelivered and the next one is unaffected. Halted
+    on the TRB (the endpoint context points at it): the TD becomes No Op TRBs, which complete
+    when the endpoint runs again. Moved past it: the TD's slots are simply released."""
+    from drivers.xhci.contexts import DBC_ENDPOINT_CONTEXT, DBC_OUT_EP_OFFSET
+    from drivers.xhci.trb import TRBType, trb_type_of
+
     h = _Handler(dma)
     h.out.accept(bytes(100_000))  # two TRBs, one TD
     h.out.accept(b"next")
     h.out.pump()
-    first = h.out.ring.address_of(h.out.pending[0].index)
-    nxt = h.out.ring.address_of(h.out.pending[2].index)
-    h.post(trb_pointer=first, completion_code=5, endpoint_id=2, trb_transfer_length=65536)
-    h.post(trb_pointer=nxt, completion_code=1, endpoint_id=2)
+    addresses = [h.out.ring.address_of(t.index) for t in h.out.pending]
+    halted_at = addresses[0] if halted_on_it else addresses[2]
+    DBC_ENDPOINT_CONTEXT.pack_into(
+        h.memory.context.view, DBC_OUT_EP_OFFSET, tr_dequeue_pointer=halted_at, DCS=1, ep_state=2
+    )
+    h.post(trb_pointer=addresses[0], completion_code=5, endpoint_id=2, trb_transfer_length=65536)
     h.handler.drain()
     assert [(m.message_id, m.delivered, m.reason) for m in h.lost] == [(1, 0, "TRBError")]
+    if halted_on_it:
+        view = h.out.ring.view
+        assert [trb_type_of(view, a - h.out.ring.base) for a in addresses[:2]] == [
+            TRBType.NoOp,
+            TRBType.NoOp,
+        ]
+        h.post(trb_pointer=addresses[0], completion_code=1, endpoint_id=2)
+        h.post(trb_pointer=addresses[1], completion_code=1, endpoint_id=2)
+    h.post(trb_pointer=addresses[2], completion_code=1, endpoint_id=2)
+    h.handler.drain()
+    assert h.errors == []
     assert h.counters.errors["TRBError"] == 1 and h.counters.messages_to_host == 1
     assert h.out.idle and h.out.ring.free_slots == h.out.ring.capacity

@@ -118,6 +118,8 @@ class OutTrb:
     block_offset: int = 0
     retries: int = 0
     spurious_stalls: int = 0
+    #: turned into a No Op: its completion moves nothing
+    cancelled: bool = False
 
 
 @dataclass
@@ -250,6 +252,27 @@ class TargetToHostPipe:
             self.backlog.popleft()
         msg.done = True
         return UndeliveredMessage(msg.message_id, bytes(msg.data), msg.delivered, reason)
+
+    def cancel_message_of_oldest(self, reason: str) -> UndeliveredMessage:
+        """The controller is halted on the oldest TRB and must not run it again (TRB Error,
+        retries exhausted): turn it and the rest of its TD into No Op TRBs (they complete,
+        IOC set, once the endpoint runs again), drop the unqueued rest, report the message."""
+        first = self.pending[0]
+        msg = first.message
+        for t in self.pending:
+            if t.message is not msg:
+                break
+            if not t.cancelled:
+                self.ring.cancel(t.index, t.cycle)
+                t.cancelled = True
+        if self.backlog and self.backlog[0] is msg:
+            self.backlog.popleft()
+        msg.done = True
+        return UndeliveredMessage(msg.message_id, bytes(msg.data), msg.delivered, reason)
+
+    def retire_cancelled(self) -> None:
+        """A No Op the driver wrote in place of the oldest TRB completed."""
+        self._retire(self.pending.popleft())
 
     def _retire(self, t: OutTrb) -> None:
         self.ring.release()

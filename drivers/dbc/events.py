@@ -192,6 +192,11 @@ class EventHandler:
             self._bad(f"OUT ring Transfer Event (pointer 0x{pointer:x}) with nothing in flight")
             return
         address = out.ring.address_of(t.index)
+        if t.cancelled:  # a No Op we wrote over a TRB of a failed message
+            if pointer != address:
+                self._bad(f"OUT ring No Op completion pointer 0x{pointer:x} != 0x{address:x}")
+            out.retire_cancelled()
+            return
         residual = self._check("OUT", address, pointer, residual, t.length)
         moved = t.length - residual
         counters = self.counters
@@ -215,7 +220,8 @@ class EventHandler:
             return
         name = code_name(code)
         counters.errors[name] += 1
-        if code in RETRY_CODES and self._halted_on("out", address):
+        halted_here = self._halted_on("out", address)
+        if code in RETRY_CODES and halted_here:
             counters.bytes_to_host += moved
             spurious = code == _STALL and moved == 0 and not t.retries and t.length > 0
             if code == _STALL and moved == 0:
@@ -224,17 +230,23 @@ class EventHandler:
             else:
                 t.retries += 1
             out.keep_remainder(t, moved)
+            out.halted = True  # the poll loop rings the doorbell once DCCTRL.HOT reads 0
             if t.retries > MAX_RETRIES:
-                self._report(out.fail_message_of_oldest(f"{name} after {t.retries} retries", 0))
+                self._report(out.cancel_message_of_oldest(f"{name} after {t.retries} retries"))
                 return
             log.info(
                 "DbC OUT ring %s on TRB 0x%x (%d of %d bytes moved): kept queued%s",
                 name, address, moved, t.length + moved, " (spurious STALL)" if spurious else "",
             )  # fmt: skip
-            out.halted = True  # the poll loop rings the doorbell once DCCTRL.HOT reads 0
             return
-        # The controller moved past the TRB (or cannot run it): the rest of the TD is lost.
         counters.bytes_to_host += moved
+        if halted_here:
+            # Halted on a TRB it cannot run (TRB Error): never run it again.
+            out.keep_remainder(t, moved)
+            out.halted = True
+            self._report(out.cancel_message_of_oldest(name))
+            return
+        # The controller moved past the TRB: the rest of the TD is lost.
         self._report(out.fail_message_of_oldest(name, moved))
 
     def _in_event(self, pointer: int, code: int, residual: int) -> None:
