@@ -11,6 +11,7 @@ depend on each other's order (attach first, detach last), as one session a devel
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import select
@@ -294,6 +295,61 @@ def test_kernel_deconfigures_and_reconfigures(session: Session) -> None:
     assert read_driver(driver, 12, 20) == b"reconfigured"
     driver.write(b"yes")
     assert read_tty(session.fd, 3, 20) == b"yes"
+
+
+def test_pyusb_through_the_kernel_halt_clear_halt_and_reset(session: Session) -> None:
+    """usb_debug unbound, libusb (pyusb) on the kernel's usbfs drives the DbC: the kernel's
+    SET_FEATURE / CLEAR_FEATURE(ENDPOINT_HALT) reach the target over USB/IP (DCCTRL.HOT), a
+    halted endpoint answers STALL (EPIPE), and USBDEVFS_RESET re-enumerates it."""
+    import usb.core
+    import usb.util
+
+    dev_dir = session.usb_dev
+    assert dev_dir is not None
+    if session.fd is not None:
+        os.close(session.fd)
+        session.fd = None
+    interface = f"{dev_dir.name}:1.0"
+    Path("/sys/bus/usb/drivers/usb_debug/unbind").write_text(interface)
+    driver = session.driver
+    try:
+        dev = usb.core.find(idVendor=IDENTITY.vendor_id, idProduct=IDENTITY.product_id)
+        assert dev is not None, "libusb does not see the device"
+        assert usb.util.get_string(dev, dev.iSerialNumber) == IDENTITY.serial
+        usb.util.claim_interface(dev, 0)
+
+        dev.ctrl_transfer(0x02, 3, 0, 0x81)  # SET_FEATURE(ENDPOINT_HALT) on the IN endpoint
+        driver.poll()  # the driver sees DCCTRL.HOT and holds its OUT ring
+        driver.write(b"held while halted")
+        with pytest.raises(usb.core.USBError) as stalled:
+            dev.read(0x81, 1024, timeout=2000)
+        assert stalled.value.errno == errno.EPIPE
+        dev.clear_halt(0x81)  # CLEAR_FEATURE(ENDPOINT_HALT)
+
+        def read_some() -> bytes | None:
+            driver.poll()
+            try:
+                return bytes(dev.read(0x81, 1024, timeout=200))
+            except usb.core.USBTimeoutError:
+                return None
+
+        assert wait_until(read_some, 20, "data after CLEAR_FEATURE") == b"held while halted"
+
+        dev.reset()  # USBDEVFS_RESET: the kernel resets the port and re-enumerates
+        dev = wait_until(
+            lambda: usb.core.find(idVendor=IDENTITY.vendor_id, idProduct=IDENTITY.product_id),
+            20,
+            "the device after reset",
+        )
+        usb.util.claim_interface(dev, 0)
+        assert dev.write(0x01, b"after reset", timeout=5000) == 11
+        assert read_driver(driver, 11, 20) == b"after reset"
+        usb.util.release_interface(dev, 0)
+        usb.util.dispose_resources(dev)
+    finally:
+        Path("/sys/bus/usb/drivers/usb_debug/bind").write_text(interface)
+    session.tty_name = wait_until(lambda: tty_of(dev_dir), 20, "usb_debug to bind again")
+    session.fd = open_tty(session.tty_name)
 
 
 def test_detach_is_a_disconnect_and_reattach_recovers(session: Session) -> None:
