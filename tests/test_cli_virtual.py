@@ -99,15 +99,15 @@ def test_console_echoes_stdin_lines_through_the_virtual_debug_host() -> None:
 def test_send_and_recv_files_with_rate_and_verification(tmp_path: Path) -> None:
     src = tmp_path / "blob.bin"
     src.write_bytes(os.urandom(3 * (1 << 20) + 17))
-    proc = run_cli("send", str(src))
-    out = proc.stdout.decode()
-    assert proc.returncode == 0, proc.stderr.decode()
+    proc = CliRunner().invoke(cli, ["send", str(src)])
+    out = proc.stdout
+    assert proc.exit_code == 0, proc.stderr
     assert f"sent {src.stat().st_size} bytes" in out and "MB/s" in out
     assert "target_to_host" in out and "SHA-256" in out
 
     dst = tmp_path / "got.bin"
-    proc = run_cli("recv", str(dst), "--source", str(src), "--idle", "1", "--json")
-    assert proc.returncode == 0, proc.stderr.decode()
+    proc = CliRunner().invoke(cli, ["recv", str(dst), "--source", str(src), "--json"])
+    assert proc.exit_code == 0, proc.stderr
     assert dst.read_bytes() == src.read_bytes()
     result = json.loads(proc.stdout)
     assert result["direction"] == "host_to_target" and result["bytes"] == src.stat().st_size
