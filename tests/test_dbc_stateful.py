@@ -10,11 +10,29 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from drivers.dbc import DbcDisconnected, DbcDriver, DbcState, DbcTimeout, DbcUndelivered
 from drivers.xhci.registers import CAPLENGTH, OPERATIONAL_REGS, USBCMD, read_register
-from fixtures.virtual import HostNotConfigured, HostStall, HostTimeout, VirtualXhci
+from fixtures.virtual import (
+    HostNotConfigured,
+    HostStall,
+    HostTimeout,
+    HostTransferError,
+    Quirks,
+    TransferFault,
+    VirtualXhci,
+)
+
+faults = st.lists(
+    st.builds(
+        TransferFault,
+        st.sampled_from(["out", "in"]),
+        st.integers(0, 12),
+        st.sampled_from(["babble", "transaction_error"]),
+    ),
+    max_size=3,
+)
 
 payloads = st.one_of(
     st.binary(min_size=0, max_size=3000),
@@ -26,9 +44,8 @@ payloads = st.one_of(
 class DbcUnderFaults(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.x = VirtualXhci(strict=True)
-        self.drv = DbcDriver(self.x.mmio, self.x.dma, clock=self.x.clock, ring_trbs=64)
-        self.drv.start(timeout=5.0)
+        self.x: VirtualXhci
+        self.drv: DbcDriver
         #: (message id, data) accepted by write(), in order
         self.written: list[tuple[int, bytes]] = []
         #: message id -> bytes that arrived before the failure (as reported)
@@ -36,7 +53,23 @@ class DbcUnderFaults(RuleBasedStateMachine):
         self.host_got = bytearray()
         self.target_got = bytearray()
         self.host_sent = bytearray()
+        #: endpoints the test halted on purpose (host names: "in", "out")
         self.halted: set[str] = set()
+
+    @initialize(
+        ids=st.sampled_from([(2, 3), (0, 1)]),
+        pointers=st.sampled_from(["exact", "exact", "zero", "nonmonotonic"]),
+        faults=faults,
+    )
+    def bring_up(self, ids: tuple[int, int], pointers: str, faults: list[TransferFault]) -> None:
+        quirks = Quirks(
+            endpoint_ids=ids,
+            transfer_event_pointer=pointers,  # type: ignore[arg-type]
+            transfer_faults=tuple(faults),
+        )
+        self.x = VirtualXhci(strict=True, quirks=quirks)
+        self.drv = DbcDriver(self.x.mmio, self.x.dma, clock=self.x.clock, ring_trbs=64)
+        self.drv.start(timeout=5.0)
 
     # -- helpers ---------------------------------------------------------------------------
     def note(self, exc: DbcUndelivered) -> None:
@@ -58,12 +91,17 @@ class DbcUnderFaults(RuleBasedStateMachine):
         self.halted.clear()
 
     def drain_host(self) -> None:
-        """The debug host reads everything the target has sent so far."""
+        """The debug host reads everything the target has sent so far. A STALL it did not
+        cause (a transfer fault halted the endpoint) it clears, as a host would on EPIPE."""
         for _ in range(10_000):
             self.drv.poll()
             try:
                 self.host_got += self.x.host.recv(1 << 20, timeout=0.002)
-            except (HostTimeout, HostStall, HostNotConfigured):
+            except HostStall:
+                if "in" in self.halted:
+                    return
+                self.x.host.clear_halt("in")
+            except (HostTimeout, HostNotConfigured):
                 return
 
     def collect(self) -> None:
@@ -94,12 +132,20 @@ class DbcUnderFaults(RuleBasedStateMachine):
         xfer = self.x.host.submit(data)
         want = len(self.target_got) + len(data)
         end = self.x.clock.monotonic() + 2.0
-        while len(self.target_got) < want:
+        while len(self.target_got) < want and not (xfer.done and xfer.error is not None):
             try:
                 self.target_got += self.drv.read(1 << 20, timeout=0.01)
             except DbcTimeout:
                 assert self.x.clock.monotonic() < end, "host data did not arrive"
-        self.x.host.wait(xfer, timeout=1.0)
+        try:
+            self.x.host.wait(xfer, timeout=1.0)
+        except HostTransferError:
+            # Babble / Transaction Error on the wire: the host saw its transfer fail and the
+            # endpoint halted; nothing of it may have reached read().
+            assert len(self.target_got) == want - len(data)
+            self.x.host.clear_halt("out")
+            self.drv.poll()
+            return
         self.host_sent += data
 
     @rule(direction=st.sampled_from(["in", "out"]))
