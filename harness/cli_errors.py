@@ -81,7 +81,7 @@ RULES: tuple[Rule, ...] = (
         "harness",
         "RefusedClaim",
         ExitCode.BUSY,
-        "nothing was changed; fix the reasons above or pass --force at your own risk",
+        "nothing was changed; fix the reasons in the message, or pass --force at your own risk",
     ),
     Rule(
         "harness",
