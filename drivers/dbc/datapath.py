@@ -19,7 +19,7 @@ Every TRB carries IOC, so each completion event releases exactly one TRB, in rin
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from allocator import DmaBuffer, DmaError, DmaPool, DmaSpace
 from drivers.dbc.errors import DbcDmaError, UndeliveredMessage
@@ -120,15 +120,6 @@ class OutTrb:
     spurious_stalls: int = 0
     #: turned into a No Op: its completion moves nothing
     cancelled: bool = False
-
-
-@dataclass
-class TransferOutcome:
-    """What one transfer event did (for counters and callers)."""
-
-    transferred: int = 0
-    message_done: OutMessage | None = None
-    undelivered: list[UndeliveredMessage] = field(default_factory=list)
 
 
 class TargetToHostPipe:
@@ -329,7 +320,6 @@ class InTrb:
     #: offset inside the block where this TRB starts (non-zero only after a partial stall)
     offset: int
     length: int
-    spurious_stalls: int = 0
 
 
 class RxQueue:
