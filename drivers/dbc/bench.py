@@ -174,6 +174,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         "in_driver_cpu_MBps": round(mb / max(c_in, 1e-9), 1),
         "small_driver_cpu_msgs_per_s": round(small / max(c_small, 1e-9)),
         "small_msgs_per_s_host_api_peer": round(small / t_small_api),
+        "ring_trbs": 1024,
+        "in_buffer_size": 64 * 1024,
         "message_bytes": MiB,
         "messages": big,
         "small_messages": small,
