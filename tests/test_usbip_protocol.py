@@ -188,6 +188,40 @@ def test_cmd_submit_round_trips_big_endian(
     assert header.body["transfer_buffer_length"] == length
 
 
+@settings(max_examples=80, deadline=None)
+@given(data=st.data())
+def test_derived_codecs_agree_with_the_construct_layouts(data: st.DataObject) -> None:
+    """The fast header codecs are derived from the construct declarations: same bytes."""
+    command = data.draw(st.sampled_from(sorted(wire._BODIES)))
+    layout = {
+        wire.USBIP_CMD_SUBMIT: wire.CmdSubmit,
+        wire.USBIP_CMD_UNLINK: wire.CmdUnlink,
+        wire.USBIP_RET_SUBMIT: wire.RetSubmit,
+        wire.USBIP_RET_UNLINK: wire.RetUnlink,
+    }[command]
+    body: dict[str, object] = {}
+    for sub in layout.subcons:
+        if not sub.name:
+            continue  # Padding
+        fmt = getattr(sub.subcon, "fmtstr", "")
+        body[sub.name] = data.draw(
+            st.integers(-(2**31), 2**31 - 1)
+            if fmt == ">l"
+            else st.integers(0, 2**32 - 1)
+            if fmt == ">L"
+            else st.binary(min_size=8, max_size=8)
+        )
+    basic = [data.draw(st.integers(0, 2**32 - 1)) for _ in range(4)]
+    raw = wire.build_header(command, *basic, **body)
+    expected = wire.HeaderBasic.build(
+        dict(zip(("command", "seqnum", "devid", "direction", "ep"), [command, *basic], strict=True))
+    ) + layout.build(body)
+    assert raw == expected
+    parsed = wire.parse_header(raw)
+    reference = layout.parse(raw[20:])
+    assert parsed.body == {k: v for k, v in reference.items() if not k.startswith("_")}
+
+
 def test_unknown_command_is_a_named_error() -> None:
     with pytest.raises(UsbipProtocolError, match="unknown USB/IP command"):
         wire.parse_header(b"\x00\x00\x00\x09" + bytes(44))
