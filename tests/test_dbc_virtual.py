@@ -281,3 +281,23 @@ def test_stop_start_cycles_leak_nothing(x: VirtualXhci) -> None:
         drv.write(b"pending at exit")
     assert drv.state is DbcState.DISABLED and x.dma.stats()["live_bytes"] == 0
     assert [m.data for m in drv.take_undelivered()] == [b"pending at exit"]
+
+
+def test_bad_arguments_are_named_errors(x: VirtualXhci) -> None:
+    from drivers.dbc import DbcConfigError, DbcStateError
+
+    with pytest.raises(DbcConfigError, match="ring_trbs"):
+        DbcDriver(x.mmio, x.dma, ring_trbs=8)
+    with pytest.raises(DbcConfigError, match="in_buffer_size"):
+        DbcDriver(x.mmio, x.dma, in_buffer_size=1000)
+    drv = DbcDriver(x.mmio, x.dma, clock=x.clock)
+    with pytest.raises(DbcStateError, match="start"):
+        drv.write(b"too early")
+    with pytest.raises(DbcStateError):
+        drv.poll()
+    drv.start(timeout=5.0)
+    with pytest.raises(DbcConfigError, match="bytes-like"):
+        drv.write("text")  # type: ignore[arg-type]
+    with pytest.raises(DbcStateError, match="stop"):
+        drv.start(timeout=1.0)
+    drv.stop()

@@ -507,6 +507,8 @@ class DbcDriver:
         Raises DbcDisconnected/DbcTransferError first if earlier messages were not delivered,
         DbcTimeout if the message could not be accepted in time (then nothing was accepted).
         """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise DbcConfigError(f"write() takes bytes-like data, got {type(data).__name__}")
         deadline: Deadline | None = None
         while True:
             with self._lock:
