@@ -301,3 +301,25 @@ def test_bad_arguments_are_named_errors(x: VirtualXhci) -> None:
     with pytest.raises(DbcStateError, match="stop"):
         drv.start(timeout=1.0)
     drv.stop()
+
+
+def test_trace_sink_sees_states_trbs_events_and_mmio(x: VirtualXhci) -> None:
+    records: list[tuple[str, dict[str, object]]] = []
+    drv = DbcDriver(x.mmio, x.dma, clock=x.clock, trace=lambda k, **f: records.append((k, f)))
+    drv.start(timeout=5.0)
+    drv.write(b"traced")
+    assert x.host.recv(100, timeout=1.0) == b"traced"
+    drv.flush(timeout=1.0)
+    drv.stop()
+    kinds = {k for k, _ in records}
+    assert {"state", "trb", "event", "mmio"} <= kinds
+    out_trbs = [f for k, f in records if k == "trb" and f["ring"] == "OUT"]
+    assert (
+        out_trbs and "Normal" in str(out_trbs[-1]["text"]) and "len=6" in str(out_trbs[-1]["text"])
+    )
+    events = [str(f["text"]) for k, f in records if k == "event"]
+    assert any(e.startswith("TransferEvent") and "Success" in e for e in events)
+    states = [(f["old"], f["new"]) for k, f in records if k == "state"]
+    assert states[-1] == ("CONFIGURED", "DISABLED")
+    doorbells = [f for k, f in records if k == "mmio" and f["offset"] == 0x8700 + 4]
+    assert doorbells and all(f["op"] == "w" for f in doorbells)
