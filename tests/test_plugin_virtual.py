@@ -87,3 +87,22 @@ def test_dbc_bench_marker_passes_options(pytester: pytest.Pytester) -> None:
         """
     )
     pytester.runpytest().assert_outcomes(passed=1)
+
+
+def test_dbc_quirk_option_reaches_the_virtual_part(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_amd_like(dbc_bench, dbc_driver, debug_host):
+            assert dbc_bench.controller.quirks.endpoint_ids == (0, 1)
+            assert dbc_bench.controller.quirks.spurious_stall_on_clear_halt
+            debug_host.write(0x01, b"amd", timeout=5000)
+            assert dbc_driver.read(16, timeout=5.0) == b"amd"
+        """
+    )
+    result = pytester.runpytest(
+        "--dbc-quirk", "endpoint_ids=0/1", "--dbc-quirk", "spurious_stall_on_clear_halt"
+    )
+    result.assert_outcomes(passed=1)
+    result = pytester.runpytest("--dbc-quirk", "warp_drive")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*no quirk named 'warp_drive'*"])
