@@ -322,4 +322,5 @@ def test_trace_sink_sees_states_trbs_events_and_mmio(x: VirtualXhci) -> None:
     states = [(f["old"], f["new"]) for k, f in records if k == "state"]
     assert states[-1] == ("CONFIGURED", "DISABLED")
     doorbells = [f for k, f in records if k == "mmio" and f["offset"] == 0x8700 + 4]
-    assert doorbells and all(f["op"] == "w" for f in doorbells)
+    # DB Target 1 (IN ring) and 0 (OUT ring) in DCDB bits 15:8
+    assert {f["value"] for f in doorbells if f["op"] == "w"} == {0x000, 0x100}
