@@ -13,7 +13,7 @@ def test_help_shows_the_plugin_options(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--help")
     text = result.stdout.str()
     assert "xHCI Debug Capability benches:" in text
-    for option in ("--bench={virtual,qemu,hw}", "--xhci=BDF", "--trace-dir=DIR"):
+    for option in ("--bench={virtual,qemu,hw}", "--xhci=BDF", "--trace-dir=DIR", "--dbc-quirk="):
         assert option in text
 
 
