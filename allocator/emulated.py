@@ -11,7 +11,7 @@ from __future__ import annotations
 import mmap
 
 from allocator.errors import InvalidRequest
-from allocator.heap import Chunk, HeapDmaSpace
+from allocator.heap import DEFAULT_SPARE_IDLE_OPS, Chunk, HeapDmaSpace
 from allocator.window import MSI_WINDOW, AddressWindow
 
 MiB = 1 << 20
@@ -76,6 +76,7 @@ class EmulatedDmaSpace(HeapDmaSpace):
         *,
         guard: int = 0,
         spare_chunks: int = 1,
+        spare_idle_ops: int | None = DEFAULT_SPARE_IDLE_OPS,
         reserved: tuple[tuple[int, int], ...] = (MSI_WINDOW,),
     ) -> None:
         self.base = base
@@ -85,6 +86,7 @@ class EmulatedDmaSpace(HeapDmaSpace):
             EmulatedChunkSource(base, size, chunk_size, reserved),
             guard=guard,
             spare_chunks=spare_chunks,
+            spare_idle_ops=spare_idle_ops,
         )
 
     def __repr__(self) -> str:

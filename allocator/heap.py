@@ -9,8 +9,13 @@ Backends only supply *chunks* (device-contiguous memory with a device address, s
 * optional guard bytes after every buffer, for controllers that over-fetch past a segment end
   (VIA VL805): they belong to the same chunk, are zero, and the device may read them;
 * page return: an empty chunk goes back to its source, except that up to ``spare_chunks`` empty
-  chunks are kept while other buffers are live (hysteresis); when the last buffer is freed every
-  chunk goes back;
+  chunks are kept while other buffers are live (hysteresis); a spare left unused for
+  ``spare_idle_ops`` allocations and frees goes back too, and so does every chunk when the last
+  buffer is freed (or at :meth:`HeapDmaSpace.trim`);
+* draining: while the non-empty chunks hold more free bytes than some of them are big, the
+  emptiest of those become *draining* chunks: placement skips them (and empty spares) while the
+  request fits in another chunk, so they empty as their buffers are freed and can be returned
+  instead of being refilled (best fit alone spreads a shrinking live set over every chunk);
 * translation both ways (buffer + offset -> device address in :class:`DmaBuffer`; device address
   -> (buffer, offset) in :meth:`HeapDmaSpace.lookup`, a bisection over the sorted live buffers);
 * device-side access by address (``device_read`` / ``device_write`` / ``device_view``) that raises
@@ -51,6 +56,8 @@ class Chunk:
     handle: Any = field(default=None, repr=False)
     #: bytes of this chunk currently handed out (buffers + guards)
     used: int = 0
+    #: the heap's operation count when the chunk last became empty (spare expiry)
+    idle_since: int = 0
 
     @property
     def end(self) -> int:
@@ -90,8 +97,15 @@ class _Extent:
     owner: object  # the space or pool that handed the buffer out
 
 
+#: allocations + frees after which an unused spare chunk goes back to the system
+DEFAULT_SPARE_IDLE_OPS = 1024
+
 #: multiplier that packs (size, start) into one sortable int (device addresses are < 2**64)
 _KEY = 1 << 64
+
+
+def _used(chunk: Chunk) -> int:
+    return chunk.used
 
 
 def _is_power_of_two(value: int) -> bool:
@@ -103,19 +117,34 @@ class HeapDmaSpace(DmaSpace):
 
     ``guard``: bytes reserved (zeroed, device-readable) after every buffer.
     ``spare_chunks``: empty chunks kept while other buffers are live.
+    ``spare_idle_ops``: a kept spare goes back after this many allocations and frees without
+    being used (``None``: kept until :meth:`trim` or the last free).
     """
 
-    def __init__(self, source: ChunkSource, *, guard: int = 0, spare_chunks: int = 1) -> None:
-        if guard < 0 or spare_chunks < 0:
-            raise InvalidRequest("guard and spare_chunks must be >= 0")
+    def __init__(
+        self,
+        source: ChunkSource,
+        *,
+        guard: int = 0,
+        spare_chunks: int = 1,
+        spare_idle_ops: int | None = DEFAULT_SPARE_IDLE_OPS,
+    ) -> None:
+        if guard < 0 or spare_chunks < 0 or (spare_idle_ops is not None and spare_idle_ops < 1):
+            raise InvalidRequest("guard and spare_chunks must be >= 0, spare_idle_ops >= 1")
         self._source = source
         self.backend = source.backend
         self.guard = guard
         self.spare_chunks = spare_chunks
+        self.spare_idle_ops = spare_idle_ops
         self._lock = threading.RLock()
         self._closed = False
         self._chunks: dict[int, Chunk] = {}  # device address -> chunk
-        self._empty: list[Chunk] = []  # empty chunks kept as spares
+        self._empty: list[Chunk] = []  # empty chunks kept as spares, oldest first
+        self._ops = 0  # allocations + frees (the clock of spare expiry)
+        self._used_bytes = 0  # sum of chunk.used
+        self._nonempty_bytes = 0  # sum of the sizes of chunks with used > 0
+        self._draining: set[Chunk] = set()  # chunks placement avoids, see _steer
+        self._draining_size = 0  # sum of their sizes
         # free extents: start -> (end, chunk); end -> start; and for best fit the sorted keys
         # size * _KEY + start (one int compares faster than a (size, start) tuple)
         self._free: dict[int, tuple[int, Chunk]] = {}
@@ -179,6 +208,8 @@ class HeapDmaSpace(DmaSpace):
                 "held_bytes": held,
                 "chunks": len(self._chunks),
                 "spare_chunks": len(self._empty),
+                "draining_chunks": len(self._draining),
+                "draining_used_bytes": sum(c.used for c in self._draining),
                 "free_extents": len(self._free),
                 **self._counters,
             }
@@ -203,6 +234,9 @@ class HeapDmaSpace(DmaSpace):
             self._free_end.clear()
             self._by_size.clear()
             self._empty.clear()
+            self._draining.clear()
+            self._draining_size = 0
+            self._used_bytes = self._nonempty_bytes = 0
             self._source.close()
 
     @property
@@ -261,7 +295,11 @@ class HeapDmaSpace(DmaSpace):
             self._add_free(address + need, end, chunk)
         if chunk.used == 0:
             self._empty.remove(chunk)
+            self._nonempty_bytes += chunk.size
         chunk.used += need
+        self._used_bytes += need
+        self._ops += 1
+        self._after_op()
         base = address - chunk.device_address
         chunk.view[base : base + need] = bytes(need)
         self._counters["allocs"] += 1
@@ -304,6 +342,8 @@ class HeapDmaSpace(DmaSpace):
         chunk = extent.chunk
         start, end = extent.start, extent.end
         chunk.used -= end - start
+        self._used_bytes -= end - start
+        self._ops += 1
         right = self._free.get(end)
         if right is not None and right[1] is chunk:
             self._remove_free(end)
@@ -315,9 +355,51 @@ class HeapDmaSpace(DmaSpace):
         self._add_free(start, end, chunk)
         self._counters["frees"] += 1
         if chunk.used == 0:
+            self._nonempty_bytes -= chunk.size
+            chunk.idle_since = self._ops
             self._empty.append(chunk)
+            if chunk in self._draining:
+                self._draining.remove(chunk)
+                self._draining_size -= chunk.size
         if self._empty and (not self._live_bufs or len(self._empty) > self.spare_chunks):
             self._trim(0 if not self._live_bufs else self.spare_chunks)
+        self._after_op()
+
+    def _after_op(self) -> None:
+        """Spare expiry and the draining choice, after every allocation and free (lock held)."""
+        empty = self._empty
+        idle = self.spare_idle_ops
+        if empty and idle is not None and self._ops - empty[0].idle_since >= idle:
+            while empty and self._ops - empty[0].idle_since >= idle:
+                self._release_chunk(empty.pop(0))
+        # free bytes in non-empty chunks: the draining chunks' used bytes fit into the others'
+        # free bytes exactly when slack >= their total size
+        slack = self._nonempty_bytes - self._used_bytes
+        draining = self._draining
+        if slack < self._draining_size:
+            while draining and slack < self._draining_size:  # give up the least drained
+                chunk = max(draining, key=_used)
+                draining.remove(chunk)
+                self._draining_size -= chunk.size
+        elif slack >= self._draining_size + self._source.page_sizes[0]:
+            self._steer(slack)
+
+    def _steer(self, slack: int) -> None:
+        """Add a draining chunk: the non-empty, not yet draining chunk with the fewest used
+        bytes, if the chunks left to allocate from have room for every draining chunk's used
+        bytes (``slack``: free bytes of all non-empty chunks). A draining chunk stays so until
+        it empties or that room is gone (see :meth:`_after_op`)."""
+        best: Chunk | None = None
+        others = 0
+        draining = self._draining
+        for chunk in self._chunks.values():
+            if chunk.used and chunk not in draining:
+                others += 1
+                if best is None or chunk.used < best.used:
+                    best = chunk
+        if best is not None and others > 1 and slack >= self._draining_size + best.size:
+            draining.add(best)
+            self._draining_size += best.size
 
     def trim(self) -> None:
         """Give every empty chunk back to the system now (no hysteresis)."""
@@ -366,17 +448,30 @@ class HeapDmaSpace(DmaSpace):
     def _best_fit(
         self, size: int, need: int, align: int, boundary: int, limit: int | None
     ) -> tuple[int, int] | None:
+        """Smallest free extent that takes the request, outside draining chunks and empty
+        spares; else the best fit in a draining chunk; else in a spare; else None."""
         by_size = self._by_size
         free = self._free
         place = self._place
+        draining = self._draining
+        in_draining: tuple[int, int] | None = None
+        in_spare: tuple[int, int] | None = None
         for i in range(bisect_left(by_size, need * _KEY), len(by_size)):
             start = by_size[i] % _KEY
             if limit is not None and start + need > limit:
                 continue
-            address = place(start, free[start][0], size, need, align, boundary, limit)
+            end, chunk = free[start]
+            address = place(start, end, size, need, align, boundary, limit)
             if address is not None:
-                return start, address
-        return None
+                if chunk in draining:
+                    if in_draining is None:
+                        in_draining = start, address
+                elif not chunk.used:
+                    if in_spare is None:
+                        in_spare = start, address
+                else:
+                    return start, address
+        return in_draining or in_spare
 
     def _grow(
         self, size: int, need: int, align: int, boundary: int, limit: int | None
@@ -385,6 +480,7 @@ class HeapDmaSpace(DmaSpace):
         chunk = self._source.acquire(page, limit)
         self._counters["chunks_acquired"] += 1
         self._chunks[chunk.device_address] = chunk
+        chunk.idle_since = self._ops
         self._empty.append(chunk)
         self._add_free(chunk.device_address, chunk.end, chunk)
         address = self._place(chunk.device_address, chunk.end, size, need, align, boundary, limit)
@@ -399,9 +495,7 @@ class HeapDmaSpace(DmaSpace):
 
     def _trim(self, keep: int) -> None:
         while len(self._empty) > keep:
-            chunk = self._empty.pop()
-            self._remove_free(chunk.device_address)
-            self._release_chunk(chunk)
+            self._release_chunk(self._empty.pop())
 
     def _release_chunk(self, chunk: Chunk) -> None:
         if chunk.device_address in self._free:

@@ -19,7 +19,7 @@ import errno
 import mmap
 
 from allocator.errors import ContiguityError, HugepagesUnavailable, InvalidRequest
-from allocator.heap import Chunk, HeapDmaSpace
+from allocator.heap import DEFAULT_SPARE_IDLE_OPS, Chunk, HeapDmaSpace
 from allocator.pagemap import BASE_PAGE, Pagemap
 from allocator.reservation import HugepageReservation, hugepage_dir
 
@@ -146,6 +146,7 @@ class HugepageDmaSpace(HeapDmaSpace):
         small_pages: bool = False,
         guard: int = 0,
         spare_chunks: int = 1,
+        spare_idle_ops: int | None = DEFAULT_SPARE_IDLE_OPS,
     ) -> None:
         self._own_reservation = HugepageReservation(reserve) if reserve else None
         self.reservation = reservation or self._own_reservation
@@ -155,7 +156,9 @@ class HugepageDmaSpace(HeapDmaSpace):
             if self._own_reservation is not None:
                 self._own_reservation.release()
             raise
-        super().__init__(source, guard=guard, spare_chunks=spare_chunks)
+        super().__init__(
+            source, guard=guard, spare_chunks=spare_chunks, spare_idle_ops=spare_idle_ops
+        )
 
     def close(self) -> None:
         try:

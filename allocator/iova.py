@@ -14,7 +14,7 @@ import mmap
 from typing import Protocol, runtime_checkable
 
 from allocator.errors import InvalidRequest
-from allocator.heap import Chunk, HeapDmaSpace
+from allocator.heap import DEFAULT_SPARE_IDLE_OPS, Chunk, HeapDmaSpace
 from allocator.hugepage import MAP_HUGETLB, MAP_LOCKED, MAP_POPULATE, mapping_address
 from allocator.window import MSI_WINDOW, AddressWindow
 
@@ -118,12 +118,14 @@ class IovaDmaSpace(HeapDmaSpace):
         iova_base: int = DEFAULT_IOVA_BASE,
         guard: int = 0,
         spare_chunks: int = 1,
+        spare_idle_ops: int | None = DEFAULT_SPARE_IDLE_OPS,
     ) -> None:
         self.mapper = mapper
         super().__init__(
             IovaChunkSource(mapper, chunk_size, hugepages, iova_base),
             guard=guard,
             spare_chunks=spare_chunks,
+            spare_idle_ops=spare_idle_ops,
         )
 
     def __repr__(self) -> str:
