@@ -59,6 +59,14 @@ def _parse_listen(text: str) -> tuple[str, int]:
 )
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Bring-up deadline.")
 @click.option(
+    "--id",
+    "usb_id",
+    default="1d6b:0010",
+    show_default=True,
+    help="VID:PID the driver writes to DCDDI1/DCDDI2 (0525:127a: usb_debug's EDK2 'debug').",
+)
+@click.option("--serial", default=None, help="Serial number string (default: the driver's).")
+@click.option(
     "--trace",
     "trace_path",
     type=click.Path(dir_okay=False),
@@ -72,6 +80,8 @@ def usbip_cmd(
     echo: bool,
     duration: float | None,
     timeout: float,
+    usb_id: str,
+    serial: str | None,
     trace_path: str | None,
 ) -> None:
     """Export the virtual DbC over USB/IP (attach it with `usbip attach -r HOST -b BUSID`)."""
@@ -79,13 +89,14 @@ def usbip_cmd(
 
     host, port = _parse_listen(listen)
     check_export_address(host, allow_remote=allow_remote)
+    identity = _identity(usb_id, serial)
     with contextlib.ExitStack() as stack:
         trace: TraceSink = null_sink
         if trace_path is not None:
             from harness.trace import open_trace
 
             trace = stack.enter_context(open_trace(trace_path))
-        summary = _export(host, port, busid, allow_remote, echo, duration, timeout, trace)
+        summary = _export(host, port, busid, allow_remote, echo, duration, timeout, trace, identity)
     click.echo("stopped: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
 
 
@@ -98,12 +109,13 @@ def _export(
     duration: float | None,
     timeout: float,
     trace: TraceSink,
+    identity: Any,
 ) -> dict[str, int]:
     from fixtures.bench import VirtualBench
     from fixtures.usbip import UsbipServer, VirtualDbcDevice
 
     with VirtualBench(free_running=True) as bench:
-        driver = bench.make_driver()
+        driver = bench.make_driver(identity=identity)
         driver.start(timeout=timeout)
         device = VirtualDbcDevice(bench.controller)
         with UsbipServer(
@@ -125,6 +137,23 @@ def _export(
             )
             click.echo("the DbC appears as /dev/ttyUSBn (usb_debug); Ctrl-C stops", err=True)
             return _serve(driver, server, echo=echo, duration=duration)
+
+
+def _identity(usb_id: str, serial: str | None) -> Any:
+    from drivers.dbc import DbcIdentity
+
+    vid, sep, pid = usb_id.partition(":")
+    try:
+        if not sep:
+            raise ValueError(usb_id)
+        fields: dict[str, Any] = {"vendor_id": int(vid, 16), "product_id": int(pid, 16)}
+    except ValueError:
+        raise click.BadParameter(
+            f"expected VID:PID in hex (e.g. 1d6b:0010), got {usb_id!r}"
+        ) from None
+    if serial is not None:
+        fields["serial"] = serial
+    return DbcIdentity(**fields)
 
 
 def _serve(driver: Any, server: Any, *, echo: bool, duration: float | None) -> dict[str, int]:

@@ -92,3 +92,25 @@ def test_bad_listen_address_is_a_usage_error() -> None:
     )
     assert result.returncode == 2
     assert "HOST:PORT" in result.stderr
+
+
+def test_identity_options_reach_the_importer() -> None:
+    proc, address = start_export("--id", "0525:127a", "--serial", "EDK2-LIKE")
+    try:
+        (dev,) = devlist(*address)
+        assert (dev.id_vendor, dev.id_product) == (0x0525, 0x127A)
+        with UsbipClient.import_device(*address, busid="1-1") as client:
+            serial = client.control(bytes.fromhex("80060303090400ff"), length=255).data
+            assert serial[2:].decode("utf-16-le") == "EDK2-LIKE"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
+
+
+def test_bad_id_is_a_usage_error() -> None:
+    result = subprocess.run(
+        [*CLI, "usbip", "--id", "10000:1"], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
