@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -250,6 +251,7 @@ def test_failed_claim_restores_the_driver_and_removes_the_state_file(tmp_path: P
     make_device(root, BDF)
     (root / "module" / "vfio_iommu_type1").mkdir(parents=True)
     run = tmp_path / "run"
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     with pytest.raises(NoIommu, match="does not exist"):
         Claim(
             BDF, "vfio", sysfs=sysfs, state_dir=run, dev_vfio=tmp_path / "nodev", vfio_api="group"
@@ -258,6 +260,8 @@ def test_failed_claim_restores_the_driver_and_removes_the_state_file(tmp_path: P
     assert sysfs.driver_override(BDF) is None
     assert state.list_states(run) == []
     assert ("bus/pci/devices/0000:00:04.0/driver_override", "vfio-pci") in sysfs.log
+    # the claim's SIGINT/SIGTERM handlers are gone again
+    assert {s: signal.getsignal(s) for s in before} == before
 
 
 def test_restore_module_main_reports(tmp_path: Path) -> None:

@@ -5,6 +5,8 @@ through the IOMMU into memory from our allocator."""
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 from conftest import GuestMachine
 from guest_helpers import usb_devices_come_back
@@ -13,8 +15,9 @@ from drivers.dbc.bringup import find_dbc
 from drivers.dbc.errors import DbcNotFound
 from drivers.xhci import registers as R
 from drivers.xhci.host import XhciHost, probe_capabilities
+from harness import state
 from harness.claim import claim
-from harness.errors import NoDbc
+from harness.errors import NoDbc, VfioError
 from harness.pci import PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY
 from harness.sysfs import PciSysfs
 
@@ -28,6 +31,8 @@ HCCPARAMS1 = {"qemu-xhci": 0x00087001, "nec-usb-xhci": 0x00080001}
 def vfio_machine(guest_machine: GuestMachine) -> GuestMachine:
     if not guest_machine.iommu or "group-peer" in guest_machine.extra_devices:
         pytest.skip("needs the IOMMU machine without a group peer")
+    if not guest_machine.intremap:
+        pytest.skip("needs interrupt remapping (VFIO refuses the container without it)")
     return guest_machine
 
 
@@ -66,7 +71,8 @@ def test_vfio_claim_maps_bar0_and_decodes_the_capabilities(vfio_machine: GuestMa
 
 def test_no_op_commands_complete_through_the_iommu(vfio_machine: GuestMachine) -> None:
     bdf = vfio_machine.xhci_bdf
-    with claim(bdf, "vfio") as c, XhciHost(c.mmio, c.dma) as host:
+    with claim(bdf) as c, XhciHost(c.mmio, c.dma) as host:  # mode "auto" picks VFIO here
+        assert c.info.mode == "vfio"
         assert c.dma.backend == "iova"
         events = [host.no_op() for _ in range(40)]  # > one lap of the 16-TRB rings
         for event in events:
@@ -82,3 +88,16 @@ def test_no_op_commands_complete_through_the_iommu(vfio_machine: GuestMachine) -
         assert host.other_events == [] or all("PortStatusChange" in t for t in host.other_events)
     assert PciSysfs().driver(bdf) == "xhci_hcd"
     assert c.released
+
+
+def test_without_interrupt_remapping_vfio_says_what_to_do(guest_machine: GuestMachine) -> None:
+    """IOMMU without interrupt remapping: VFIO_SET_IOMMU fails with EPERM; the error names the
+    module parameter to set, and the controller is given back."""
+    if not guest_machine.iommu or guest_machine.intremap:
+        pytest.skip("needs the IOMMU machine without interrupt remapping")
+    bdf = guest_machine.xhci_bdf
+    with pytest.raises(VfioError, match="allow_unsafe_interrupts") as e, claim(bdf, "vfio"):
+        pass
+    assert e.value.errno == errno.EPERM
+    assert PciSysfs().driver(bdf) == "xhci_hcd"
+    assert state.list_states() == []
