@@ -60,15 +60,18 @@ class DbcUnderFaults(RuleBasedStateMachine):
         ids=st.sampled_from([(2, 3), (0, 1)]),
         pointers=st.sampled_from(["exact", "exact", "zero", "nonmonotonic"]),
         faults=faults,
+        zlp=st.booleans(),
     )
-    def bring_up(self, ids: tuple[int, int], pointers: str, faults: list[TransferFault]) -> None:
+    def bring_up(
+        self, ids: tuple[int, int], pointers: str, faults: list[TransferFault], zlp: bool
+    ) -> None:
         quirks = Quirks(
             endpoint_ids=ids,
             transfer_event_pointer=pointers,  # type: ignore[arg-type]
             transfer_faults=tuple(faults),
         )
         self.x = VirtualXhci(strict=True, quirks=quirks)
-        self.drv = DbcDriver(self.x.mmio, self.x.dma, clock=self.x.clock, ring_trbs=64)
+        self.drv = DbcDriver(self.x.mmio, self.x.dma, clock=self.x.clock, ring_trbs=64, zlp=zlp)
         self.drv.start(timeout=5.0)
 
     # -- helpers ---------------------------------------------------------------------------

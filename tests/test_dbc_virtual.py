@@ -324,3 +324,21 @@ def test_trace_sink_sees_states_trbs_events_and_mmio(x: VirtualXhci) -> None:
     doorbells = [f for k, f in records if k == "mmio" and f["offset"] == 0x8700 + 4]
     # DB Target 1 (IN ring) and 0 (OUT ring) in DCDB bits 15:8
     assert {f["value"] for f in doorbells if f["op"] == "w"} == {0x000, 0x100}
+
+
+@pytest.mark.parametrize("zlp", [False, True])
+def test_zlp_option_ends_host_transfer_at_message_boundary(x: VirtualXhci, zlp: bool) -> None:
+    """A 1024-byte message has no short packet: without a ZLP the host's read runs on into the
+    next message (a byte stream); with ``zlp=True`` the read ends at the boundary."""
+    drv = started(x, zlp=zlp)
+    drv.write(b"a" * 1024)
+    drv.write(b"b")
+    first = x.host.recv(4096, timeout=1.0)
+    if zlp:
+        assert first == b"a" * 1024
+        assert x.host.recv(4096, timeout=1.0) == b"b"
+    else:
+        assert first == b"a" * 1024 + b"b"
+    drv.flush(timeout=1.0)
+    assert drv.counters.messages_to_host == 2
+    drv.stop()

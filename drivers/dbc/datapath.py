@@ -30,6 +30,8 @@ from drivers.xhci.trb import render_trb
 #: a Normal TRB moves at most 64 KiB and its buffer must not cross a 64 KiB line (table 6-1)
 TRB_MAX_BYTES = 0x10000
 LINE_64K = 0x10000
+#: DbC max packet size (SuperSpeed bulk)
+MPS = 1024
 #: blocks for small messages (no 64 KiB line can be crossed inside a pool block either)
 SMALL_BLOCK = 2048
 
@@ -95,6 +97,8 @@ class OutMessage:
     #: bytes handed to TRBs so far (the rest waits in the backlog)
     queued: int = 0
     done: bool = False
+    #: end the host's transfer with a zero-length TD (length is a non-zero multiple of 1024)
+    zlp: bool = False
 
     @property
     def length(self) -> int:
@@ -134,8 +138,11 @@ class TargetToHostPipe:
         *,
         limit: int | None,
         max_bytes_in_flight: int,
+        zlp: bool = False,
     ) -> None:
         self.ring = TransferRing(dma, ring_trbs, limit=limit, name="OUT")
+        #: follow messages that are a non-zero multiple of 1024 bytes with a zero-length TD
+        self.zlp = zlp
         self.small = BlockCache(dma, SMALL_BLOCK, limit=limit)
         self.large = BlockCache(dma, TRB_MAX_BYTES, limit=limit)
         self.max_bytes_in_flight = max_bytes_in_flight
@@ -159,6 +166,7 @@ class TargetToHostPipe:
         if not isinstance(data, bytes):
             view = memoryview(bytes(view))  # the caller may reuse its buffer
         msg = OutMessage(self.next_id, view)
+        msg.zlp = self.zlp and len(view) > 0 and len(view) % MPS == 0
         self.next_id += 1
         self.backlog.append(msg)
         return msg
@@ -170,13 +178,19 @@ class TargetToHostPipe:
         while self.backlog and self.has_room():
             msg = self.backlog[0]
             offset = msg.queued
-            length = min(TRB_MAX_BYTES, msg.length - offset)
+            if msg.length and offset >= msg.length:
+                length = 0  # every byte queued: the zero-length TD that ends the transfer
+                zlp_trb = True
+            else:
+                length = min(TRB_MAX_BYTES, msg.length - offset)
+                zlp_trb = False
             cache = self.small if length <= SMALL_BLOCK else self.large
             block = cache.get()
             if length:
                 block.view[:length] = msg.data[offset : offset + length]
-            last = offset + length >= msg.length
-            index, cycle = ring.enqueue_normal(block.device_address, length, chain=not last)
+            data_done = offset + length >= msg.length
+            last = data_done and (zlp_trb or not msg.zlp)
+            index, cycle = ring.enqueue_normal(block.device_address, length, chain=not data_done)
             self.pending.append(OutTrb(index, cycle, block, cache, msg, offset, length, last))
             if self.trace is not None:
                 self.trace(

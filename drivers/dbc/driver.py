@@ -88,7 +88,10 @@ class DbcDriver:
     * ``takeover``: disable a DbC someone else left enabled instead of raising DbcBusy;
     * ``on_state(old, new)``: called on every state transition;
     * ``raise_device_errors``: poll() raises DbcDeviceError after a drain that saw a bad
-      controller-supplied value (by default they are counted and kept in ``device_errors``).
+      controller-supplied value (by default they are counted and kept in ``device_errors``);
+    * ``zlp``: follow a message that is a non-zero multiple of 1024 bytes with a zero-length
+      TD, so the host's read ends exactly at the message boundary (off by default, like Linux:
+      a console stream does not need it).
     """
 
     def __init__(
@@ -111,6 +114,7 @@ class DbcDriver:
         takeover: bool = False,
         on_state: StateCallback | None = None,
         raise_device_errors: bool = False,
+        zlp: bool = False,
     ) -> None:
         check_ring_size(ring_trbs, "ring_trbs")
         if event_ring_trbs is None:
@@ -149,6 +153,7 @@ class DbcDriver:
         self.rx_limit = rx_limit
         self.takeover = takeover
         self.raise_device_errors = raise_device_errors
+        self.zlp = zlp
         self.counters = DbcCounters()
         #: bad controller-supplied values seen (newest last, at most 1000 kept)
         self.device_errors: list[DbcDeviceError] = []
@@ -248,7 +253,11 @@ class DbcDriver:
         dma = self.dma
         self._event_ring = EventRing(dma, self.event_ring_trbs, limit=limit)
         self._out = TargetToHostPipe(
-            dma, self.ring_trbs, limit=limit, max_bytes_in_flight=self.max_bytes_in_flight
+            dma,
+            self.ring_trbs,
+            limit=limit,
+            max_bytes_in_flight=self.max_bytes_in_flight,
+            zlp=self.zlp,
         )
         self._in = HostToTargetPipe(
             dma,
