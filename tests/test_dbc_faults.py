@@ -386,3 +386,20 @@ def test_controller_reset_with_root_port_reset_quirk(closer: list[VirtualXhci]) 
     settle(drv, x=x)
     roundtrip(x, drv, b"after reset and port reset")
     drv.stop()
+
+
+def test_small_event_ring_wraps_and_fills_without_loss(closer: list[VirtualXhci]) -> None:
+    """A 16-TRB event ring wraps many times and runs full (the controller holds events until
+    DCERDP moves): every message still arrives once, in order, and DCERDP is written once per
+    drain, not once per event."""
+    x = bench(closer)
+    drv = driver(x, ring_trbs=64, event_ring_trbs=16)
+    msgs = [b"%04d" % i * (i % 7 + 1) for i in range(300)]
+    for m in msgs:
+        drv.write(m)
+    assert host_read(x, drv, sum(map(len, msgs))) == b"".join(msgs)
+    drv.flush(timeout=2.0)
+    c = drv.counters
+    assert c.messages_to_host == 300 and c.events > 300
+    assert c.erdp_writes < c.events
+    drv.stop()
