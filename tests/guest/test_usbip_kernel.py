@@ -381,3 +381,40 @@ def test_detach_is_a_disconnect_and_reattach_recovers(session: Session) -> None:
     assert read_driver(driver, 5, 20) == b"again"
     driver.write(b"back")
     assert read_tty(session.fd, 4, 20) == b"back"
+
+
+def test_edk2_identity_binds_the_debug_converter() -> None:
+    """0525:127a (EDK2's DbC identity) binds usb_debug's "debug" converter, whose tty writes go
+    out in 8-byte bulk OUT URBs: bytes still arrive intact and in order at the driver."""
+    identity = DbcIdentity(
+        vendor_id=0x0525, product_id=0x127A, product="EDK2 debug target", serial="EDK2-1"
+    )
+    port = "3241"
+    with VirtualBench(free_running=True) as bench:
+        driver = bench.make_driver(identity=identity)
+        driver.start(timeout=30)
+        with UsbipServer(VirtualDbcDevice(bench.controller), "127.0.0.1", int(port)):
+            attached = sh("usbip", "--tcp-port", port, "attach", "-r", "127.0.0.1", "-b", BUSID)
+            assert attached.returncode == 0, attached.stderr
+            fd = None
+            try:
+                dev = wait_until(
+                    lambda: find_usb_device(0x0525, 0x127A), ENUMERATION_TIMEOUT, "enumeration"
+                )
+                name = wait_until(lambda: tty_of(dev), ENUMERATION_TIMEOUT, "usb_debug")
+                converter = Path(f"/sys/bus/usb-serial/devices/{name}/driver").resolve().name
+                assert converter == "debug"
+                assert (dev / "serial").read_text().strip() == "EDK2-1"
+                fd = open_tty(name)
+                message = payload(1000, 3)
+                os.write(fd, message)
+                assert read_driver(driver, len(message), 60) == message
+                driver.write(message[::-1])
+                assert read_tty(fd, len(message), 60) == message[::-1]
+            finally:
+                if fd is not None:
+                    os.close(fd)
+                listing = sh("usbip", "port").stdout
+                for block in listing.split("Port ")[1:]:
+                    if f":{port}/" in block:
+                        sh("usbip", "detach", "-p", block.split(":", 1)[0])
