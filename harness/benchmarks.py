@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, str] = {
     "dbc": "drivers.dbc.bench",
     "usbip": "fixtures.usbip.bench",
     "kernel-bench": "fixtures.kernel_bench.bench",
+    "binding": "harness.bench",
 }
 
 

@@ -42,6 +42,8 @@ class MmioRegion:
             raise MmioError(f"{name}: size {size} does not fit a {len(mapping)}-byte mapping")
         self.name = name
         self.size = size
+        #: highest offset a 32-bit access may use
+        self._last32 = size - 4
         self.high_first = high_first
         self._trace = trace
         self._map: mmap.mmap | None = mapping
@@ -49,7 +51,8 @@ class MmioRegion:
         self._on_close = on_close
 
     # -- checks ------------------------------------------------------------------------------
-    def _index(self, offset: int, width: int) -> int:
+    def _check(self, offset: int, width: int) -> None:
+        """Raise the MmioError that explains why this access is not allowed."""
         if self._u32 is None:
             raise MmioError(f"{self.name} is closed")
         if offset < 0 or offset + width > self.size:
@@ -58,26 +61,30 @@ class MmioRegion:
             )
         if offset % 4:
             raise MmioError(f"{self.name}: access at 0x{offset:x} is not dword aligned")
-        return offset >> 2
 
-    # -- the Mmio protocol -------------------------------------------------------------------
+    # -- the Mmio protocol (hot path: checks inlined) ----------------------------------------
     def read32(self, offset: int) -> int:
-        idx = self._index(offset, 4)
-        value: int = self._u32[idx]  # type: ignore[index]
+        u32 = self._u32
+        if u32 is None or offset & 3 or not 0 <= offset <= self._last32:
+            self._check(offset, 4)
+        value: int = u32[offset >> 2]  # type: ignore[index]
         if self._trace is not None:
             self._trace("mmio", op="r", offset=offset, value=value, width=32)
         return value
 
     def write32(self, offset: int, value: int) -> None:
-        idx = self._index(offset, 4)
+        u32 = self._u32
+        if u32 is None or offset & 3 or not 0 <= offset <= self._last32:
+            self._check(offset, 4)
         if not 0 <= value <= _U32:
             raise MmioError(f"{self.name}: value 0x{value:x} does not fit 32 bits")
         if self._trace is not None:
             self._trace("mmio", op="w", offset=offset, value=value, width=32)
-        self._u32[idx] = value  # type: ignore[index]
+        u32[offset >> 2] = value  # type: ignore[index]
 
     def read64(self, offset: int) -> int:
-        self._index(offset, 8)
+        if self._u32 is None or offset & 3 or not 0 <= offset <= self._last32 - 4:
+            self._check(offset, 8)
         if self.high_first:
             hi = self.read32(offset + 4)
             lo = self.read32(offset)
@@ -87,7 +94,8 @@ class MmioRegion:
         return lo | (hi << 32)
 
     def write64(self, offset: int, value: int) -> None:
-        self._index(offset, 8)
+        if self._u32 is None or offset & 3 or not 0 <= offset <= self._last32 - 4:
+            self._check(offset, 8)
         if not 0 <= value <= _U64:
             raise MmioError(f"{self.name}: value 0x{value:x} does not fit 64 bits")
         lo, hi = value & _U32, value >> 32
