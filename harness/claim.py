@@ -182,7 +182,10 @@ class Claim:
             original_driver_override=self.sysfs.driver_override(self.bdf),
             iommu_group=self.sysfs.iommu_group(self.bdf),
         )
-        state.write(self._state, state_dir)
+        try:
+            state.write(self._state, state_dir, exclusive=True)
+        except FileExistsError as e:
+            raise DeviceBusy(f"{self.bdf} was claimed by another process just now") from e
         # from here on every failure must give the machine back
         try:
             if handle_signals:

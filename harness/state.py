@@ -84,8 +84,11 @@ def path_for(bdf: str, directory: str | os.PathLike[str] | None = None) -> Path:
     return state_dir(directory) / f"{normalize_bdf(bdf)}.json"
 
 
-def write(st: ClaimState, directory: str | os.PathLike[str] | None = None) -> Path:
-    """Persist ``st`` atomically (temp file, fsync, rename, fsync dir)."""
+def write(
+    st: ClaimState, directory: str | os.PathLike[str] | None = None, *, exclusive: bool = False
+) -> Path:
+    """Persist ``st`` atomically (temp file, fsync, rename, fsync dir). ``exclusive``: fail with
+    FileExistsError when a state file for the controller already exists (two claims racing)."""
     d = state_dir(directory)
     try:
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -102,7 +105,13 @@ def write(st: ClaimState, directory: str | os.PathLike[str] | None = None) -> Pa
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, final)
+    if exclusive:
+        try:
+            os.link(tmp, final)
+        finally:
+            tmp.unlink()
+    else:
+        os.replace(tmp, final)
     dfd = os.open(d, os.O_RDONLY)
     try:
         os.fsync(dfd)

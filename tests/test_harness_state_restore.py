@@ -70,8 +70,13 @@ def test_state_file_round_trip(
     assert oct(path.stat().st_mode & 0o777) == "0o600"
     assert state.read(path) == st_in
     assert state.list_states(d) == [path]
+    with pytest.raises(FileExistsError):
+        state.write(st_in, d, exclusive=True)
     state.remove(BDF, d)
     assert state.list_states(d) == []
+    state.write(st_in, d, exclusive=True)
+    assert state.read(path) == st_in
+    assert sorted(p.name for p in d.iterdir()) == [path.name]  # no temp file left
 
 
 @pytest.mark.parametrize(
