@@ -15,7 +15,10 @@ Life cycle::
     drv.stop()                          # DCE = 0, every DMA buffer freed
 
 Recovery (unplug/replug, host port reset, DCR dropping, DCE dropping by itself) happens inside
-:meth:`poll`, which every blocking call runs; the caller never restarts the driver. What was in
+:meth:`poll`, which every blocking call runs; the caller never restarts the driver. One poll:
+read DCCTRL (all ones: surprise removal; DCE = 0: bring-up again), drain the event ring
+(:mod:`~drivers.dbc.events`), follow the link (:class:`~drivers.dbc.recovery.LinkFollower`),
+queue waiting writes and re-prime the IN ring (:mod:`~drivers.dbc.datapath`). What was in
 flight when the host went away is reported by the next ``write()``/``flush()`` as
 :class:`~drivers.dbc.errors.DbcDisconnected` (with the undelivered messages), never dropped.
 """
@@ -48,14 +51,14 @@ from drivers.dbc.errors import (
 )
 from drivers.dbc.events import EventHandler
 from drivers.dbc.identity import DbcIdentity
-from drivers.dbc.recovery import ack_port_changes, ack_run_change, port_changes, reinit_pipes
-from drivers.dbc.registers import DCE, DCR, DRC, HIT, HOT, DbcRegisters
+from drivers.dbc.recovery import LinkFollower, reinit_pipes
+from drivers.dbc.registers import DCE, DbcRegisters
 from drivers.dbc.rings import EventRing, check_ring_size
 from drivers.dbc.state import DbcState, StateCallback, StateMachine
 from drivers.dbc.wait import Deadline
 from drivers.mmio import Mmio
 from drivers.tracing import TraceSink, null_sink
-from drivers.xhci.registers import DCCTRL, DCDB, DCID, DCPORTSC, DCST, XECP_ID_DEBUG_CAPABILITY
+from drivers.xhci.registers import DCCTRL, DCDB, DCID, XECP_ID_DEBUG_CAPABILITY
 
 log = logging.getLogger("drivers.dbc")
 
@@ -164,7 +167,7 @@ class DbcDriver:
         self._in: HostToTargetPipe | None = None
         self._memory: DbcContextMemory | None = None
         self._events: EventHandler | None = None
-        self._max_burst = 0
+        self._follower: LinkFollower | None = None
         #: DCDB values for DB Target 0 (OUT ring) and 1 (IN ring), RsvdP bits as read
         self._doorbell_values = (0, 0)
         #: messages not delivered, not yet reported by write()/flush(): (kind, message)
@@ -282,20 +285,32 @@ class DbcDriver:
             on_device_error=self._on_device_error,
             on_undelivered=lambda m: self._undelivered.append(("transfer", m)),
         )
+        self._follower = LinkFollower(
+            self._regs,
+            self._events,
+            self._out,
+            self._in,
+            self._memory,
+            self._sm,
+            self.counters,
+            doorbell=self._doorbell,
+            undelivered=lambda msgs: self._collect_undelivered("disconnect", msgs),
+            device_error=self._on_device_error,
+        )
 
     def _program_and_enable(self, timeout: float) -> None:
         """Steps 3-6 of the bring-up: (re)initialise rings and contexts, program the
         registers, set DCE, optionally reset USB3 root ports. Used by start() and after the
         DbC was reset under us."""
-        regs, ev, memory = self._regs, self._event_ring, self._memory
+        regs, ev, memory, follower = self._regs, self._event_ring, self._memory, self._follower
         assert regs is not None and ev is not None and memory is not None
-        assert self._out is not None and self._in is not None
+        assert self._out is not None and self._in is not None and follower is not None
         ev.reset()
-        self._max_burst = DCCTRL.get(regs.dcctrl(), "debug_max_burst")
+        follower.max_burst = DCCTRL.get(regs.dcctrl(), "debug_max_burst")
         memory.fill_info(self.identity)
         self._collect_undelivered(
             "disconnect",
-            reinit_pipes(self._out, self._in, memory, self._max_burst, "DbC re-initialised"),
+            reinit_pipes(self._out, self._in, memory, follower.max_burst, "DbC re-initialised"),
         )
         bringup.program(regs, ev, memory, self.identity)
         self._sm.to(DbcState.INITIALIZED, "rings, contexts and registers programmed")
@@ -323,9 +338,10 @@ class DbcDriver:
                 raise
 
     def _service(self) -> int:
-        regs, events = self._regs, self._events
+        regs, events, follower = self._regs, self._events, self._follower
         out, inp = self._out, self._in
-        assert regs is not None and events is not None and out is not None and inp is not None
+        assert regs is not None and events is not None and follower is not None
+        assert out is not None and inp is not None
         ctrl = regs.dcctrl()
         if not ctrl & DCE:
             self._dce_lost(ctrl)
@@ -334,13 +350,7 @@ class DbcDriver:
         if sm.state is DbcState.INITIALIZED:
             sm.to(DbcState.ENABLED, "DCE = 1")
         consumed = events.drain()
-        if sm.state is DbcState.CONFIGURED:
-            if events.port_change or not ctrl & DCR or ctrl & DRC:
-                ctrl = self._configured_change(ctrl)
-            if sm.state is DbcState.CONFIGURED and (ctrl & (HIT | HOT) or out.halted or inp.halted):
-                self._follow_halts(ctrl)
-        if sm.state is DbcState.ENABLED or sm.state is DbcState.CONNECTED:
-            self._not_configured(ctrl)
+        follower.follow(ctrl)
         if sm.state is DbcState.CONFIGURED:
             if out.backlog and out.pump() and not out.halted:
                 self._doorbell(0)
@@ -352,102 +362,6 @@ class DbcDriver:
             if self.raise_device_errors:
                 raise errors[0]
         return consumed
-
-    def _configured_change(self, ctrl: int) -> int:
-        """CONFIGURED and something changed: disconnect/port reset/DCR drop, or only DRC."""
-        regs, events = self._regs, self._events
-        assert regs is not None and events is not None
-        events.port_change = False
-        portsc = regs.dcportsc()
-        ccs = DCPORTSC.get(portsc, "CCS")
-        dcr = DCCTRL.get(ctrl, "DCR")
-        changes = port_changes(portsc)
-        if dcr and ccs and "PRC" not in changes and "CSC" not in changes:
-            # DRC alone (or a link status change): acknowledge, keep going.
-            ack_port_changes(regs, portsc)
-            if DCCTRL.get(ctrl, "DRC"):
-                # DCR dropped and came back between two polls: the controller reloaded the
-                # endpoint contexts, so restart from clean rings like a reconnect.
-                self._lost_host(ctrl, portsc, "DbC Run Change (reconfigured)")
-                return regs.dcctrl()
-            return ctrl
-        reason = (
-            "port reset by the host"
-            if "PRC" in changes or DCPORTSC.get(portsc, "PR")
-            else "unplugged"
-            if not ccs
-            else "deconfigured by the host (DCR = 0)"
-        )
-        self._lost_host(ctrl, portsc, reason)
-        return regs.dcctrl()
-
-    def _lost_host(self, ctrl: int, portsc: int, reason: str) -> None:
-        regs, memory = self._regs, self._memory
-        assert regs is not None and memory is not None
-        assert self._out is not None and self._in is not None
-        undelivered = reinit_pipes(self._out, self._in, memory, self._max_burst, reason)
-        self._collect_undelivered("disconnect", undelivered)
-        ack_port_changes(regs, portsc)
-        if DCCTRL.get(ctrl, "DRC"):
-            ack_run_change(regs, ctrl)
-        kind = "port_reset" if "reset" in reason else "disconnect"
-        self.counters.recoveries[kind] += 1
-        ccs = DCPORTSC.get(portsc, "CCS")
-        self._sm.to(DbcState.CONNECTED if ccs else DbcState.ENABLED, reason)
-
-    def _not_configured(self, ctrl: int) -> None:
-        regs, events = self._regs, self._events
-        assert regs is not None and events is not None
-        events.port_change = False
-        portsc = regs.dcportsc()
-        ccs = DCPORTSC.get(portsc, "CCS")
-        if DCCTRL.get(ctrl, "DCR"):
-            self._configured(ctrl, portsc)
-            return
-        if ccs and self._sm.state is DbcState.ENABLED:
-            self._sm.to(DbcState.CONNECTED, "DCPORTSC.CCS = 1")
-        elif not ccs and self._sm.state is DbcState.CONNECTED:
-            self._sm.to(DbcState.ENABLED, "DCPORTSC.CCS = 0")
-        ack_port_changes(regs, portsc)
-
-    def _configured(self, ctrl: int, portsc: int) -> None:
-        """DCR rose: acknowledge DCPORTSC and DRC, then ring both doorbells (7.6.7.4: the
-        endpoints stay idle until software rings them)."""
-        regs, inp, out = self._regs, self._in, self._out
-        assert regs is not None and inp is not None and out is not None
-        ack_port_changes(regs, portsc)
-        if DCCTRL.get(ctrl, "DRC"):
-            ack_run_change(regs, ctrl)
-        port = DCST.get(regs.dcst(), "debug_port_number")
-        if self._sm.state is DbcState.ENABLED:
-            self._sm.to(DbcState.CONNECTED, "DCPORTSC.CCS = 1")
-        self._sm.to(DbcState.CONFIGURED, f"DCR = 1, debug port {port}")
-        if port == 0:
-            self._on_device_error(DbcDeviceError("DCST Debug Port Number is 0 after DCR = 1"))
-        out.halted = inp.halted = False
-        inp.prime()
-        out.pump()
-        self._doorbell(1)
-        self._doorbell(0)
-
-    def _follow_halts(self, ctrl: int) -> None:
-        """HIT/HOT: hold a halted pipe; when the host cleared the halt, ring its doorbell."""
-        out, inp = self._out, self._in
-        assert out is not None and inp is not None
-        hot = ctrl & HOT
-        hit = ctrl & HIT
-        if hot:
-            out.halted = True
-        elif out.halted:
-            out.halted = False
-            self.counters.recoveries["halt_cleared"] += 1
-            self._doorbell(0)
-        if hit:
-            inp.halted = True
-        elif inp.halted:
-            inp.halted = False
-            self.counters.recoveries["halt_cleared"] += 1
-            self._doorbell(1)
 
     def _dce_lost(self, ctrl: int) -> None:
         """DCE reads 0 though we set it: the controller was reset under us (HCRST). Report
@@ -684,6 +598,7 @@ class DbcDriver:
         self._event_ring = None
         self._memory = None
         self._events = None
+        self._follower = None
         self._regs = None
         if self._sm.state is not DbcState.DISABLED:
             self._sm.to(DbcState.DISABLED, "stopped")
