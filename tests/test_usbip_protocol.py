@@ -462,3 +462,16 @@ def test_non_ascii_bus_id_ends_that_connection(server: UsbipServer) -> None:
         assert sock.recv(1) == b""
     assert any("not ASCII" in e for e in server.errors)
     assert len(devlist(*server.address)) == 1
+
+
+def test_descriptor_walker_rejects_a_bad_blength() -> None:
+    from fixtures.usbip.descriptors import endpoint_addresses, iter_descriptors
+
+    desc = build_dbc_descriptors(IDENTITY)
+    kinds = [kind for kind, _ in iter_descriptors(desc.configuration)]
+    assert kinds == [2, 4, 5, 48, 5, 48]
+    assert endpoint_addresses(desc.configuration) == {0x01, 0x81}
+    with pytest.raises(ValueError, match="bad bLength 0"):
+        list(iter_descriptors(desc.configuration[:9] + b"\x00\x04"))
+    with pytest.raises(ValueError, match="bad bLength 9"):
+        list(iter_descriptors(desc.configuration[:9] + b"\x09\x04\x00"))
