@@ -229,3 +229,35 @@ def test_discovery_on_a_fake_tree(tmp_path: pytest.TempPathFactory) -> None:
     assert c.group_peers == ["0000:00:05.0"]
     assert c.ac64 is None and "held by xhci_hcd" in c.bar0_note
     assert describe("0000:00:04.0", sysfs).as_dict()["vendor_device"] == "1b36:000d"
+
+
+def test_discovery_decodes_bar0_of_a_driverless_controller(
+    tmp_path: pytest.TempPathFactory,
+) -> None:
+    """resource0 (here a file with qemu-xhci's capability registers and extended capability
+    list) is mapped read-only and decoded: AC64 and DbC presence appear in the listing."""
+    from pathlib import Path
+
+    root, sysfs = fake_sysfs(Path(str(tmp_path)))
+    real = make_device(root, "0000:00:04.0", driver=None)
+    bar = bytearray(0x4000)
+    for off, value in {
+        0x00: 0x0100_0040,
+        0x04: 0x0800_1040,
+        0x10: 0x0008_7001,
+        0x14: 0x2000,
+        0x18: 0x1000,
+        0x20: 0x0200_0402,
+        0x30: 0x0300_0A02,
+        0x58: 0x0000_000A,
+    }.items():
+        struct.pack_into("<I", bar, off, value)
+    (real / "resource0").write_bytes(bytes(bar))
+    (c,) = list_controllers(sysfs)
+    assert c.ac64 is None and "memory decoding is off" in c.bar0_note
+    config = bytearray((real / "config").read_bytes())
+    struct.pack_into("<H", config, 4, 0x0002)  # PCI_COMMAND_MEMORY
+    (real / "config").write_bytes(bytes(config))
+    (c,) = list_controllers(sysfs)
+    assert (c.ac64, c.has_dbc, c.dbc_offset, c.bar0_note) == (True, True, 0x58, "")
+    assert list_controllers(sysfs, read_bar0=False)[0].bar0_note == "not read"
