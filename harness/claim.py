@@ -44,6 +44,7 @@ from harness.errors import (
     LockdownActive,
     NoDbc,
     NoIommu,
+    NotPermitted,
     StorageOnController,
     UnsafeModeRefused,
 )
@@ -319,17 +320,20 @@ class Claim:
         sysfs.set_driver_override(bdf, NO_DRIVER)
         sysfs.unbind(bdf)
         sysfs.set_enable(bdf, True)
-        self._set_command(memory=True, master=True)
+        try:
+            self._set_command(memory=True, master=True)
+        except NotPermitted as e:
+            raise _permission_problem(f"PCI config write refused ({e})") from e
         path = sysfs.device_dir(bdf) / "resource0"
         try:
             fd = os.open(path, os.O_RDWR | os.O_SYNC | os.O_CLOEXEC)
         except PermissionError as e:
-            raise LockdownActive(f"cannot open {path}: {e.strerror}") from e
+            raise _permission_problem(f"cannot open {path}: {e.strerror}") from e
         try:
             size = os.fstat(fd).st_size
             mapping = mmap.mmap(fd, size, flags=mmap.MAP_SHARED)
         except PermissionError as e:
-            raise LockdownActive(f"mmap of {path} refused: {e.strerror} (lockdown?)") from e
+            raise _permission_problem(f"mmap of {path} refused: {e.strerror}") from e
         finally:
             os.close(fd)
         self._region = MmioRegion(mapping, size, name=f"{bdf} BAR0")
@@ -469,6 +473,18 @@ class Claim:
             self.release()
         except Exception as e:  # do not hide the original exception
             exc.add_note(f"while releasing {self.bdf}: {e}")
+
+
+def _permission_problem(what: str) -> NotPermitted:
+    """EPERM in sysfs mode: as root that is kernel lockdown (which /sys/kernel/security/lockdown
+    only shows when securityfs is mounted); otherwise missing privileges."""
+    if os.geteuid() != 0:
+        return NotPermitted(f"{what}: sysfs mode needs root (CAP_SYS_ADMIN and CAP_SYS_RAWIO)")
+    return LockdownActive(
+        f"{what}: as root this means kernel lockdown (Secure Boot; see "
+        "/sys/kernel/security/lockdown) forbids resource0 mmap and config writes. "
+        "Use vfio mode with the IOMMU on, or disable Secure Boot"
+    )
 
 
 def _iova_space(mapper: VfioDmaMapper) -> DmaSpace:

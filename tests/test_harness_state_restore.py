@@ -299,3 +299,57 @@ def test_link_driver_helper_sanity(tmp_path: Path) -> None:
     assert sysfs.driver(BDF) is None
     assert sysfs.iommu_group(BDF) == 4
     assert sysfs.group_devices(4) == [BDF]
+
+
+def test_sysfs_claim_and_release_on_a_fake_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sysfs-mode claim end to end against the fake PCI core: state file first, override
+    that no driver matches, unbind, enable, MEM + Bus Master, resource0 mapped and decoded; on
+    release Bus Master off, device disabled, xhci_hcd and the original override back, state file
+    gone. resource0 is a plain file (its registers never react), so halting the "controller"
+    times out, on a fake clock; release still completes every other step and then says so."""
+    import struct
+
+    from allocator.emulated import EmulatedDmaSpace
+    from drivers.xhci.host import HostTimeout
+    from harness import claim as claim_mod
+    from harness.pci import PCI_COMMAND, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY
+
+    root, sysfs = fake_sysfs(tmp_path)
+    real = make_device(root, BDF, group=None)
+    sysfs.clock = _FastClock()
+    bar = bytearray(0x4000)
+    for off, value in {0x00: 0x0100_0040, 0x04: 0x0800_1040, 0x10: 0x0000_7000}.items():
+        struct.pack_into("<I", bar, off, value)  # AC64 = 0, no extended capabilities
+    struct.pack_into("<I", bar, 0x44, 1)  # USBSTS.HCH: halted already
+    (real / "resource0").write_bytes(bytes(bar))
+    (real / "reset").write_text("")
+    spaces: list[EmulatedDmaSpace] = []
+
+    def fake_space(ac64: bool) -> EmulatedDmaSpace:
+        spaces.append(EmulatedDmaSpace(base=0x1000_0000, size=1 << 28))
+        return spaces[-1]
+
+    monkeypatch.setattr(claim_mod, "_hugepage_space", fake_space)
+    run = tmp_path / "run"
+    c = Claim(BDF, "sysfs", unsafe=True, sysfs=sysfs, state_dir=run, clock=sysfs.clock)
+    assert (c.info.mode, c.info.ac64, c.info.dbc_offset) == ("sysfs", False, None)
+    assert c.info.original_driver == "xhci_hcd" and c.info.has_function_reset
+    assert sysfs.driver(BDF) is None
+    assert sysfs.driver_override(BDF) == "dbc-harness-none"
+    assert sysfs.config_read(BDF, PCI_COMMAND, 2) == PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER
+    assert c.mmio.read32(0) == 0x0100_0040
+    saved = state.read(state.path_for(BDF, run))
+    assert (saved.original_driver, saved.original_driver_override) == ("xhci_hcd", None)
+    first = sysfs.log[0]
+    assert first == ("bus/pci/devices/0000:00:04.0/driver_override", "dbc-harness-none")
+    with pytest.raises(HostTimeout, match="HCRST"):
+        c.release()
+    assert c.released and c.mmio.closed  # type: ignore[attr-defined]
+    assert sysfs.config_read(BDF, PCI_COMMAND, 2) & PCI_COMMAND_MASTER == 0
+    assert sysfs.driver(BDF) == "xhci_hcd"
+    assert sysfs.driver_override(BDF) is None
+    assert state.list_states(run) == []
+    assert spaces[0].stats()["live_bytes"] == 0
+    c.release()  # idempotent
