@@ -475,3 +475,41 @@ def test_descriptor_walker_rejects_a_bad_blength() -> None:
         list(iter_descriptors(desc.configuration[:9] + b"\x00\x04"))
     with pytest.raises(ValueError, match="bad bLength 9"):
         list(iter_descriptors(desc.configuration[:9] + b"\x09\x04\x00"))
+
+
+def _raw_submit(seqnum: int, *, packets: int = 0, length: int = 4) -> bytes:
+    return wire.build_header(
+        wire.USBIP_CMD_SUBMIT,
+        seqnum,
+        0x10002,
+        wire.USBIP_DIR_IN,
+        1,
+        transfer_flags=0,
+        transfer_buffer_length=length,
+        start_frame=0,
+        number_of_packets=packets,
+        interval=0,
+        setup=bytes(8),
+    )
+
+
+def test_isochronous_urb_drops_the_connection(server: UsbipServer, client: UsbipClient) -> None:
+    client.sock.sendall(_raw_submit(900, packets=3))
+    with pytest.raises(UsbipError):
+        client.wait(client.submit(1, wire.USBIP_DIR_IN, length=1), 5)
+    assert any("isochronous URB (3 packets)" in e for e in server.errors)
+
+
+def test_reused_pending_seqnum_drops_the_connection(
+    server: UsbipServer, client: UsbipClient
+) -> None:
+    client.sock.sendall(_raw_submit(901) + _raw_submit(901))  # an IN URB stays pending
+    with pytest.raises(UsbipError):
+        client.wait(client.submit(1, wire.USBIP_DIR_IN, length=1), 5)
+    assert any("seqnum 901 is already pending" in e for e in server.errors)
+
+
+def test_no_iso_marker_minus_one_is_accepted(client: UsbipClient, device: MemoryDevice) -> None:
+    device.give(b"abcd")
+    seq = client.submit(1, wire.USBIP_DIR_IN, length=4, number_of_packets=-1)
+    assert client.wait_urb(seq, 5).data == b"abcd"
