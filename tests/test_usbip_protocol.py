@@ -513,3 +513,60 @@ def test_no_iso_marker_minus_one_is_accepted(client: UsbipClient, device: Memory
     device.give(b"abcd")
     seq = client.submit(1, wire.USBIP_DIR_IN, length=4, number_of_packets=-1)
     assert client.wait_urb(seq, 5).data == b"abcd"
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["submit", "unlink", "give"]),
+            st.integers(1, 64),
+            st.binary(min_size=1, max_size=100),
+        ),
+        min_size=1,
+        max_size=25,
+    )
+)
+def test_unlinks_interleaved_with_data_lose_and_duplicate_nothing(
+    ops: list[tuple[str, int, bytes]],
+) -> None:
+    """Whatever the order of IN URBs, UNLINKs and target data: every URB ends exactly once
+    (RET_SUBMIT, or RET_UNLINK -ECONNRESET), and the bytes the URBs got are the bytes the
+    target sent, in order, up to what is still queued."""
+    device = MemoryDevice()
+    with (
+        UsbipServer(device, "127.0.0.1", 0) as server,
+        UsbipClient.import_device(*server.address) as cli,
+    ):
+        urbs: list[int] = []
+        unlinks: dict[int, int] = {}
+        given_bytes = b""
+        for op, number, blob in ops:
+            if op == "submit":
+                urbs.append(cli.submit(1, wire.USBIP_DIR_IN, length=number))
+            elif op == "unlink" and urbs:
+                target = urbs[number % len(urbs)]
+                if target not in unlinks:
+                    unlinks[target] = cli.unlink(target)
+            elif op == "give":
+                device.give(blob)
+                given_bytes += blob
+        received = b""
+        for seq in urbs:
+            if seq in unlinks:
+                answer = cli.wait(unlinks[seq], 5)
+                assert isinstance(answer, UnlinkResult)
+                if answer.status == 0:  # it had completed first: its RET_SUBMIT came before
+                    received += cli.wait_urb(seq, 5).data
+                else:
+                    assert answer.status == -errno.ECONNRESET and not cli.has_reply(seq)
+                continue
+            deadline = time.monotonic() + 5
+            while not cli.has_reply(seq) and time.monotonic() < deadline:
+                if len(received) + sum(map(len, device.to_host)) >= len(given_bytes):
+                    device.give(b"\x00" * 64)  # let a still-waiting URB finish
+                    given_bytes += b"\x00" * 64
+                time.sleep(0.005)
+            received += cli.wait_urb(seq, 5).data
+        queued = b"".join(device.to_host)
+        assert received + queued == given_bytes
