@@ -42,6 +42,9 @@ class VfioDmaMapper:
         self.iova_pgsize = info.min_pgsize if info is not None else 4096
         self.address_limit = FOUR_GIB if not ac64 else FOUR_GIB + IOVA_SPAN_AC64
         self.iova_base = FOUR_GIB if ac64 else 1 << 20
+        if info is not None and info.iova_ranges and ac64:
+            if not any(start <= FOUR_GIB < end for start, end in info.iova_ranges):
+                self.iova_base = 1 << 20  # the IOMMU's aperture ends below 4 GiB
         holes: list[tuple[int, int]] = [MSI_WINDOW]
         if info is not None and info.iova_ranges:
             cursor = 0

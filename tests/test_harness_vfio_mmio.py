@@ -100,6 +100,10 @@ def test_mapper_keeps_ac64_0_controllers_below_4_gib() -> None:
         m.map(0x7F00_0000_0000, FOUR_GIB - 0x1000, 0x2000)
     m64 = VfioDmaMapper(_RecordingBackend(), info, ac64=True)
     assert m64.iova_base == FOUR_GIB and m64.address_limit > FOUR_GIB
+    small = vfio.parse_iommu_info(_iommu_info_blob(0x1000, [(0, FOUR_GIB - 1)]))
+    m_small = VfioDmaMapper(_RecordingBackend(), small, ac64=True)
+    assert m_small.iova_base == 1 << 20  # an aperture that ends at 4 GiB
+    assert (FOUR_GIB, m_small.address_limit) in m_small.reserved
 
 
 def test_mapper_turns_gaps_between_usable_ranges_into_reserved_holes() -> None:
