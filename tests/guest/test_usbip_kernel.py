@@ -2,8 +2,10 @@
 
 The virtual xHCI runs free with our DbC driver brought up on it; :class:`UsbipServer` exports
 the DbC on 127.0.0.1; ``usbip attach`` hands it to the guest kernel's vhci_hcd, which enumerates
-it, and ``usb_debug`` binds it as /dev/ttyUSBn. The tests then move bytes between the tty (the
-kernel's side) and the driver (the target's side), detach, and check the driver's recovery.
+it, and ``usb_debug`` binds it as /dev/ttyUSBn. The tests then check sysfs (IDs and strings the
+driver wrote), move bytes between the tty (the kernel's side) and the driver (the target's side),
+1 MiB each way, let the kernel deconfigure/reconfigure, halt/clear-halt and reset it through
+libusb, detach (a cable pull for the driver) and re-attach, and bind the EDK2 identity.
 
 Run from the host by tests/test_kernel_bench_usbip.py (one boot for the whole module). The tests
 depend on each other's order (attach first, detach last), as one session a developer would have.
