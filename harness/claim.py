@@ -13,7 +13,7 @@ reach) and ``c.info`` (:class:`ClaimInfo`). Modes:
 Order of events. Checks first (nothing changed): device exists and is an xHCI, no live claim,
 no mounted storage behind it, IOMMU group viable, lockdown (sysfs mode). Then the state file is
 written, then driver_override, unbind, module load, drivers_probe, verify, open, map, PCI
-command MEM + Bus Master. Release, on normal exit, exception, SIGINT, SIGTERM or interpreter
+command MEM + Bus Master. Release, on normal exit, exception, SIGINT, SIGTERM, SIGHUP or interpreter
 exit: stop the controller (clear R/S; HCRST when the device has no function reset), Bus Master
 off, unmap DMA, close fds, restore the original driver and driver_override exactly, delete the
 state file, restore the previous signal handlers.
@@ -386,6 +386,9 @@ class Claim:
             return
         for sig in (signal.SIGINT, signal.SIGTERM):
             self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+        # SIGHUP (the ssh session to the bench dropped) too, unless it is ignored (nohup)
+        if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
+            self._old_handlers[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_signal)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self._releasing:

@@ -1,8 +1,8 @@
 """Claim a controller, run a No Op through it, say CLAIMED, then wait to be signalled or killed.
 
 Used by test_restore.py: ``python claim_holder.py BDF MODE``. Exit codes: 0 after a normal exit
-(stdin closed), 130 after SIGINT (KeyboardInterrupt), 143 after SIGTERM (SystemExit from the
-claim's handler). Waits at most 120 s.
+(stdin closed), 130 after SIGINT (KeyboardInterrupt), 143 after SIGTERM and 129 after SIGHUP
+(SystemExit from the claim's handler). Waits at most 120 s.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Restore after every way a claim can end (5/5): normal exit, exception, SIGINT, SIGTERM, and
-kill -9 followed by ``dbc-harness restore``. xhci_hcd must be bound again every time and the
-state file gone. Runs in vfio mode with an IOMMU, sysfs mode (``--unsafe``) without."""
+kill -9 followed by ``dbc-harness restore`` (plus SIGHUP: a dropped ssh session). xhci_hcd must
+be bound again every time, the state file gone, and the USB devices back. Runs in vfio mode with
+an IOMMU, sysfs mode (``--unsafe``) without."""
 
 from __future__ import annotations
 
@@ -55,7 +56,9 @@ def test_restore_after_an_exception(machine: GuestMachine) -> None:
     assert state_files() == []
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize(
+    ("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)]
+)
 def test_restore_after_a_signal(machine: GuestMachine, sig: signal.Signals, code: int) -> None:
     bdf = machine.xhci_bdf
     proc = start_holder(bdf, _mode(machine))
