@@ -10,6 +10,9 @@ reach) and ``c.info`` (:class:`ClaimInfo`). Modes:
   only with ``unsafe=True``;
 * ``auto``: vfio when the controller has an IOMMU group, else sysfs if ``unsafe``.
 
+``dma_below_4g=True`` treats the controller as AC64 = 0 for DMA placement (IOVAs below 4 GiB,
+``info.dma_limit`` = 4 GiB): regression-test a driver's AC64 = 0 path on a 64-bit controller.
+
 Order of events. Checks first (nothing changed): device exists and is an xHCI, no live claim,
 no mounted storage behind it, IOMMU group viable, lockdown (sysfs mode). Then the state file is
 written, then driver_override, unbind, module load, drivers_probe, verify, open, map, PCI
@@ -88,6 +91,9 @@ class ClaimInfo:
     bar0_size: int
     #: HCCPARAMS1.AC64
     ac64: bool
+    #: ``1 << 32`` when every DMA address must lie below 4 GiB (AC64 = 0, or ``dma_below_4g``):
+    #: pass it as ``limit`` to ``dma.alloc``
+    dma_limit: int | None
     #: byte offset of the Debug Capability in BAR0, None when the controller has none
     dbc_offset: int | None
     #: the device offers a function reset (VFIO_DEVICE_RESET / sysfs ``reset``)
@@ -158,6 +164,7 @@ class Claim:
         clock: Clock = REAL_CLOCK,
         handle_signals: bool = True,
         dev_vfio: str | os.PathLike[str] = "/dev/vfio",
+        dma_below_4g: bool = False,
     ) -> None:
         self.bdf = normalize_bdf(bdf)
         self.sysfs = sysfs or PciSysfs(clock=clock)
@@ -174,6 +181,7 @@ class Claim:
         self._region: MmioRegion | None = None
         self._dma: DmaSpace | None = None
         self._state: state.ClaimState | None = None
+        self._dma_below_4g = dma_below_4g
 
         chosen = self._check(mode, unsafe, force, proc_root)
         self._state = state.ClaimState(
@@ -310,7 +318,7 @@ class Claim:
         self._set_command(memory=True, master=True)
         self._region = MmioRegion(device.mmap_region(bar0), bar0.size, name=f"{bdf} BAR0")
         caps = self._probe()
-        self._mapper = VfioDmaMapper(backend, iommu_info, caps.ac64)
+        self._mapper = VfioDmaMapper(backend, iommu_info, caps.ac64 and not self._dma_below_4g)
         self._dma = _iova_space(self._mapper)
         self._finish("vfio", api, bar0.size, caps, dev_info.has_reset)
 
@@ -360,6 +368,7 @@ class Claim:
             iommu_group=self._state.iommu_group,
             bar0_size=size,
             ac64=caps.ac64,
+            dma_limit=None if caps.ac64 and not self._dma_below_4g else 1 << 32,
             dbc_offset=caps.dbc_offset,
             has_function_reset=has_reset,
             capabilities=caps,

@@ -260,12 +260,14 @@ class XhciHost:
         caps: Capabilities | None = None,
         command_ring_trbs: int = 16,
         event_ring_trbs: int = 16,
+        below_4g: bool = False,
     ) -> None:
         self.mmio = mmio
         self.dma = dma
         self.clock = clock
         self.caps = caps or probe_capabilities(mmio)
-        self.limit = None if self.caps.ac64 else 1 << 32
+        #: every DMA address below 4 GiB when AC64 = 0 (or ``below_4g`` asks for it)
+        self.limit = None if self.caps.ac64 and not below_4g else 1 << 32
         self.command_ring_trbs = command_ring_trbs
         self.event_ring_trbs = event_ring_trbs
         self._buffers: list[DmaBuffer] = []

@@ -101,3 +101,19 @@ def test_without_interrupt_remapping_vfio_says_what_to_do(guest_machine: GuestMa
     assert e.value.errno == errno.EPERM
     assert PciSysfs().driver(bdf) == "xhci_hcd"
     assert state.list_states() == []
+
+
+def test_iovas_below_4_gib_for_ac64_0(vfio_machine: GuestMachine) -> None:
+    """``dma_below_4g`` (what AC64 = 0 forces): every IOVA the controller is given lies below
+    4 GiB and outside the MSI window, and the No Op path still completes through the IOMMU."""
+    bdf = vfio_machine.xhci_bdf
+    with claim(bdf, "vfio", dma_below_4g=True) as c:
+        assert c.info.ac64 is True and c.info.dma_limit == 1 << 32
+        with XhciHost(c.mmio, c.dma, below_4g=True) as host:
+            events = [host.no_op() for _ in range(5)]
+            for event in events:
+                assert event.success, event.text
+                assert event.event_address < 1 << 32
+                assert not 0xFEE0_0000 <= event.event_address < 0xFEF0_0000
+                assert c.dma.lookup(event.event_address)[0].space is c.dma
+    assert PciSysfs().driver(bdf) == "xhci_hcd"
