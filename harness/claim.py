@@ -37,6 +37,7 @@ from typing import Any
 from allocator.space import DmaSpace
 from drivers.clock import REAL_CLOCK, Clock
 from drivers.mmio import Mmio
+from drivers.tracing import TraceSink
 from harness import checks, state
 from harness.dma_mapper import VfioDmaMapper
 from harness.errors import (
@@ -165,6 +166,7 @@ class Claim:
         handle_signals: bool = True,
         dev_vfio: str | os.PathLike[str] = "/dev/vfio",
         dma_below_4g: bool = False,
+        trace: TraceSink | None = None,
     ) -> None:
         self.bdf = normalize_bdf(bdf)
         self.sysfs = sysfs or PciSysfs(clock=clock)
@@ -182,6 +184,8 @@ class Claim:
         self._dma: DmaSpace | None = None
         self._state: state.ClaimState | None = None
         self._dma_below_4g = dma_below_4g
+        #: receives an "mmio" event per BAR0 access (op, offset, value, width) when set
+        self._trace = trace
 
         chosen = self._check(mode, unsafe, force, proc_root)
         self._state = state.ClaimState(
@@ -316,7 +320,9 @@ class Claim:
         bar0 = device.region_info(VFIO_PCI_BAR0_REGION_INDEX)
         self._config = device.region_info(VFIO_PCI_CONFIG_REGION_INDEX)
         self._set_command(memory=True, master=True)
-        self._region = MmioRegion(device.mmap_region(bar0), bar0.size, name=f"{bdf} BAR0")
+        self._region = MmioRegion(
+            device.mmap_region(bar0), bar0.size, name=f"{bdf} BAR0", trace=self._trace
+        )
         caps = self._probe()
         self._mapper = VfioDmaMapper(backend, iommu_info, caps.ac64 and not self._dma_below_4g)
         self._dma = _iova_space(self._mapper)
@@ -344,7 +350,7 @@ class Claim:
             raise _permission_problem(f"mmap of {path} refused: {e.strerror}") from e
         finally:
             os.close(fd)
-        self._region = MmioRegion(mapping, size, name=f"{bdf} BAR0")
+        self._region = MmioRegion(mapping, size, name=f"{bdf} BAR0", trace=self._trace)
         caps = self._probe()
         self._dma = _hugepage_space(caps.ac64)
         self._finish("sysfs", "", size, caps, sysfs.has_function_reset(bdf))

@@ -333,13 +333,19 @@ def test_sysfs_claim_and_release_on_a_fake_tree(
 
     monkeypatch.setattr(claim_mod, "_hugepage_space", fake_space)
     run = tmp_path / "run"
-    c = Claim(BDF, "sysfs", unsafe=True, sysfs=sysfs, state_dir=run, clock=sysfs.clock)
+    accesses: list[tuple[str, int]] = []
+
+    def sink(kind: str, /, **f: object) -> None:
+        accesses.append((kind, f["offset"]))  # type: ignore[arg-type]
+
+    c = Claim(BDF, "sysfs", unsafe=True, sysfs=sysfs, state_dir=run, clock=sysfs.clock, trace=sink)
     assert (c.info.mode, c.info.ac64, c.info.dbc_offset) == ("sysfs", False, None)
     assert c.info.original_driver == "xhci_hcd" and c.info.has_function_reset
     assert sysfs.driver(BDF) is None
     assert sysfs.driver_override(BDF) == "dbc-harness-none"
     assert sysfs.config_read(BDF, PCI_COMMAND, 2) == PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER
     assert c.mmio.read32(0) == 0x0100_0040
+    assert accesses[-1] == ("mmio", 0) and ("mmio", 0x10) in accesses  # HCCPARAMS1 was probed
     saved = state.read(state.path_for(BDF, run))
     assert (saved.original_driver, saved.original_driver_override) == ("xhci_hcd", None)
     first = sysfs.log[0]
