@@ -3,14 +3,19 @@
 The QEMU bench's controller lives inside a guest (a real Linux kernel with an emulated xHCI and
 an emulated Intel IOMMU, :mod:`fixtures.kernel_bench`). This boots that guest once, runs
 ``dbc-harness run --bench qemu`` inside it (where the controller is claimed through VFIO), relays
-its output and returns its exit code. QEMU emulates no Debug Capability, so the expected result
+its output and returns its exit code; a ``--trace`` is written to the run's read-write share
+inside the guest and copied back. QEMU emulates no Debug Capability, so the expected result
 is the clear "no Debug Capability" error with exit code 3 (``ExitCode.NO_DBC``).
 """
 
 from __future__ import annotations
 
+import shlex
+import shutil
 import sys
 from typing import Any
+
+from rich.markup import escape as esc
 
 from harness.cli_errors import ExitCode
 from harness.session import SessionOptions
@@ -37,15 +42,27 @@ def guest_argv(options: SessionOptions, as_json: bool) -> list[str]:
     return argv
 
 
+def guest_command(options: SessionOptions, as_json: bool) -> str:
+    """The shell command run in the guest; ``--trace`` goes to the run's read-write share
+    (``$DBC_HARNESS_SHARE``, the same directory on the host) so it can be copied back."""
+    command = " ".join(shlex.quote(a) for a in guest_argv(options, as_json))
+    if options.trace_path is not None:
+        command += f' --trace "$DBC_HARNESS_SHARE/trace{options.trace_path.suffix}"'
+    return command
+
+
 def run_in_kernel_bench(options: SessionOptions, *, out: Any, as_json: bool) -> ExitCode:
     from fixtures.kernel_bench import KernelBench
 
-    if options.trace_path is not None:
-        out.print("[yellow]note:[/] --trace is recorded inside the guest only; not kept")
     out.print("[cyan]>[/] booting the QEMU kernel bench (qemu-xhci behind an emulated IOMMU)")
     with KernelBench(controller="qemu-xhci", iommu=True) as bench:
-        result = bench.run(guest_argv(options, as_json), timeout=GUEST_TIMEOUT)
-    out.print(f"[dim]guest booted in {result.boot_seconds:.1f} s[/]")
+        result = bench.run(guest_command(options, as_json), timeout=GUEST_TIMEOUT)
+        out.print(f"[dim]guest booted in {result.boot_seconds:.1f} s[/]")
+        if options.trace_path is not None:
+            recorded = result.run_dir / f"trace{options.trace_path.suffix}"
+            if recorded.exists():
+                shutil.copyfile(recorded, options.trace_path)
+                out.print(f"[dim]trace copied from the guest to {esc(str(options.trace_path))}[/]")
     if result.stdout:
         sys.stdout.write(result.stdout)
         sys.stdout.flush()
