@@ -4,8 +4,10 @@ through VFIO inside the guest, and ends with the clear, expected "no Debug Capab
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,8 +15,10 @@ from harness.cli_errors import ExitCode
 
 pytestmark = pytest.mark.kernel_bench
 
+CLI = [sys.executable, "-m", "harness.cli"]
 
-def test_run_on_the_qemu_bench_reports_no_dbc_with_its_exit_code() -> None:
+
+def test_run_on_the_qemu_bench_reports_no_dbc_with_its_exit_code(tmp_path: Path) -> None:
     from fixtures.kernel_bench import KernelBenchUnavailable
     from fixtures.kernel_bench.runner import check_available
 
@@ -23,7 +27,7 @@ def test_run_on_the_qemu_bench_reports_no_dbc_with_its_exit_code() -> None:
     except KernelBenchUnavailable as exc:
         pytest.skip(f"kernel bench unavailable: {exc}")
     proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", "--bench", "qemu"],
+        [*CLI, "run", "--bench", "qemu", "--trace", str(tmp_path / "guest.jsonl")],
         capture_output=True,
         text=True,
         timeout=400,
@@ -37,3 +41,8 @@ def test_run_on_the_qemu_bench_reports_no_dbc_with_its_exit_code() -> None:
     # inside the guest the controller was claimed and given back
     assert "opening the qemu bench" in proc.stdout
     assert "giving everything back" in proc.stdout
+    # the guest's BAR0 accesses came back as the trace: CAPLENGTH/HCIVERSION read first,
+    # QEMU's values (CAPLENGTH 0x40, HCIVERSION 0x0100)
+    records = [json.loads(line) for line in (tmp_path / "guest.jsonl").read_text().splitlines()]
+    reads = [r for r in records if r["kind"] == "mmio" and r["op"] == "r"]
+    assert reads and reads[0]["offset"] == 0 and reads[0]["value"] == 0x0100_0040
