@@ -296,18 +296,25 @@ def run_session(
         if on_state is not None:
             on_state(when, *names)
 
-    claim_options: dict[str, Any] = {"strict": not options.lenient}
-    if options.quirks:
-        from harness.quirk_options import QuirkError, parse_quirks
+    bench_options: dict[str, Any]
+    if options.bench == "virtual":  # VirtualXhci options
+        bench_options = {"strict": not options.lenient}
+        if options.quirks:
+            from harness.quirk_options import parse_quirks
 
-        if options.bench != "virtual":
+            bench_options["quirks"] = parse_quirks(options.quirks)
+    else:  # claim options
+        if options.quirks:
+            from harness.quirk_options import QuirkError
+
             raise QuirkError("--quirk applies to the virtual bench only")
-        claim_options["quirks"] = parse_quirks(options.quirks)
-    if options.bench != "virtual":
-        claim_options = {"mode": options.claim_mode, "unsafe": options.unsafe}
-        claim_options["force"] = options.force
+        bench_options = {
+            "mode": options.claim_mode,
+            "unsafe": options.unsafe,
+            "force": options.force,
+        }
     step(f"opening the {options.bench} bench")
-    bench = open_bench(options.bench, trace=trace, **claim_options)
+    bench = open_bench(options.bench, trace=trace, **bench_options)
     try:
         result.bench = bench.describe()
         driver = bench.make_driver(
