@@ -154,6 +154,13 @@ def _session_options(f: Any) -> Any:
         click.option(
             "--mmio32", is_flag=True, help="Driver: 64-bit registers as two 32-bit accesses."
         ),
+        click.option(
+            "--in-buffer-size",
+            type=click.IntRange(1, 65536),
+            default=None,
+            help="Driver: bytes per receive buffer on the IN ring (default: the driver's, 1024); "
+            "larger ones need a ZLP after packet-multiple messages, the host here sends.",
+        ),
         click.option("--port-reset", is_flag=True, help="Reset root ports before enumeration."),
         click.option("--takeover", is_flag=True, help="Take over a DbC that is already enabled."),
     ]
@@ -209,6 +216,7 @@ def run(
     takeover: bool,
     port_reset: bool,
     mmio32: bool,
+    in_buffer_size: int | None,
     lenient: bool,
     quirks: tuple[str, ...],
     as_json: bool,
@@ -231,6 +239,7 @@ def run(
         lenient=lenient,
         quirks=quirks,
         mmio32=mmio32,
+        in_buffer_size=in_buffer_size,
     )
     code = run_command(options, out=ERR if as_json else OUT, as_json=as_json)
     sys.exit(int(code))
@@ -457,6 +466,7 @@ def trace(
     takeover: bool,
     port_reset: bool,
     mmio32: bool,
+    in_buffer_size: int | None,
     lenient: bool,
     quirks: tuple[str, ...],
 ) -> None:
@@ -480,6 +490,7 @@ def trace(
             takeover=takeover,
             port_reset=port_reset,
             mmio32=mmio32,
+            in_buffer_size=in_buffer_size,
             lenient=lenient,
             quirks=quirks,
         )

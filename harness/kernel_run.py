@@ -35,6 +35,8 @@ def guest_argv(options: SessionOptions, as_json: bool) -> list[str]:
         argv.append("--port-reset")
     if options.mmio32:
         argv.append("--mmio32")
+    if options.in_buffer_size is not None:
+        argv += ["--in-buffer-size", str(options.in_buffer_size)]
     if options.claim_mode != "auto":
         argv += ["--mode", options.claim_mode]
     if as_json:

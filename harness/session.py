@@ -59,6 +59,8 @@ class SessionOptions:
     quirks: tuple[str, ...] = ()
     #: driver: 64-bit registers as two 32-bit accesses (parts without 64-bit MMIO)
     mmio32: bool = False
+    #: driver: bytes per receive buffer posted on the IN ring (None: the driver's default)
+    in_buffer_size: int | None = None
 
 
 @dataclass
@@ -170,7 +172,9 @@ def _pattern(size: int, seed: int) -> bytes:
     return (block * (size // 256 + 1))[:size]
 
 
-def run_echo(pipe: DebugHostPipe, sizes: list[int], timeout: float) -> list[EchoResult]:
+def run_echo(
+    pipe: DebugHostPipe, sizes: list[int], timeout: float, zlp: bool = False
+) -> list[EchoResult]:
     """Each size: host sends a pattern, reads the echo back, compares. When a pipe stalls the
     host clears the halt (as a real host would) and reads again: a message that then arrives
     whole passes with a note (the driver recovered), anything else fails."""
@@ -183,7 +187,7 @@ def run_echo(pipe: DebugHostPipe, sizes: list[int], timeout: float) -> list[Echo
         deadline = t0 + timeout + size / 50e6
         recovered = ""
         try:
-            pipe.send(payload, timeout=timeout)
+            pipe.send(payload, timeout=timeout, zlp=zlp)
             back = host_read_exact(pipe, size, deadline)
         except PipeStalled as exc:  # the DbC halted an endpoint: clear it as a host would
             pipe.clear_halt(exc.direction)
@@ -236,7 +240,9 @@ def measure_target_to_host(driver: Any, pipe: DebugHostPipe, total: int, timeout
     return total / elapsed / 1e6
 
 
-def measure_host_to_target(driver: Any, pipe: DebugHostPipe, total: int, timeout: float) -> float:
+def measure_host_to_target(
+    driver: Any, pipe: DebugHostPipe, total: int, timeout: float, zlp: bool = False
+) -> float:
     """The host writes ``total`` bytes; the driver reads them. MB/s."""
     message = _pattern(THROUGHPUT_MESSAGE, 7)
     received = bytearray()
@@ -256,7 +262,7 @@ def measure_host_to_target(driver: Any, pipe: DebugHostPipe, total: int, timeout
     sent = 0
     while sent < total:
         n = min(THROUGHPUT_MESSAGE, total - sent)
-        pipe.send(message[:n], timeout=timeout)
+        pipe.send(message[:n], timeout=timeout, zlp=zlp)
         sent += n
     consumer.join(timeout=max(0.1, deadline - time.monotonic()))
     elapsed = time.monotonic() - t0
@@ -317,11 +323,15 @@ def run_session(
     bench = open_bench(options.bench, trace=trace, **bench_options)
     try:
         result.bench = bench.describe()
+        driver_options: dict[str, Any] = {}
+        if options.in_buffer_size is not None:
+            driver_options["in_buffer_size"] = options.in_buffer_size
         driver = bench.make_driver(
             on_state=state_changed,
             takeover=options.takeover,
             port_reset=options.port_reset,
             mmio64=not options.mmio32,
+            **driver_options,
         )
         step("bringing the DbC up")
         bringup_t0[0] = time.monotonic()
@@ -332,13 +342,16 @@ def run_session(
         except HostUnavailable as exc:
             result.skipped = str(exc)
             pipe = None
+        # receive buffers larger than a packet only complete on a short packet: the host must
+        # end packet-multiple messages with a zero-length packet
+        zlp = (options.in_buffer_size or MAX_PACKET) > MAX_PACKET
         if pipe is not None:
-            result.bench["debug host"] = pipe.via
+            result.bench["debug host"] = pipe.via + (" (ZLP after packet multiples)" if zlp else "")
             if options.echo_sizes:
                 step(f"echo of {len(options.echo_sizes)} messages")
                 echo = TargetEcho(driver)
                 try:
-                    result.echo = run_echo(pipe, options.echo_sizes, options.timeout)
+                    result.echo = run_echo(pipe, options.echo_sizes, options.timeout, zlp)
                 finally:
                     echo.close()
                 if echo.error is not None:
@@ -352,7 +365,7 @@ def run_session(
                 )
                 step(f"throughput host_to_target, {mib} MiB")
                 result.throughput_MBps["host_to_target"] = round(
-                    measure_host_to_target(driver, pipe, options.throughput_bytes, budget), 1
+                    measure_host_to_target(driver, pipe, options.throughput_bytes, budget, zlp), 1
                 )
         result.counters = _counters_dict(getattr(driver, "counters", None))
         step("stopping the DbC")

@@ -170,3 +170,15 @@ def test_console_on_a_terminal_echoes_typed_lines_and_ends_on_ctrl_d() -> None:
     assert proc.returncode == 0, err.decode()
     assert out == b"typed on a tty\n"
     assert b"Ctrl-D ends" in err and b"console closed: 15 bytes sent, 15 received" in err
+
+
+def test_run_with_large_receive_buffers_sends_zlps_and_passes() -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["run", "--json", "--in-buffer-size", "65536", "--echo-sizes", "1024,2048,65536,70000",
+         "--throughput-mib", "2"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["ok"] and all(e["ok"] and not e["detail"] for e in summary["echo"])
+    assert "ZLP" in summary["bench"]["debug host"]
