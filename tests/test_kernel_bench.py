@@ -12,6 +12,8 @@ from __future__ import annotations
 import ast
 import hashlib
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -312,3 +314,30 @@ def test_qemu_refusing_its_configuration_is_a_guest_crash_with_its_message() -> 
             bench.run("true", 30)
         assert _qemu_processes(str(bench.share)) == []
     assert "no_such_property" in info.value.console
+
+
+def test_shell_entry_point_runs_a_command_and_returns_its_exit_status() -> None:
+    try:
+        check_available()
+    except KernelBenchUnavailable as exc:
+        pytest.skip(f"kernel bench unavailable on this host: {exc}")
+    argv = [sys.executable, "-m", "fixtures.kernel_bench", "--no-iommu"]
+    ok = subprocess.run(
+        [*argv, "--", "sh", "-c", "echo hi from $DBC_HARNESS_GUEST; echo oops >&2; exit 3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert ok.returncode == 3, ok.stderr
+    assert ok.stdout == "hi from 1\n"
+    assert "oops\n" in ok.stderr and "boot " in ok.stderr and "exit 3" in ok.stderr
+    bad = subprocess.run(
+        [*argv, "--device", "usb-kbd,no_such_property=1", "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert bad.returncode == 125
+    assert "QEMU exited with status 1" in bad.stderr and "no_such_property" in bad.stderr
