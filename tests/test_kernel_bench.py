@@ -35,7 +35,8 @@ from fixtures.kernel_bench import (
     check_available,
 )
 
-pytestmark = pytest.mark.kernel_bench
+pytestmark = [pytest.mark.kernel_bench, pytest.mark.timeout(2400)]
+"""A test may wait for its machine's boot and whole guest run (and one queued before it)."""
 
 ROOT = Path(__file__).resolve().parents[1]
 GUEST_DIR = ROOT / "tests" / "guest"
