@@ -22,6 +22,7 @@ Goal: >= 1000 MB/s each way and >= 20,000 small messages/s.
 
 from __future__ import annotations
 
+import array
 import threading
 import time
 from collections.abc import Callable
@@ -41,6 +42,7 @@ class _Peer:
         self.x = x
         self.kind = "host-api"
         self.dev: Any = None
+        self._buf = array.array("B")
         if not use_pyusb:
             return
         try:
@@ -58,7 +60,11 @@ class _Peer:
 
     def recv(self, size: int) -> int:
         if self.dev is not None:
-            return len(self.dev.read(0x81, size, timeout=5000))
+            # A reused buffer, as a host program streaming a debug port would pass: pyusb
+            # otherwise allocates and zeroes ``size`` bytes on every read.
+            if len(self._buf) < size:
+                self._buf = array.array("B", bytes(size))
+            return int(self.dev.read(0x81, self._buf, timeout=5000))
         return len(self.x.host.recv(size, timeout=5.0))
 
     def send(self, data: bytes) -> None:
