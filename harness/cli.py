@@ -1,7 +1,8 @@
 """The ``dbc-harness`` command line.
 
-Commands: ``list``, ``info TARGET``, ``run [--bench B]``, ``console TARGET``, ``send FILE``,
-``recv FILE``, ``trace --out F``, ``restore``, ``bench NAME|all``. Data commands take ``--json``.
+Commands: ``list``, ``info TARGET``, ``claim BDF``, ``run [--bench B]``, ``console TARGET``,
+``send FILE``, ``recv FILE``, ``trace --out F``, ``restore``, ``bench NAME|all``, ``usbip``.
+Data commands take ``--json``.
 
 Errors: every exception from every part goes through :func:`harness.cli_errors.explain` (the one
 mapping): one ``error:`` line, one ``hint:`` line, a documented exit code, and no traceback unless
@@ -577,6 +578,7 @@ def bench(name: str, as_json: bool, quick: bool) -> None:
 
 
 cli.add_command(importlib.import_module("harness.cli_usbip").usbip_cmd)  # USB/IP export
+cli.add_command(importlib.import_module("harness.cli_claim").claim_cmd)  # claim a controller
 
 
 def main() -> None:

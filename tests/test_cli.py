@@ -28,7 +28,10 @@ def invoke(*args: str, input: str | None = None) -> tuple[int, str, str]:
 def test_help_lists_every_command() -> None:
     code, out, _ = invoke("--help")
     assert code == 0
-    for command in ("list", "info", "run", "console", "send", "recv", "trace", "restore", "bench"):
+    for command in (
+        *("list", "info", "claim", "run", "console", "send", "recv", "trace", "restore"),
+        *("bench", "usbip"),
+    ):
         assert f"  {command} " in out
 
 
@@ -45,6 +48,8 @@ def test_help_lists_every_command() -> None:
             "dbc-harness list",
         ),
         (["info", "0000:7f:1f.7"], ExitCode.NOT_FOUND, "no PCI device", "dbc-harness list"),
+        (["claim", "0000:7f:1f.7"], ExitCode.NOT_FOUND, "no PCI device", "dbc-harness list"),
+        (["claim", "12"], ExitCode.USAGE, "not a PCI address", "0000:00:14.0"),
         (["trace", "--out", "x.txt"], ExitCode.USAGE, "unknown trace format", ".pcapng"),
     ],
 )
