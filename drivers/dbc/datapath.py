@@ -19,7 +19,7 @@ Every TRB carries IOC, so each completion event releases exactly one TRB, in rin
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from allocator import DmaBuffer, DmaError, DmaPool, DmaSpace
 from drivers.dbc.errors import DbcDmaError, UndeliveredMessage
@@ -99,10 +99,11 @@ class OutMessage:
     done: bool = False
     #: end the host's transfer with a zero-length TD (length is a non-zero multiple of 1024)
     zlp: bool = False
+    #: ``len(data)`` (bytes of the message), kept once: ``data`` never changes
+    length: int = field(init=False)
 
-    @property
-    def length(self) -> int:
-        return len(self.data)
+    def __post_init__(self) -> None:
+        self.length = len(self.data)
 
 
 @dataclass(eq=False, slots=True)
@@ -166,7 +167,7 @@ class TargetToHostPipe:
         if not isinstance(data, bytes):
             view = memoryview(bytes(view))  # the caller may reuse its buffer
         msg = OutMessage(self.next_id, view)
-        msg.zlp = self.zlp and len(view) > 0 and len(view) % MPS == 0
+        msg.zlp = self.zlp and msg.length > 0 and msg.length % MPS == 0
         self.next_id += 1
         self.backlog.append(msg)
         return msg
@@ -175,23 +176,26 @@ class TargetToHostPipe:
         """Queue backlog chunks while there is room. Returns the number of TRBs queued."""
         queued = 0
         ring = self.ring
-        while self.backlog and self.has_room():
-            msg = self.backlog[0]
+        backlog = self.backlog
+        pending = self.pending
+        while backlog and self.has_room():
+            msg = backlog[0]
             offset = msg.queued
-            if msg.length and offset >= msg.length:
+            msg_length = msg.length
+            if msg_length and offset >= msg_length:
                 length = 0  # every byte queued: the zero-length TD that ends the transfer
                 zlp_trb = True
             else:
-                length = min(TRB_MAX_BYTES, msg.length - offset)
+                length = min(TRB_MAX_BYTES, msg_length - offset)
                 zlp_trb = False
             cache = self.small if length <= SMALL_BLOCK else self.large
             block = cache.get()
             if length:
                 block.view[:length] = msg.data[offset : offset + length]
-            data_done = offset + length >= msg.length
+            data_done = offset + length >= msg_length
             last = data_done and (zlp_trb or not msg.zlp)
             index, cycle = ring.enqueue_normal(block.device_address, length, chain=not data_done)
-            self.pending.append(OutTrb(index, cycle, block, cache, msg, offset, length, last))
+            pending.append(OutTrb(index, cycle, block, cache, msg, offset, length, last))
             if self.trace is not None:
                 self.trace(
                     "trb",
@@ -203,7 +207,7 @@ class TargetToHostPipe:
             msg.queued = offset + length
             queued += 1
             if last:
-                self.backlog.popleft()
+                backlog.popleft()
         return queued
 
     @property
