@@ -342,3 +342,14 @@ def test_zlp_option_ends_host_transfer_at_message_boundary(x: VirtualXhci, zlp: 
     drv.flush(timeout=1.0)
     assert drv.counters.messages_to_host == 2
     drv.stop()
+
+
+def test_large_buffers_see_the_host_zlp_after_an_exactly_filled_buffer(x: VirtualXhci) -> None:
+    """A 64 KiB host transfer into 64 KiB receive buffers ends with the host's zero-length
+    packet in the next buffer: the driver hands the message over at that boundary."""
+    drv = started(x, in_buffer_size=65536)
+    payload = bytes(range(256)) * 256
+    xfer = x.host.submit(payload, zlp=True)
+    assert drv.read_message(timeout=5.0) == payload
+    assert x.host.wait(xfer, timeout=1.0) == len(payload)
+    drv.stop()

@@ -157,6 +157,32 @@ def test_in_packets_fill_a_td_exactly(xb: tuple[VirtualXhci, DbcBench]) -> None:
     ]
 
 
+def test_in_zero_length_packet_after_an_exactly_filled_td_ends_the_next_td(
+    xb: tuple[VirtualXhci, DbcBench],
+) -> None:
+    """A host transfer of whole packets sent with its ZLP: the data fills the first TD exactly
+    (Success), the zero-length packet lands in the next TD (Short Packet, nothing transferred),
+    and only then is the host's transfer complete."""
+    x, b = xb
+    first = b.post_in(4096)
+    b.ring_doorbell(1)
+    xfer = x.host.submit(b"a" * 4096, zlp=True)
+    x.advance(1000)
+    ev = b.transfer_events()
+    assert [(e.fields["trb_pointer"], e.fields["completion_code"]) for e in ev] == [
+        (first, CompletionCode.Success)
+    ]
+    assert not xfer.done  # the ZLP waits for a buffer (NAK)
+    second = b.post_in(2048, offset=0x90000)
+    b.ring_doorbell(1)
+    assert x.host.wait(xfer, timeout=0.01) == 4096
+    ev = b.transfer_events()
+    assert [
+        (e.fields["trb_pointer"], e.fields["completion_code"], e.fields["trb_transfer_length"])
+        for e in ev
+    ] == [(second, CompletionCode.ShortPacket, 2048)]
+
+
 def test_in_transfer_larger_than_td_babbles(xb: tuple[VirtualXhci, DbcBench]) -> None:
     x, b = xb
     b.post_in(1000)
