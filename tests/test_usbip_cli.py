@@ -19,7 +19,10 @@ CLI = [sys.executable, "-c", "from harness.cli import main; main()"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start_export(*args: str) -> tuple[subprocess.Popen[str], tuple[str, int]]:
+def start_export(*args: str) -> tuple[subprocess.Popen[str], tuple[str, int], str]:
+    """Start the export; returns the process, its address and its two header lines (both read
+    here: ``communicate()`` reads the pipe directly, so lines left in the text buffer by
+    ``readline()`` would never reach it)."""
     proc = subprocess.Popen(
         [*CLI, "usbip", "--listen", "127.0.0.1:0", "--duration", "60", *args],
         stdout=subprocess.PIPE,
@@ -33,12 +36,13 @@ def start_export(*args: str) -> tuple[subprocess.Popen[str], tuple[str, int]]:
     if match is None:
         proc.kill()
         pytest.fail(f"unexpected first line {line!r}: {proc.communicate(timeout=10)}")
-    return proc, (match.group(1), int(match.group(2)))
+    header = line + proc.stdout.readline()  # the second: how to attach it
+    return proc, (match.group(1), int(match.group(2))), header
 
 
 def test_export_attach_echo_and_ctrl_c(tmp_path: Path) -> None:
     capture = tmp_path / "usbip.pcapng"
-    proc, address = start_export("--trace", str(capture))
+    proc, address, header = start_export("--trace", str(capture))
     try:
         (dev,) = devlist(*address)
         assert (dev.id_vendor, dev.id_product) == (0x1D6B, 0x0010)
@@ -56,7 +60,7 @@ def test_export_attach_echo_and_ctrl_c(tmp_path: Path) -> None:
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, err
-    assert "usbip attach -r 127.0.0.1 -b 1-1" in out
+    assert "usbip attach -r 127.0.0.1 -b 1-1" in header
     assert "bytes_echoed 16" in out
     assert "importer attached" in err
     if shutil.which("tshark") is None:  # installed by .ci/setup; the file is checked anyway
@@ -95,7 +99,7 @@ def test_bad_listen_address_is_a_usage_error() -> None:
 
 
 def test_identity_options_reach_the_importer() -> None:
-    proc, address = start_export("--id", "0525:127a", "--serial", "EDK2-LIKE")
+    proc, address, _ = start_export("--id", "0525:127a", "--serial", "EDK2-LIKE")
     try:
         (dev,) = devlist(*address)
         assert (dev.id_vendor, dev.id_product) == (0x0525, 0x127A)
