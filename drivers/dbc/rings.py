@@ -33,6 +33,18 @@ def _alloc(dma: DmaSpace, size: int, align: int, boundary: int, limit: int | Non
         raise DbcDmaError(f"cannot allocate {size} bytes of DMA memory: {exc}") from exc
 
 
+def _normal_trb(address: int, length: int, chain: bool, isp: bool, cycle: int) -> bytes:
+    """The Normal TRB every transfer of ours uses (IOC always set: one event per TRB)."""
+    return trb.NORMAL.build(
+        data_buffer_pointer=address,
+        trb_transfer_length=length,
+        CH=int(chain),
+        ISP=int(isp),
+        IOC=1,
+        C=cycle,
+    )
+
+
 def check_ring_size(trbs: int, what: str) -> None:
     if not isinstance(trbs, int) or not MIN_RING_TRBS <= trbs <= MAX_RING_TRBS:
         raise DbcConfigError(
@@ -97,15 +109,7 @@ class TransferRing:
         """
         slot = index = self.enqueue_index
         cycle = self.pcs
-        raw = trb.NORMAL.build(
-            data_buffer_pointer=address,
-            trb_transfer_length=length,
-            CH=int(chain),
-            ISP=int(isp),
-            IOC=1,
-            C=cycle,
-        )
-        self._store(index, raw)
+        self._store(index, _normal_trb(address, length, chain, isp, cycle))
         self.in_flight += 1
         index += 1
         if index == self.capacity:
@@ -120,15 +124,7 @@ class TransferRing:
         self, index: int, cycle: int, address: int, length: int, *, chain: bool, isp: bool
     ) -> None:
         """Rewrite a Normal TRB the controller halted on (e.g. to the part not yet moved)."""
-        raw = trb.NORMAL.build(
-            data_buffer_pointer=address,
-            trb_transfer_length=length,
-            CH=int(chain),
-            ISP=int(isp),
-            IOC=1,
-            C=cycle,
-        )
-        self._store(index, raw)
+        self._store(index, _normal_trb(address, length, chain, isp, cycle))
 
     def cancel(self, index: int, cycle: int) -> None:
         """Turn a queued TRB into a No Op (IOC set so its slot is still released in order)."""
