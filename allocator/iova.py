@@ -19,6 +19,8 @@ from allocator.hugepage import MAP_HUGETLB, MAP_LOCKED, MAP_POPULATE, mapping_ad
 from allocator.window import MSI_WINDOW, AddressWindow
 
 MiB = 1 << 20
+#: default granule without hugepages: one 64 KiB boundary window (the largest TRB buffer)
+DEFAULT_CHUNK = 64 << 10
 #: largest chunk mapped in one piece
 MAX_CHUNK = 1 << 30
 #: lowest IOVA we hand out: keep IOVA 0 (and the first MiB) unmapped so a zero pointer faults
@@ -105,15 +107,18 @@ class IovaChunkSource:
 class IovaDmaSpace(HeapDmaSpace):
     """DMA memory for one device behind an IOMMU; device addresses are IOVAs we allocate.
 
-    ``chunk_size``: granule mapped per ``map()`` call (2 MiB); ``hugepages``: back chunks with
-    MAP_HUGETLB pages (needs free hugepages) so the IOMMU can use large pages.
+    ``chunk_size``: granule mapped per ``map()`` call. By default 64 KiB (or the IOMMU page if
+    larger): every mapped byte is pinned, and VFIO charges pinned pages to RLIMIT_MEMLOCK, so
+    the granule is kept small for rings and buffers of 64 B-64 KiB; anonymous 4 KiB pages give
+    the IOMMU no large pages to use anyway. With ``hugepages=True`` (chunks backed by
+    MAP_HUGETLB pages, needs free hugepages, lets the IOMMU use 2 MiB pages) it is 2 MiB.
     """
 
     def __init__(
         self,
         mapper: DmaMapper,
         *,
-        chunk_size: int = 2 * MiB,
+        chunk_size: int | None = None,
         hugepages: bool = False,
         iova_base: int = DEFAULT_IOVA_BASE,
         guard: int = 0,
@@ -121,6 +126,8 @@ class IovaDmaSpace(HeapDmaSpace):
         spare_idle_ops: int | None = DEFAULT_SPARE_IDLE_OPS,
     ) -> None:
         self.mapper = mapper
+        if chunk_size is None:
+            chunk_size = 2 * MiB if hugepages else max(DEFAULT_CHUNK, mapper.iova_pgsize)
         super().__init__(
             IovaChunkSource(mapper, chunk_size, hugepages, iova_base),
             guard=guard,

@@ -68,7 +68,8 @@ def test_iovas_are_ours_aligned_mapped_and_unmapped() -> None:
     with IovaDmaSpace(mapper) as space:
         bufs = [space.alloc(n, boundary=64 << 10) for n in (64, 5000, 65536)]
         bufs.append(space.alloc(3 * MiB))
-        assert len(mapper.mapped) == 2  # one 2 MiB chunk + one 4 MiB chunk
+        # 64 KiB chunks: 64 B and 5000 B share one, 64 KiB takes another; 3 MiB takes a 4 MiB
+        assert sorted(size for _, size in mapper.mapped.values()) == [64 << 10, 64 << 10, 4 * MiB]
         for buf in bufs:
             iova = max(i for i in mapper.mapped if i <= buf.device_address)
             vaddr, size = mapper.mapped[iova]
@@ -143,3 +144,17 @@ def test_large_iommu_pages() -> None:
     with IovaDmaSpace(mapper) as space:
         buf = space.alloc(mmap.PAGESIZE)
         assert buf.device_address % (2 * MiB) == 0
+
+
+def test_default_granule_is_64k_or_the_iommu_page_and_2m_with_hugepages() -> None:
+    """Pinned memory counts against RLIMIT_MEMLOCK: small buffers pin 64 KiB, not 2 MiB."""
+    mapper = RecordingMapper()
+    with IovaDmaSpace(mapper) as space:
+        assert space.page_sizes[0] == 64 << 10
+        buf = space.alloc(256)
+        assert [size for _, size in mapper.mapped.values()] == [64 << 10]
+        space.free(buf)
+    with IovaDmaSpace(RecordingMapper(iova_pgsize=2 * MiB)) as space:
+        assert space.page_sizes[0] == 2 * MiB
+    with IovaDmaSpace(RecordingMapper(), hugepages=True) as space:
+        assert space.page_sizes[0] == 2 * MiB  # nothing mapped yet: no hugepage needed

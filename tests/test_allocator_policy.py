@@ -133,3 +133,22 @@ def test_after_the_live_set_shrinks_churn_gives_chunks_back() -> None:
         for buf in live:
             space.free(buf)
         assert space.stats()["held_bytes"] == 0
+
+
+def test_a_dense_heap_drains_nothing_until_a_quarter_is_free() -> None:
+    """Draining leaves a chunk's holes unused: only worth it once the live set has shrunk."""
+    with EmulatedDmaSpace(chunk_size=CHUNK, spare_chunks=0) as space:
+        bufs = [space.alloc(16 * KiB) for _ in range(32)]  # 8 full chunks, 512 KiB
+        assert space.stats()["chunks"] == 8
+        for buf in bufs[0:20:4]:  # 80 KiB free (15.6 %): more than a chunk, less than 1/4
+            space.free(buf)
+        assert space.stats()["draining_chunks"] == 0
+        refill = [space.alloc(16 * KiB) for _ in range(5)]  # the holes take them all
+        assert space.stats()["chunks_acquired"] == 8
+        for buf in bufs[1:32:4] + refill[:3]:  # 8 more go + 3 refills: 176 KiB free (34 %)
+            space.free(buf)
+        assert space.stats()["draining_chunks"] >= 1
+        for buf in [*bufs, *refill]:
+            if not buf.freed:
+                space.free(buf)
+        assert space.stats()["held_bytes"] == 0
