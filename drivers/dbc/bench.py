@@ -15,7 +15,10 @@ backend is not available; ``peer`` says which). Keys:
   what the driver could sustain if the model and the peer cost nothing.
 
 Each measurement is repeated (``repeats``) and the best run reported: the machine is shared and
-three Python threads (driver, model, peer) contend for one interpreter lock.
+three Python threads (driver, model, peer) contend for one interpreter lock. They also share the
+model's lock, which never hands itself to a thread that is waiting for the interpreter lock
+(:mod:`fixtures.virtual.lock`): with a ``threading.RLock`` the driver and the peer fell into a
+lock convoy on two cores and ``small_msgs_per_s`` was about 14,500 instead of 26,000-29,000.
 
 Goal: >= 1000 MB/s each way and >= 20,000 small messages/s.
 """
