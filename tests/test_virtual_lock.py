@@ -113,3 +113,30 @@ def test_two_threads_hammering_the_model_keep_it_consistent() -> None:
         t.join(30)
     x.close()
     assert counter[0] == 60_000
+
+
+def test_a_condition_wait_that_cannot_take_the_lock_back_raises_model_busy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(lock_mod, "DEADLINE_S", 0.1)
+    lk = ModelLock()
+    cond = threading.Condition(lk)
+    taken = threading.Event()
+    done = threading.Event()
+
+    def hog() -> None:
+        with cond:
+            cond.notify_all()  # wake the waiter, then keep the lock past its deadline
+            taken.set()
+            done.wait(5)
+
+    t = threading.Thread(target=hog, name="hog")
+    try:
+        with pytest.raises(ModelBusy, match="hog"):
+            with cond:
+                t.start()
+                cond.wait(5)
+    finally:
+        done.set()
+        t.join()
+    assert taken.is_set() and not lk._is_owned()
