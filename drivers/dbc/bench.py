@@ -12,7 +12,12 @@ backend is not available; ``peer`` says which). Keys:
   instead of pyusb (one pyusb read per 64-byte transfer is the peer's largest cost);
 * ``*_driver_cpu_*``: the same work divided by the CPU time of the driver's thread only
   (``time.thread_time``; it includes the model's MMIO handlers the driver's accesses run), i.e.
-  what the driver could sustain if the model and the peer cost nothing.
+  what the driver could sustain if the model and the peer cost nothing;
+* baselines measured in the same run: ``minimal_producer_{out,in}_MBps``, the same virtual xHCI
+  driven by the model benchmark's register-level loop (``fixtures.virtual.minimal``: 64 KiB
+  TRBs, host API, no driver logic), and ``{out,in}_ratio_vs_minimal_producer``, what the real
+  driver with a pyusb peer keeps of that floor; ``small_ratio_pyusb_vs_host_api_peer``, what
+  pyusb's per-read cost leaves of the host-API peer's message rate.
 
 Each measurement is repeated (``repeats``) and the best run reported: the machine is shared and
 three Python threads (driver, model, peer) contend for one interpreter lock. They also share the
@@ -173,16 +178,28 @@ def run(quick: bool = False) -> dict[str, Any]:
         findings = len(x.findings)
     finally:
         x.close()
+    from fixtures.virtual import bench as model_bench
+
+    floor_bytes = big * MiB
+    floor_out = max(model_bench.bench_out(floor_bytes)[0] for _ in range(repeats))
+    floor_in = max(model_bench.bench_in(floor_bytes)[0] for _ in range(repeats))
     mb = big * MiB / 1e6
+    out_mbps = mb / t_out
+    in_mbps = mb / t_in
     return {
-        "out_MBps": round(mb / t_out, 1),
-        "in_MBps": round(mb / t_in, 1),
+        "out_MBps": round(out_mbps, 1),
+        "in_MBps": round(in_mbps, 1),
         "small_msgs_per_s": round(small / t_small),
         "superspeed_ceiling_MBps": SUPERSPEED_CEILING_MBPS,
         "out_driver_cpu_MBps": round(mb / max(c_out, 1e-9), 1),
         "in_driver_cpu_MBps": round(mb / max(c_in, 1e-9), 1),
         "small_driver_cpu_msgs_per_s": round(small / max(c_small, 1e-9)),
         "small_msgs_per_s_host_api_peer": round(small / t_small_api),
+        "minimal_producer_out_MBps": round(floor_out, 1),
+        "minimal_producer_in_MBps": round(floor_in, 1),
+        "out_ratio_vs_minimal_producer": round(out_mbps / floor_out, 3),
+        "in_ratio_vs_minimal_producer": round(in_mbps / floor_in, 3),
+        "small_ratio_pyusb_vs_host_api_peer": round(t_small_api / t_small, 3),
         "ring_trbs": 1024,
         "in_buffer_size": 64 * 1024,
         "message_bytes": MiB,
