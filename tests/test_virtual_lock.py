@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -28,8 +30,9 @@ def test_reentrant_and_owned_by_one_thread() -> None:
         lk.release()
 
 
-def test_timed_acquire_gives_up_and_release_by_other_thread_refused() -> None:
-    lk = ModelLock()
+@contextmanager
+def _held_by_another_thread(lk: ModelLock, name: str = "holder") -> Iterator[None]:
+    """``lk`` held by a thread called ``name`` for the duration of the block."""
     got = threading.Event()
     done = threading.Event()
 
@@ -38,16 +41,24 @@ def test_timed_acquire_gives_up_and_release_by_other_thread_refused() -> None:
             got.set()
             done.wait(5)
 
-    t = threading.Thread(target=hold)
+    t = threading.Thread(target=hold, name=name)
     t.start()
     got.wait(5)
-    t0 = time.monotonic()
-    assert lk.acquire(timeout=0.05) is False
-    assert 0.04 <= time.monotonic() - t0 < 2.0
-    with pytest.raises(RuntimeError):
-        lk.release()
-    done.set()
-    t.join()
+    try:
+        yield
+    finally:
+        done.set()
+        t.join()
+
+
+def test_timed_acquire_gives_up_and_release_by_other_thread_refused() -> None:
+    lk = ModelLock()
+    with _held_by_another_thread(lk):
+        t0 = time.monotonic()
+        assert lk.acquire(timeout=0.05) is False
+        assert 0.04 <= time.monotonic() - t0 < 2.0
+        with pytest.raises(RuntimeError):
+            lk.release()
     assert lk.acquire(timeout=1.0)
     lk.release()
 
@@ -76,23 +87,9 @@ def test_condition_wait_releases_every_level_and_restores_it() -> None:
 def test_untimed_acquire_has_a_deadline_naming_the_holder(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lock_mod, "DEADLINE_S", 0.1)
     lk = ModelLock()
-    got = threading.Event()
-    done = threading.Event()
-
-    def hold() -> None:
-        with lk:
-            got.set()
-            done.wait(5)
-
-    t = threading.Thread(target=hold, name="stuck-trace-sink")
-    t.start()
-    got.wait(5)
-    try:
+    with _held_by_another_thread(lk, "stuck-trace-sink"):
         with pytest.raises(ModelBusy, match="stuck-trace-sink"):
             lk.acquire()
-    finally:
-        done.set()
-        t.join()
 
 
 def test_two_threads_hammering_the_model_keep_it_consistent() -> None:
