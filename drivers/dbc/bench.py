@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from drivers.dbc.driver import DbcDriver
+from drivers.dbc.errors import DbcTimeout
 
 MiB = 1 << 20
 SUPERSPEED_CEILING_MBPS = 450
@@ -116,9 +117,14 @@ def _out(drv: DbcDriver, peer: _Peer, count: int, size: int) -> tuple[float, flo
     c0 = time.thread_time()
     t0 = time.perf_counter()
     t, errors = _in_thread(read_all)
-    for _ in range(count):
-        drv.write(msg, timeout=10.0)
-    drv.flush(timeout=30.0)
+    try:
+        for _ in range(count):
+            drv.write(msg, timeout=10.0)
+        drv.flush(timeout=30.0)
+    except DbcTimeout:
+        if errors:  # the peer stopped reading: its error is the cause, not the full ring
+            raise errors[0] from None
+        raise
     _join(t, errors)
     return time.perf_counter() - t0, time.thread_time() - c0
 
