@@ -3,6 +3,8 @@ bookkeeping, errors, counters. (Behaviour against the virtual controller: test_d
 
 from __future__ import annotations
 
+from collections import deque
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -109,18 +111,47 @@ def test_transfer_ring_link_trb_toggles_cycle_and_wraps(dma: EmulatedDmaSpace) -
     assert trb_type_of(view, 15 * 16) == TRBType.Link
     link = LINK.parse(view, 15 * 16)
     assert link["ring_segment_pointer"] == ring.base and link["TC"] == 1 and link["C"] == 0
-    for i in range(15):
+    for i in range(14):
         index, cycle = ring.enqueue_normal(ring.base, 8, chain=False)
         assert (index, cycle) == (i, 1)
+    # one transfer slot always stays free: 14 of 15 in flight is full
+    assert ring.free_slots == 0 and LINK.parse(view, 15 * 16)["C"] == 0
+    ring.release(1)  # the first TRB completed: the controller is past slot 0
+    index, cycle = ring.enqueue_normal(ring.base, 8, chain=False)
+    assert (index, cycle) == (14, 1)
     # passing the Link TRB handed it over (C = old PCS) and flipped the producer cycle state
     assert LINK.parse(view, 15 * 16)["C"] == 1
     assert ring.pcs == 0 and ring.enqueue_index == 0 and ring.free_slots == 0
-    ring.release(15)
+    ring.release(14)
     index, cycle = ring.enqueue_normal(ring.base, 8, chain=False)
     assert (index, cycle) == (0, 0) and cycle_of(view, 0) == 0
     assert ring.index_of(ring.base + 16) == 1
     assert ring.index_of(ring.base + 15 * 16) is None  # the Link TRB is never a transfer
     assert ring.index_of(ring.base + 8) is None and ring.index_of(0) is None
+
+
+def test_transfer_ring_never_rewrites_the_link_before_the_controller_passed_it(
+    dma: EmulatedDmaSpace,
+) -> None:
+    """With every slot in flight, the completion of the TRB before the Link TRB would let the
+    next lap's last TRB and the Link's new Cycle bit be written while the controller may still
+    be parked at the previous lap's Link (e.g. on a full event ring): it would then take the
+    ring for empty for ever. Writing lap N's Link must wait for a completion from lap N."""
+    ring = TransferRing(dma, 16, limit=None, name="OUT")
+    queued: deque[tuple[int, int]] = deque()  # (lap, slot) in flight, oldest first
+    completed_laps: set[int] = set()
+    lap = 1
+    for _ in range(100):
+        while ring.free_slots:
+            index, _cycle = ring.enqueue_normal(ring.base, 8, chain=False)
+            queued.append((lap, index))
+            if index == 14:  # lap's Link handed over: the controller must be past the last one
+                assert lap == 1 or lap in completed_laps, f"lap {lap} Link written too early"
+                lap += 1
+        done_lap, _slot = queued.popleft()  # the controller completes TRBs in order
+        completed_laps.add(done_lap)
+        ring.release(1)
+    assert lap > 5
 
 
 def test_ring_size_is_checked(dma: EmulatedDmaSpace) -> None:
@@ -176,15 +207,15 @@ def test_write_split_into_trbs_per_message(sizes: list[int]) -> None:
 def test_back_pressure_keeps_rest_in_backlog(dma: EmulatedDmaSpace) -> None:
     pipe = TargetToHostPipe(dma, 16, limit=None, max_bytes_in_flight=64 << 20)
     msg = pipe.accept(bytes(20 * TRB_MAX_BYTES))
-    assert pipe.pump() == 15
-    assert pipe.backlog and msg.queued == 15 * TRB_MAX_BYTES
+    assert pipe.pump() == 14  # 16 slots: one Link TRB, one always free
+    assert pipe.backlog and msg.queued == 14 * TRB_MAX_BYTES
     for _ in range(3):
         pipe.complete_oldest(TRB_MAX_BYTES)
     assert pipe.pump() == 3
     lost = pipe.flush("unplugged")
     assert [(u.message_id, u.delivered) for u in lost] == [(msg.message_id, 3 * TRB_MAX_BYTES)]
     assert lost[0].undelivered_bytes == bytes(17 * TRB_MAX_BYTES)
-    assert pipe.idle and pipe.ring.free_slots == 15
+    assert pipe.idle and pipe.ring.free_slots == 14
     pipe.close(dma)
 
 
@@ -448,4 +479,4 @@ def test_event_handler_trb_error_reports_the_message_undelivered(
     h.handler.drain()
     assert h.errors == []
     assert h.counters.errors["TRBError"] == 1 and h.counters.messages_to_host == 1
-    assert h.out.idle and h.out.ring.free_slots == h.out.ring.capacity
+    assert h.out.idle and h.out.ring.free_slots == h.out.ring.max_in_flight

@@ -428,7 +428,7 @@ class HostToTargetPipe:
         self.ring = TransferRing(dma, ring_trbs, limit=limit, name="IN")
         self.blocks = BlockCache(dma, buffer_size, limit=limit)
         self.buffer_size = buffer_size
-        self.buffers = min(buffers, self.ring.capacity)
+        self.buffers = min(buffers, self.ring.max_in_flight)
         self.rx = RxQueue()
         self.rx_limit = rx_limit
         self.pending: deque[InTrb] = deque()

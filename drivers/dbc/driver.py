@@ -449,7 +449,7 @@ class DbcDriver:
                     need_poll = (
                         not configured
                         or bool(out.backlog)
-                        or out.ring.free_slots < out.ring.capacity // 2
+                        or out.ring.free_slots < out.ring.max_in_flight // 2
                         or not self._writes & 15
                     )
                 else:

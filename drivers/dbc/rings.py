@@ -5,7 +5,8 @@ Layouts come from :mod:`drivers.xhci.trb`; this module only keeps indices and cy
 * :class:`TransferRing`: ``trbs`` slots, the last one a Link TRB with Toggle Cycle pointing back
   to the start. Every TRB is written with its Cycle bit last (dwords 0-2, then dword 3), so the
   controller never sees half a TRB. ``in_flight`` counts slots handed to the controller and not
-  yet released by a completion.
+  yet released by a completion; at most ``trbs - 2`` are (one transfer slot always stays free,
+  see :attr:`TransferRing.max_in_flight`).
 * :class:`EventRing`: one segment plus its one-entry Event Ring Segment Table (ERST). The
   consumer cycle state starts at 1; :meth:`EventRing.pending` tells whether the TRB at the
   dequeue index belongs to software.
@@ -64,6 +65,14 @@ class TransferRing:
         self.view = self.buffer.view
         #: TRB slots usable for transfers (all but the Link TRB)
         self.capacity = trbs - 1
+        #: TRBs handed over at once: one slot always stays free ("a ring is full when enqueue
+        #: + 1 == dequeue"). With every slot in flight, the completion of the TRB before the
+        #: Link TRB lets the next lap's TRB and the Link's new Cycle bit be written before the
+        #: controller has followed the Link (it may be parked there, e.g. on a full event ring):
+        #: it then sees the next lap's Cycle bit, takes the ring for empty and never moves again.
+        #: With one slot free, the Link is only rewritten after a completion from the next lap,
+        #: i.e. after the controller passed it.
+        self.max_in_flight = trbs - 2
         self.enqueue_index = 0
         #: Producer Cycle State: the Cycle bit value that hands a TRB to the controller
         self.pcs = 1
@@ -93,7 +102,7 @@ class TransferRing:
     # -- producer --------------------------------------------------------------------------
     @property
     def free_slots(self) -> int:
-        return self.capacity - self.in_flight
+        return self.max_in_flight - self.in_flight
 
     @property
     def dequeue_pointer(self) -> int:
