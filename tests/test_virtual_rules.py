@@ -328,6 +328,24 @@ def ring_without_toggle(x: VirtualXhci, b: DbcBench) -> None:
     x.advance(100)
 
 
+def ring_overrun(x: VirtualXhci, b: DbcBench) -> None:
+    _configured(x, b)
+    view, last = b.out.buf.view, b.out.size - 2  # the last transfer slot before the Link TRB
+    zero = {"data_buffer_pointer": b.data.device_address, "trb_transfer_length": 0}
+    for _ in range(last):
+        b.out.put(NORMAL.build(**zero, C=0))
+    # the lap's last TRB by hand, the Link not handed over yet: the DbC consumes the lap and
+    # waits at the Link (software is still writing this lap: no finding)
+    NORMAL.pack_into(view, last * 16, **zero, C=1)
+    b.ring_doorbell(0)
+    x.advance(100)
+    # a producer that fills every slot: that last TRB's completion let it write the next
+    # lap's TRB there before the DbC passed the Link
+    NORMAL.pack_into(view, last * 16, **zero, C=0)
+    b.ring_doorbell(0)
+    x.advance(100)
+
+
 CASES: dict[str, tuple[Breaker, Quirks | None, bool]] = {
     # rule: (breaker, quirks, ac64)
     "MMIO-SUBDWORD": (mmio_subdword, None, True),
@@ -378,6 +396,7 @@ CASES: dict[str, tuple[Breaker, Quirks | None, bool]] = {
     "DBC-LINK-TARGET": (link_target, None, True),
     "DBC-RING-LOOP": (ring_loop, None, True),
     "DBC-RING-LOOP/no-toggle": (ring_without_toggle, None, True),
+    "DBC-RING-OVERRUN": (ring_overrun, None, True),
 }
 
 
