@@ -290,6 +290,8 @@ def test_bad_arguments_are_named_errors(x: VirtualXhci) -> None:
         DbcDriver(x.mmio, x.dma, ring_trbs=8)
     with pytest.raises(DbcConfigError, match="in_buffer_size"):
         DbcDriver(x.mmio, x.dma, in_buffer_size=1000)
+    with pytest.raises(DbcConfigError, match=r"in_buffers must be 1\.\.14"):
+        DbcDriver(x.mmio, x.dma, ring_trbs=16, in_buffers=15)  # the Link TRB + one free slot
     drv = DbcDriver(x.mmio, x.dma, clock=x.clock)
     with pytest.raises(DbcStateError, match="start"):
         drv.write(b"too early")

@@ -125,8 +125,11 @@ class DbcDriver:
         check_ring_size(event_ring_trbs, "event_ring_trbs")
         if in_buffers is None:
             in_buffers = min(64, ring_trbs // 2)
-        if not isinstance(in_buffers, int) or not 1 <= in_buffers < ring_trbs:
-            raise DbcConfigError(f"in_buffers must be 1..{ring_trbs - 1}, got {in_buffers!r}")
+        if not isinstance(in_buffers, int) or not 1 <= in_buffers <= ring_trbs - 2:
+            raise DbcConfigError(
+                f"in_buffers must be 1..{ring_trbs - 2} (a ring of {ring_trbs} TRBs keeps one "
+                f"for the Link TRB and one free), got {in_buffers!r}"
+            )
         if (
             not isinstance(in_buffer_size, int)
             or not _MPS <= in_buffer_size <= TRB_MAX_BYTES
