@@ -5,8 +5,8 @@ One interface (:class:`DmaSpace`), one sub-allocator (:mod:`allocator.heap`), fi
 through pagemap) and iova (memory mapped for one device through a :class:`DmaMapper`).
 """
 
-from allocator.emulated import EmulatedDmaSpace
-from allocator.errors import (
+from dbc_harness.allocator.emulated import EmulatedDmaSpace
+from dbc_harness.allocator.errors import (
     AddressLimitUnsatisfiable,
     ContiguityError,
     DmaError,
@@ -19,13 +19,13 @@ from allocator.errors import (
     RequestTooLarge,
     SpaceClosed,
 )
-from allocator.heap import Chunk, ChunkSource, HeapDmaSpace
-from allocator.hugepage import HugepageDmaSpace
-from allocator.iova import DmaMapper, IovaDmaSpace
-from allocator.pagemap import Pagemap
-from allocator.pool import DmaPool
-from allocator.reservation import HugepageReservation
-from allocator.space import DmaBuffer, DmaSpace
+from dbc_harness.allocator.heap import Chunk, ChunkSource, HeapDmaSpace
+from dbc_harness.allocator.hugepage import HugepageDmaSpace
+from dbc_harness.allocator.iova import DmaMapper, IovaDmaSpace
+from dbc_harness.allocator.pagemap import Pagemap
+from dbc_harness.allocator.pool import DmaPool
+from dbc_harness.allocator.reservation import HugepageReservation
+from dbc_harness.allocator.space import DmaBuffer, DmaSpace
 
 __all__ = [
     "AddressLimitUnsatisfiable",

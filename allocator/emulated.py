@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import mmap
 
-from allocator.errors import InvalidRequest
-from allocator.heap import DEFAULT_SPARE_IDLE_OPS, Chunk, HeapDmaSpace
-from allocator.window import MSI_WINDOW, AddressWindow
+from dbc_harness.allocator.errors import InvalidRequest
+from dbc_harness.allocator.heap import DEFAULT_SPARE_IDLE_OPS, Chunk, HeapDmaSpace
+from dbc_harness.allocator.window import MSI_WINDOW, AddressWindow
 
 KiB = 1 << 10
 MiB = 1 << 20

@@ -31,7 +31,7 @@ from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from allocator.errors import (
+from dbc_harness.allocator.errors import (
     AddressLimitUnsatisfiable,
     DmaFault,
     DoubleFree,
@@ -40,10 +40,10 @@ from allocator.errors import (
     RequestTooLarge,
     SpaceClosed,
 )
-from allocator.space import DmaBuffer, DmaSpace
+from dbc_harness.allocator.space import DmaBuffer, DmaSpace
 
 if TYPE_CHECKING:
-    from allocator.pool import DmaPool
+    from dbc_harness.allocator.pool import DmaPool
 
 
 @dataclass(eq=False)
@@ -185,7 +185,7 @@ class HeapDmaSpace(DmaSpace):
     def pool(
         self, size: int, *, align: int = 64, boundary: int = 0, limit: int | None = None
     ) -> DmaPool:
-        from allocator.pool import DmaPool
+        from dbc_harness.allocator.pool import DmaPool
 
         with self._lock:
             self._check_open()

@@ -18,10 +18,10 @@ import ctypes
 import errno
 import mmap
 
-from allocator.errors import ContiguityError, HugepagesUnavailable, InvalidRequest
-from allocator.heap import DEFAULT_SPARE_IDLE_OPS, Chunk, HeapDmaSpace
-from allocator.pagemap import BASE_PAGE, Pagemap
-from allocator.reservation import HugepageReservation, hugepage_dir
+from dbc_harness.allocator.errors import ContiguityError, HugepagesUnavailable, InvalidRequest
+from dbc_harness.allocator.heap import DEFAULT_SPARE_IDLE_OPS, Chunk, HeapDmaSpace
+from dbc_harness.allocator.pagemap import BASE_PAGE, Pagemap
+from dbc_harness.allocator.reservation import HugepageReservation, hugepage_dir
 
 KiB = 1 << 10
 MiB = 1 << 20

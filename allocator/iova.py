@@ -13,10 +13,10 @@ from __future__ import annotations
 import mmap
 from typing import Protocol, runtime_checkable
 
-from allocator.errors import InvalidRequest
-from allocator.heap import DEFAULT_SPARE_IDLE_OPS, Chunk, HeapDmaSpace
-from allocator.hugepage import MAP_HUGETLB, MAP_LOCKED, MAP_POPULATE, mapping_address
-from allocator.window import MSI_WINDOW, AddressWindow
+from dbc_harness.allocator.errors import InvalidRequest
+from dbc_harness.allocator.heap import DEFAULT_SPARE_IDLE_OPS, Chunk, HeapDmaSpace
+from dbc_harness.allocator.hugepage import MAP_HUGETLB, MAP_LOCKED, MAP_POPULATE, mapping_address
+from dbc_harness.allocator.window import MSI_WINDOW, AddressWindow
 
 MiB = 1 << 20
 #: default granule without hugepages: one 64 KiB boundary window (the largest TRB buffer)

@@ -12,7 +12,7 @@ import os
 import struct
 from types import TracebackType
 
-from allocator.errors import ContiguityError, DmaError, PrivilegeRequired
+from dbc_harness.allocator.errors import ContiguityError, DmaError, PrivilegeRequired
 
 PAGEMAP_PATH = "/proc/self/pagemap"
 PAGEMAP_ENTRY_BYTES = 8

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from allocator.errors import SpaceClosed
-from allocator.heap import _Extent
-from allocator.space import DmaBuffer
+from dbc_harness.allocator.errors import SpaceClosed
+from dbc_harness.allocator.heap import _Extent
+from dbc_harness.allocator.space import DmaBuffer
 
 if TYPE_CHECKING:
-    from allocator.heap import Chunk, HeapDmaSpace
+    from dbc_harness.allocator.heap import Chunk, HeapDmaSpace
 
 MIN_POOL_PAGE = 4096
 

@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from types import TracebackType
 
-from allocator.errors import HugepagesUnavailable, InvalidRequest
+from dbc_harness.allocator.errors import HugepagesUnavailable, InvalidRequest
 
 HUGEPAGES_SYSFS = Path("/sys/kernel/mm/hugepages")
 

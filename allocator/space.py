@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from allocator.pool import DmaPool
+    from dbc_harness.allocator.pool import DmaPool
 
 
 @dataclass(eq=False)
@@ -43,7 +43,7 @@ class DmaBuffer:
     def device_address_at(self, offset: int) -> int:
         """Device address of ``buffer + offset`` (0 <= offset <= size)."""
         if not 0 <= offset <= self.size:
-            from allocator.errors import InvalidRequest
+            from dbc_harness.allocator.errors import InvalidRequest
 
             raise InvalidRequest(f"offset {offset} outside buffer of {self.size} bytes")
         return self.device_address + offset
@@ -54,7 +54,7 @@ class DmaBuffer:
     def contiguous_length(self, device_address: int) -> int:
         """How many bytes stay device-contiguous from ``device_address`` to the buffer's end."""
         if not self.contains(device_address, 0) or device_address == self.end:
-            from allocator.errors import ForeignBuffer
+            from dbc_harness.allocator.errors import ForeignBuffer
 
             raise ForeignBuffer(f"0x{device_address:x} is not inside {self!r}")
         return self.end - device_address

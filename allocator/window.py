@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 
-from allocator.errors import AddressLimitUnsatisfiable, InvalidRequest
+from dbc_harness.allocator.errors import AddressLimitUnsatisfiable, InvalidRequest
 
 #: The x86 MSI doorbell window: never hand it to a device as DMA memory.
 MSI_WINDOW: tuple[int, int] = (0xFEE0_0000, 0xFEF0_0000)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from harness.sysfs import PciSysfs
+from dbc_harness.harness.binding.sysfs import PciSysfs
 
 
 def make_device(

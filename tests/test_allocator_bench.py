@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from allocator import EmulatedDmaSpace, bench
+from dbc_harness.allocator import EmulatedDmaSpace
+from dbc_harness.harness.benchmarks import allocator as bench
 
 
 def test_quick_churn_on_emulated_backend() -> None:

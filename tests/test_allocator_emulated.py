@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from allocator import (
+from dbc_harness.allocator import (
     AddressLimitUnsatisfiable,
     DmaFault,
     DoubleFree,

@@ -14,15 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from allocator import (
+from dbc_harness.allocator import (
     AddressLimitUnsatisfiable,
     DmaBuffer,
     HugepageDmaSpace,
     HugepageReservation,
     HugepagesUnavailable,
 )
-from allocator.reservation import free_hugepages
+from dbc_harness.allocator.reservation import free_hugepages
 
 NR = Path("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages")
 HUGE = 2 << 20
@@ -94,7 +93,7 @@ def test_reservation_restored_at_interpreter_exit(reservation: HugepageReservati
     before = _nr()
     child = textwrap.dedent(
         f"""
-        from allocator import HugepageReservation
+        from dbc_harness.allocator import HugepageReservation
         r = HugepageReservation({free_hugepages() + 1})
         print(r.added, flush=True)
         """
@@ -133,7 +132,7 @@ def test_unprivileged_process_is_told_it_needs_privilege(
     child = textwrap.dedent(
         """
         import ctypes, os, sys
-        from allocator import HugepageDmaSpace, PrivilegeRequired
+        from dbc_harness.allocator import HugepageDmaSpace, PrivilegeRequired
         os.setgid(65534)
         os.setuid(65534)
         if sys.argv[1] == "dumpable":  # /proc/self readable again: pagemap shows PFN 0
@@ -154,7 +153,7 @@ def test_unprivileged_process_is_told_it_needs_privilege(
 
 @pytest.mark.hugepages
 def test_churn_trace_passes_on_hugepages(reservation: HugepageReservation) -> None:
-    from allocator import bench
+    from dbc_harness.harness.benchmarks import allocator as bench
 
     before = _nr()
     result = bench.run(quick=True, backend="hugepage")

@@ -7,8 +7,7 @@ from __future__ import annotations
 import mmap
 
 import pytest
-
-from allocator import (
+from dbc_harness.allocator import (
     AddressLimitUnsatisfiable,
     DmaFault,
     DmaMapper,

@@ -7,8 +7,7 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from allocator import DmaBuffer, EmulatedDmaSpace, InvalidRequest
+from dbc_harness.allocator import DmaBuffer, EmulatedDmaSpace, InvalidRequest
 
 KiB = 1 << 10
 CHUNK = 64 * KiB

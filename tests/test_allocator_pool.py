@@ -5,10 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from allocator import (
+from dbc_harness.allocator import (
     AddressLimitUnsatisfiable,
     DmaError,
     DmaFault,
@@ -19,6 +16,8 @@ from allocator import (
     RequestTooLarge,
     SpaceClosed,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 KiB = 1 << 10
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 import itertools
 import threading
 
+from dbc_harness.allocator import DmaBuffer, DmaFault, EmulatedDmaSpace
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from allocator import DmaBuffer, DmaFault, EmulatedDmaSpace
 
 KiB = 1 << 10
 BASE = 0x1_0000_0000

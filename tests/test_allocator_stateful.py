@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import itertools
 
+from dbc_harness.allocator import DmaBuffer, DmaFault, EmulatedDmaSpace
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
-
-from allocator import DmaBuffer, DmaFault, EmulatedDmaSpace
 
 
 class SpaceMachine(RuleBasedStateMachine):

@@ -8,16 +8,15 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
-from allocator.errors import DmaFault, HugepagesUnavailable, PrivilegeRequired
-from drivers.dbc.errors import DbcBusy, DbcNotFound, DbcTimeout, DbcUndelivered
-from fixtures.bench import UnknownBench
-from fixtures.virtual import Finding, HostTimeout, SpecViolation
-from harness.cli import cli
-from harness.cli_errors import ExitCode, explain
-from harness.errors import DeviceBusy, GroupNotViable, NoIommu, NotPermitted
-from harness.inspect import inspect_mmio
-from harness.trace import TraceError
+from dbc_harness.allocator.errors import DmaFault, HugepagesUnavailable, PrivilegeRequired
+from dbc_harness.drivers.dbc.errors import DbcBusy, DbcNotFound, DbcTimeout, DbcUndelivered
+from dbc_harness.fixtures.bench import UnknownBench
+from dbc_harness.fixtures.trace import TraceError
+from dbc_harness.fixtures.virtual import Finding, HostTimeout, SpecViolation
+from dbc_harness.harness.app.cli import cli
+from dbc_harness.harness.app.cli_errors import ExitCode, explain
+from dbc_harness.harness.app.inspect import inspect_mmio
+from dbc_harness.harness.binding.errors import DeviceBusy, GroupNotViable, NoIommu, NotPermitted
 
 
 def invoke(*args: str, input: str | None = None) -> tuple[int, str, str]:
@@ -117,7 +116,7 @@ def test_every_part_error_family_maps_in_one_place(
 
 
 def test_multi_line_messages_and_reasons_become_one_line() -> None:
-    from fixtures.kernel_bench.errors import GuestError
+    from dbc_harness.fixtures.kernel_bench.errors import GuestError
 
     explained = explain(GuestError("guest crashed", console="line1\nline2"))
     assert explained.message == "guest crashed"
@@ -235,7 +234,7 @@ def test_restore_with_nothing_to_restore(tmp_path: Path) -> None:
 def test_bench_all_reports_a_broken_benchmark_and_exits_nonzero(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from harness import benchmarks
+    from dbc_harness.harness import benchmarks
 
     (tmp_path / "fake_bench_ok.py").write_text(
         "def run(quick=False):\n    return {'speed_ratio': 2.5, 'quick': quick}\n"
@@ -260,10 +259,9 @@ def test_messages_with_brackets_are_printed_verbatim() -> None:
 def test_summary_table_shows_findings_verbatim() -> None:
     import io
 
+    from dbc_harness.harness.app.session import EchoResult, SessionResult
+    from dbc_harness.harness.app.views import session_table
     from rich.console import Console
-
-    from harness.session import EchoResult, SessionResult
-    from harness.views import session_table
 
     result = SessionResult(
         bench={"bench": "virtual [x]"},

@@ -10,17 +10,16 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from harness.cli_errors import ExitCode
+from dbc_harness.harness.app.cli_errors import ExitCode
 
 pytestmark = pytest.mark.kernel_bench
 
-CLI = [sys.executable, "-m", "harness.cli"]
+CLI = [sys.executable, "-m", "dbc_harness.harness.app.cli"]
 
 
 def test_run_on_the_qemu_bench_reports_no_dbc_with_its_exit_code(tmp_path: Path) -> None:
-    from fixtures.kernel_bench import KernelBenchUnavailable
-    from fixtures.kernel_bench.runner import check_available
+    from dbc_harness.fixtures.kernel_bench import KernelBenchUnavailable
+    from dbc_harness.fixtures.kernel_bench.runner import check_available
 
     try:
         check_available()

@@ -7,10 +7,9 @@ import json
 
 import pytest
 from click.testing import CliRunner
-
-from harness.cli import cli
-from harness.cli_errors import ExitCode
-from harness.quirk_options import QuirkError, parse_quirks
+from dbc_harness.fixtures.virtual.quirk_options import QuirkError, parse_quirks
+from dbc_harness.harness.app.cli import cli
+from dbc_harness.harness.app.cli_errors import ExitCode
 
 
 def test_parse_quirks_typed_from_the_dataclass() -> None:

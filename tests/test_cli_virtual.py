@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from dbc_harness.fixtures.trace_pcapng import read_packets
+from dbc_harness.harness.app.cli import cli
+from dbc_harness.harness.app.session import _pattern
 
-from harness.cli import cli
-from harness.session import _pattern
-from harness.trace_pcapng import read_packets
-
-CLI = [sys.executable, "-m", "harness.cli"]
+CLI = [sys.executable, "-m", "dbc_harness.harness.app.cli"]
 TSHARK = shutil.which("tshark")
 
 

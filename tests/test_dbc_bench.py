@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
-
-from harness.cli import cli
+from dbc_harness.harness.app.cli import cli
 
 
 def test_bench_dbc_quick_reports_keys_baselines_and_no_findings() -> None:

@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
-from drivers.dbc import (
+from dbc_harness.drivers.dbc import (
     DbcBusy,
     DbcDisconnected,
     DbcDriver,
@@ -18,8 +17,8 @@ from drivers.dbc import (
     DbcSurpriseRemoval,
     DbcTimeout,
 )
-from drivers.xhci.registers import CAPLENGTH, OPERATIONAL_REGS, USBCMD, read_register
-from fixtures.virtual import (
+from dbc_harness.drivers.xhci.registers import CAPLENGTH, OPERATIONAL_REGS, USBCMD, read_register
+from dbc_harness.fixtures.virtual import (
     HostStall,
     HostTimeout,
     HostTransferError,

@@ -8,13 +8,9 @@ Strict mode (any spec finding fails), deterministic virtual time, bounded exampl
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, settings
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-
-from drivers.dbc import DbcDisconnected, DbcDriver, DbcState, DbcTimeout, DbcUndelivered
-from drivers.xhci.registers import CAPLENGTH, OPERATIONAL_REGS, USBCMD, read_register
-from fixtures.virtual import (
+from dbc_harness.drivers.dbc import DbcDisconnected, DbcDriver, DbcState, DbcTimeout, DbcUndelivered
+from dbc_harness.drivers.xhci.registers import CAPLENGTH, OPERATIONAL_REGS, USBCMD, read_register
+from dbc_harness.fixtures.virtual import (
     HostNotConfigured,
     HostStall,
     HostTimeout,
@@ -23,6 +19,9 @@ from fixtures.virtual import (
     TransferFault,
     VirtualXhci,
 )
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 faults = st.lists(
     st.builds(

@@ -6,11 +6,8 @@ from __future__ import annotations
 from collections import deque
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from allocator import EmulatedDmaSpace
-from drivers.dbc import (
+from dbc_harness.allocator import EmulatedDmaSpace
+from dbc_harness.drivers.dbc import (
     DbcConfigError,
     DbcCounters,
     DbcDisconnected,
@@ -19,16 +16,18 @@ from drivers.dbc import (
     DbcStateError,
     UndeliveredMessage,
 )
-from drivers.dbc.datapath import (
+from dbc_harness.drivers.dbc.datapath import (
     LINE_64K,
     TRB_MAX_BYTES,
     HostToTargetPipe,
     RxQueue,
     TargetToHostPipe,
 )
-from drivers.dbc.rings import EventRing, TransferRing
-from drivers.dbc.state import StateMachine
-from drivers.xhci.trb import LINK, NORMAL, TRBType, cycle_of, trb_type_of
+from dbc_harness.drivers.dbc.rings import EventRing, TransferRing
+from dbc_harness.drivers.dbc.state import StateMachine
+from dbc_harness.drivers.xhci.trb import LINK, NORMAL, TRBType, cycle_of, trb_type_of
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 @pytest.fixture
@@ -48,7 +47,7 @@ def test_state_transitions_call_back_log_and_trace(caplog: pytest.LogCaptureFixt
         on_state=lambda old, new: seen.append((old, new)),
         trace=lambda kind, **f: traced.append({"kind": kind, **f}),
     )
-    with caplog.at_level("INFO", logger="drivers.dbc"):
+    with caplog.at_level("INFO", logger="dbc_harness.drivers.dbc"):
         for s in (DbcState.INITIALIZED, DbcState.ENABLED, DbcState.CONNECTED, DbcState.CONFIGURED):
             sm.to(s, "test")
     assert [new for _, new in seen] == [
@@ -296,19 +295,19 @@ class _RegisterFile:
 
 
 def _xecp(cap_id: int, next_dwords: int) -> int:
-    from drivers.xhci.registers import EXTENDED_CAPABILITY
+    from dbc_harness.drivers.xhci.registers import EXTENDED_CAPABILITY
 
     return EXTENDED_CAPABILITY.encode(capability_id=cap_id, next_capability_pointer=next_dwords)
 
 
 def _hccparams1(xecp_dwords: int) -> dict[int, int]:
-    from drivers.xhci.registers import CAPABILITY_REGS, HCCPARAMS1
+    from dbc_harness.drivers.xhci.registers import CAPABILITY_REGS, HCCPARAMS1
 
     return {CAPABILITY_REGS.offset("HCCPARAMS1"): HCCPARAMS1.encode(xECP=xecp_dwords, AC64=1)}
 
 
 def test_find_dbc_walks_the_list() -> None:
-    from drivers.dbc.bringup import find_dbc
+    from dbc_harness.drivers.dbc.bringup import find_dbc
 
     regs = _hccparams1(0x100 // 4) | {
         0x100: _xecp(1, 4),
@@ -319,8 +318,8 @@ def test_find_dbc_walks_the_list() -> None:
 
 
 def test_find_dbc_on_a_looping_list_is_not_found_not_a_hang() -> None:
-    from drivers.dbc import DbcNotFound
-    from drivers.dbc.bringup import extended_capabilities, find_dbc
+    from dbc_harness.drivers.dbc import DbcNotFound
+    from dbc_harness.drivers.dbc.bringup import extended_capabilities, find_dbc
 
     loop = _hccparams1(0x100 // 4) | {0x100: _xecp(1, 4), 0x110: _xecp(2, 0xFF)}
     # 0x110 + 0x3FC wraps nowhere: walk a long chain of vendor entries that never ends
@@ -335,8 +334,8 @@ def test_find_dbc_on_a_looping_list_is_not_found_not_a_hang() -> None:
 
 
 def test_all_ones_capability_list_is_surprise_removal() -> None:
-    from drivers.dbc import DbcSurpriseRemoval
-    from drivers.dbc.bringup import find_dbc
+    from dbc_harness.drivers.dbc import DbcSurpriseRemoval
+    from dbc_harness.drivers.dbc.bringup import find_dbc
 
     class _Gone(_RegisterFile):
         def read32(self, offset: int) -> int:
@@ -354,9 +353,9 @@ class _Handler:
     (writing event TRBs) is played by the test."""
 
     def __init__(self, dma: EmulatedDmaSpace) -> None:
-        from drivers.dbc.bringup import DbcContextMemory
-        from drivers.dbc.events import EventHandler
-        from drivers.dbc.registers import DbcRegisters
+        from dbc_harness.drivers.dbc.bringup import DbcContextMemory
+        from dbc_harness.drivers.dbc.events import EventHandler
+        from dbc_harness.drivers.dbc.registers import DbcRegisters
 
         self.errors: list[Exception] = []
         self.lost: list[UndeliveredMessage] = []
@@ -380,7 +379,7 @@ class _Handler:
         self._slot = 0
 
     def post(self, **fields: int) -> None:
-        from drivers.xhci.trb import TRANSFER_EVENT
+        from dbc_harness.drivers.xhci.trb import TRANSFER_EVENT
 
         TRANSFER_EVENT.pack_into(self.events.view, self._slot * 16, C=1, **fields)
         self._slot += 1
@@ -402,7 +401,7 @@ def test_event_handler_completes_in_order_and_writes_erdp_once(dma: EmulatedDmaS
 
 
 def test_event_handler_validates_device_values(dma: EmulatedDmaSpace) -> None:
-    from drivers.dbc import DbcDeviceError
+    from dbc_harness.drivers.dbc import DbcDeviceError
 
     h = _Handler(dma)
     h.out.accept(b"abc")
@@ -434,7 +433,7 @@ def test_event_handler_short_packet_and_stall_on_in_ring(dma: EmulatedDmaSpace) 
     assert stalled is not None
     stalled_address = h.inp.ring.address_of(stalled.index)
     # the controller halted on this TRB: the endpoint context points at it
-    from drivers.xhci.contexts import DBC_ENDPOINT_CONTEXT, DBC_IN_EP_OFFSET
+    from dbc_harness.drivers.xhci.contexts import DBC_ENDPOINT_CONTEXT, DBC_IN_EP_OFFSET
 
     DBC_ENDPOINT_CONTEXT.pack_into(
         h.memory.context.view, DBC_IN_EP_OFFSET, tr_dequeue_pointer=stalled_address, DCS=1
@@ -452,8 +451,8 @@ def test_event_handler_trb_error_reports_the_message_undelivered(
     """TRB Error: the message is reported undelivered and the next one is unaffected. Halted
     on the TRB (the endpoint context points at it): the TD becomes No Op TRBs, which complete
     when the endpoint runs again. Moved past it: the TD's slots are simply released."""
-    from drivers.xhci.contexts import DBC_ENDPOINT_CONTEXT, DBC_OUT_EP_OFFSET
-    from drivers.xhci.trb import TRBType, trb_type_of
+    from dbc_harness.drivers.xhci.contexts import DBC_ENDPOINT_CONTEXT, DBC_OUT_EP_OFFSET
+    from dbc_harness.drivers.xhci.trb import TRBType, trb_type_of
 
     h = _Handler(dma)
     h.out.accept(bytes(100_000))  # two TRBs, one TD

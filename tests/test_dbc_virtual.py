@@ -8,15 +8,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
-from drivers.dbc import (
+from dbc_harness.drivers.dbc import (
     DbcDriver,
     DbcIdentity,
     DbcNotFound,
     DbcState,
     DbcTimeout,
 )
-from fixtures.virtual import VirtualXhci
+from dbc_harness.fixtures.virtual import VirtualXhci
 
 
 @pytest.fixture
@@ -36,7 +35,7 @@ def started(x: VirtualXhci, **options: object) -> DbcDriver:
 
 def host_recv_exactly(x: VirtualXhci, drv: DbcDriver, n: int, timeout: float = 5.0) -> bytes:
     """What the debug host reads (USB IN) until ``n`` bytes arrived, letting the driver run."""
-    from fixtures.virtual import HostTimeout
+    from dbc_harness.fixtures.virtual import HostTimeout
 
     parts: list[bytes] = []
     got = 0
@@ -145,8 +144,7 @@ def test_echo_through_pyusb(size: int) -> None:
     import threading
 
     import usb.core
-
-    from fixtures.virtual.pyusb_backend import get_backend
+    from dbc_harness.fixtures.virtual.pyusb_backend import get_backend
 
     payload = bytes((i * 31 + size) & 0xFF for i in range(min(size, 1 << 16)))
     payload = (payload * (size // max(len(payload), 1) + 1))[:size]
@@ -202,8 +200,8 @@ def test_iter_read_streams_until_idle(x: VirtualXhci) -> None:
 def test_raise_device_errors_option(x: VirtualXhci) -> None:
     """With raise_device_errors=True a bad controller value surfaces from poll() as a named
     error, after the drain finished (the data itself still arrives)."""
-    from drivers.dbc import DbcDeviceError
-    from fixtures.virtual import Quirks
+    from dbc_harness.drivers.dbc import DbcDeviceError
+    from dbc_harness.fixtures.virtual import Quirks
 
     y = VirtualXhci(strict=True, quirks=Quirks(transfer_event_pointer="zero"))
     try:
@@ -284,7 +282,7 @@ def test_stop_start_cycles_leak_nothing(x: VirtualXhci) -> None:
 
 
 def test_bad_arguments_are_named_errors(x: VirtualXhci) -> None:
-    from drivers.dbc import DbcConfigError, DbcStateError
+    from dbc_harness.drivers.dbc import DbcConfigError, DbcStateError
 
     with pytest.raises(DbcConfigError, match="ring_trbs"):
         DbcDriver(x.mmio, x.dma, ring_trbs=8)

@@ -3,8 +3,8 @@ belongs to ``dbc-harness bench binding``, not to tests)."""
 
 from __future__ import annotations
 
-from harness import benchmarks
-from harness.discovery import list_controllers
+from dbc_harness.harness import benchmarks
+from dbc_harness.harness.binding.discovery import list_controllers
 
 
 def test_binding_benchmark_reports_every_key() -> None:

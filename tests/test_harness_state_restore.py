@@ -11,13 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from harness_fakesys import fake_sysfs, link_driver, make_device
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from harness import checks, state
-from harness.claim import Claim
-from harness.errors import (
+from dbc_harness.harness.binding import checks, state
+from dbc_harness.harness.binding.claim import Claim
+from dbc_harness.harness.binding.errors import (
     BadAddress,
     DeviceBusy,
     DeviceNotFound,
@@ -29,8 +25,11 @@ from harness.errors import (
     StorageOnController,
     UnsafeModeRefused,
 )
-from harness.pci import normalize_bdf
-from harness.restore import restore_all, restore_state
+from dbc_harness.harness.binding.pci import normalize_bdf
+from dbc_harness.harness.binding.restore import restore_all, restore_state
+from harness_fakesys import fake_sysfs, link_driver, make_device
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 BDF = "0000:00:04.0"
 
@@ -271,7 +270,7 @@ def test_failed_claim_restores_the_driver_and_removes_the_state_file(tmp_path: P
 
 def test_restore_module_main_reports(tmp_path: Path) -> None:
     res = subprocess.run(
-        [sys.executable, "-m", "harness.restore", "--state-dir", str(tmp_path)],
+        [sys.executable, "-m", "dbc_harness.harness.binding.restore", "--state-dir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -281,7 +280,7 @@ def test_restore_module_main_reports(tmp_path: Path) -> None:
     assert res.stdout.strip() == "nothing to restore"
     (tmp_path / f"{BDF}.json").write_text("{broken")
     res = subprocess.run(
-        [sys.executable, "-m", "harness.restore", "--state-dir", str(tmp_path)],
+        [sys.executable, "-m", "dbc_harness.harness.binding.restore", "--state-dir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -311,10 +310,10 @@ def test_sysfs_claim_and_release_on_a_fake_tree(
     times out, on a fake clock; release still completes every other step and then says so."""
     import struct
 
-    from allocator.emulated import EmulatedDmaSpace
-    from drivers.xhci.host import HostTimeout
-    from harness import claim as claim_mod
-    from harness.pci import PCI_COMMAND, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY
+    from dbc_harness.allocator.emulated import EmulatedDmaSpace
+    from dbc_harness.drivers.xhci.host import HostTimeout
+    from dbc_harness.harness.binding import claim as claim_mod
+    from dbc_harness.harness.binding.pci import PCI_COMMAND, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY
 
     root, sysfs = fake_sysfs(tmp_path)
     real = make_device(root, BDF, group=None)

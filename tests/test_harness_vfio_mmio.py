@@ -7,15 +7,14 @@ import mmap
 import struct
 
 import pytest
+from dbc_harness.harness.binding import vfio
+from dbc_harness.harness.binding.discovery import describe, list_controllers
+from dbc_harness.harness.binding.dma_mapper import FOUR_GIB, MSI_WINDOW, VfioDmaMapper
+from dbc_harness.harness.binding.errors import MmioError, NoIommu, VfioError
+from dbc_harness.harness.binding.mmio import MmioRegion
 from harness_fakesys import fake_sysfs, make_device
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from harness import vfio
-from harness.discovery import describe, list_controllers
-from harness.dma_mapper import FOUR_GIB, MSI_WINDOW, VfioDmaMapper
-from harness.errors import MmioError, NoIommu, VfioError
-from harness.mmio import MmioRegion
 
 
 def test_ioctl_request_numbers_match_the_uapi_headers() -> None:

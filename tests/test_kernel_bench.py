@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from fixtures.kernel_bench import (
+from dbc_harness.fixtures.kernel_bench import (
     BootTimeout,
     GuestCrashed,
     GuestResult,
@@ -322,7 +321,7 @@ def test_shell_entry_point_runs_a_command_and_returns_its_exit_status() -> None:
         check_available()
     except KernelBenchUnavailable as exc:
         pytest.skip(f"kernel bench unavailable on this host: {exc}")
-    argv = [sys.executable, "-m", "fixtures.kernel_bench", "--no-iommu"]
+    argv = [sys.executable, "-m", "dbc_harness.fixtures.kernel_bench", "--no-iommu"]
     ok = subprocess.run(
         [*argv, "--", "sh", "-c", "echo hi from $DBC_HARNESS_GUEST; echo oops >&2; exit 3"],
         capture_output=True,

@@ -13,10 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from fixtures.kernel_bench import (
+from dbc_harness.fixtures.kernel_bench import (
     CacheLockTimeout,
     InvalidConfiguration,
     JunitError,
@@ -27,8 +24,10 @@ from fixtures.kernel_bench import (
     kernel,
     pvh,
 )
-from fixtures.kernel_bench.junit import parse_junit
-from fixtures.kernel_bench.qemu import kernel_cmdline, qemu_argv
+from dbc_harness.fixtures.kernel_bench.junit import parse_junit
+from dbc_harness.fixtures.kernel_bench.qemu import kernel_cmdline, qemu_argv
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def _argv(config: MachineConfig, tmp_path: Path) -> list[str]:

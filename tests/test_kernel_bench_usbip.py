@@ -14,9 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from fixtures.kernel_bench import KernelBench, KernelBenchUnavailable, PytestResult
-from fixtures.kernel_bench.runner import check_available
+from dbc_harness.fixtures.kernel_bench import KernelBench, KernelBenchUnavailable, PytestResult
+from dbc_harness.fixtures.kernel_bench.runner import check_available
 
 pytestmark = pytest.mark.kernel_bench
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from fixtures.bench import (
+from dbc_harness.fixtures.bench import (
     BenchUnavailable,
     PyusbPipe,
     UnknownBench,
@@ -13,8 +12,8 @@ from fixtures.bench import (
     open_bench,
     parse_bench_spec,
 )
-from harness.errors import DeviceNotFound
-from harness.trace import MemoryTrace
+from dbc_harness.fixtures.trace import MemoryTrace
+from dbc_harness.harness.binding.errors import DeviceNotFound
 
 
 def test_bench_specs() -> None:

@@ -8,8 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from harness.trace_pcapng import read_packets
+from dbc_harness.fixtures.trace_pcapng import read_packets
 
 pytest_plugins = ("pytester",)
 

@@ -10,17 +10,16 @@ import threading
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from harness.trace import (
+from dbc_harness.fixtures.trace import (
     MemoryTrace,
     PcapngTraceWriter,
     TeeSink,
     TraceError,
     open_trace,
 )
-from harness.trace_pcapng import USBMON_HEADER, read_packets
+from dbc_harness.fixtures.trace_pcapng import USBMON_HEADER, read_packets
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 TSHARK = shutil.which("tshark")
 needs_tshark = pytest.mark.skipif(TSHARK is None, reason="tshark not installed (.ci/setup)")

@@ -12,10 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from dbc_harness.fixtures.usbip import UsbipClient, devlist
 
-from fixtures.usbip import UsbipClient, devlist
-
-CLI = [sys.executable, "-c", "from harness.cli import main; main()"]
+CLI = [sys.executable, "-c", "from dbc_harness.harness.app.cli import main; main()"]
 ROOT = Path(__file__).resolve().parents[1]
 
 

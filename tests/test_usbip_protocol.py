@@ -15,21 +15,24 @@ import threading
 import time
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from fixtures.usbip import ch9, wire
-from fixtures.usbip.client import UnlinkResult, UrbResult, UsbipClient, devlist
-from fixtures.usbip.control import answer_standard_request
-from fixtures.usbip.descriptors import DbcDescriptors, DbcIdentity, build_dbc_descriptors
-from fixtures.usbip.errors import (
+from dbc_harness.fixtures.usbip import ch9, wire
+from dbc_harness.fixtures.usbip.client import UnlinkResult, UrbResult, UsbipClient, devlist
+from dbc_harness.fixtures.usbip.control import answer_standard_request
+from dbc_harness.fixtures.usbip.descriptors import (
+    DbcDescriptors,
+    DbcIdentity,
+    build_dbc_descriptors,
+)
+from dbc_harness.fixtures.usbip.errors import (
     UsbDisconnected,
     UsbipError,
     UsbipImportRefused,
     UsbipProtocolError,
     UsbStall,
 )
-from fixtures.usbip.server import UsbipServer
+from dbc_harness.fixtures.usbip.server import UsbipServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 IDENTITY = DbcIdentity(
     id_vendor=0x1D6B,
@@ -465,7 +468,7 @@ def test_non_ascii_bus_id_ends_that_connection(server: UsbipServer) -> None:
 
 
 def test_descriptor_walker_rejects_a_bad_blength() -> None:
-    from fixtures.usbip.descriptors import endpoint_addresses, iter_descriptors
+    from dbc_harness.fixtures.usbip.descriptors import endpoint_addresses, iter_descriptors
 
     desc = build_dbc_descriptors(IDENTITY)
     kinds = [kind for kind, _ in iter_descriptors(desc.configuration)]

@@ -13,11 +13,17 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
-
-from drivers.dbc import DbcDriver, DbcIdentity, DbcState
-from fixtures.bench import VirtualBench
-from fixtures.usbip import UsbipClient, UsbipServer, VirtualDbcDevice, ch9, devlist, wire
-from fixtures.usbip.client import UnlinkResult
+from dbc_harness.drivers.dbc import DbcDriver, DbcIdentity, DbcState
+from dbc_harness.fixtures.bench import VirtualBench
+from dbc_harness.fixtures.usbip import (
+    UsbipClient,
+    UsbipServer,
+    VirtualDbcDevice,
+    ch9,
+    devlist,
+    wire,
+)
+from dbc_harness.fixtures.usbip.client import UnlinkResult
 
 IDENTITY = DbcIdentity(
     vendor_id=0x1D6B,

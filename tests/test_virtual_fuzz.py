@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from dbc_harness.drivers.xhci.registers import DBC_REGS
+from dbc_harness.fixtures.virtual import HostError, VirtualXhci
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from drivers.xhci.registers import DBC_REGS
-from fixtures.virtual import HostError, VirtualXhci
 from tests.virtual_helpers import DbcBench
 
 trbs = st.lists(st.binary(min_size=16, max_size=16), min_size=1, max_size=24)

@@ -8,10 +8,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-
-from fixtures.virtual import ModelBusy, VirtualXhci
-from fixtures.virtual import lock as lock_mod
-from fixtures.virtual.lock import ModelLock
+from dbc_harness.fixtures.virtual import ModelBusy, VirtualXhci
+from dbc_harness.fixtures.virtual import lock as lock_mod
+from dbc_harness.fixtures.virtual.lock import ModelLock
 
 
 def test_reentrant_and_owned_by_one_thread() -> None:

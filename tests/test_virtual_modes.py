@@ -6,9 +6,8 @@ import threading
 from typing import Any
 
 import pytest
-
-from drivers.xhci.trb import LINK, CompletionCode, TRBType
-from fixtures.virtual import (
+from dbc_harness.drivers.xhci.trb import LINK, CompletionCode, TRBType
+from dbc_harness.fixtures.virtual import (
     ConfigError,
     DbcState,
     HostTimeout,
@@ -16,6 +15,7 @@ from fixtures.virtual import (
     SpecViolation,
     VirtualXhci,
 )
+
 from tests.virtual_helpers import DbcBench
 
 

@@ -7,9 +7,9 @@ import errno
 import pytest
 import usb.core
 import usb.util
+from dbc_harness.fixtures.virtual import DbcState, VirtualXhci
+from dbc_harness.fixtures.virtual.pyusb_backend import get_backend
 
-from fixtures.virtual import DbcState, VirtualXhci
-from fixtures.virtual.pyusb_backend import get_backend
 from tests.virtual_helpers import DbcBench
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
-from drivers.xhci.contexts import DBC_ENDPOINT_CONTEXT, DBC_OUT_EP_OFFSET, EPState
-from drivers.xhci.registers import PORT_REGS_OFFSET, PORTSC
-from drivers.xhci.trb import CompletionCode
-from fixtures.virtual import (
+from dbc_harness.drivers.xhci.contexts import DBC_ENDPOINT_CONTEXT, DBC_OUT_EP_OFFSET, EPState
+from dbc_harness.drivers.xhci.registers import PORT_REGS_OFFSET, PORTSC
+from dbc_harness.drivers.xhci.trb import CompletionCode
+from dbc_harness.fixtures.virtual import (
     DbcState,
     HostNotConfigured,
     HostStall,
@@ -17,6 +16,7 @@ from fixtures.virtual import (
     TransferFault,
     VirtualXhci,
 )
+
 from tests.virtual_helpers import DbcBench
 
 T = Timing()
@@ -231,7 +231,7 @@ def test_host_side_halt_with_td_in_flight() -> None:
 
 
 def test_software_halt_out_ring() -> None:
-    from drivers.xhci.registers import DCCTRL
+    from dbc_harness.drivers.xhci.registers import DCCTRL
 
     with VirtualXhci() as x:
         b = up(x)
@@ -254,7 +254,7 @@ def test_surprise_removal_reads_all_ones() -> None:
 
 
 def test_dbc_left_enabled_by_firmware() -> None:
-    from drivers.xhci.registers import DCCTRL
+    from dbc_harness.drivers.xhci.registers import DCCTRL
 
     with VirtualXhci(quirks=Quirks(firmware_left_enabled=True)) as x:
         b = DbcBench(x)

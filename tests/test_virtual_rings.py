@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from dbc_harness.drivers.xhci.contexts import DBC_ENDPOINT_CONTEXT, DBC_IN_EP_OFFSET, EPState
+from dbc_harness.drivers.xhci.trb import NORMAL, CompletionCode
+from dbc_harness.fixtures.virtual import HostStall, HostTransferError, VirtualXhci
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.xhci.contexts import DBC_ENDPOINT_CONTEXT, DBC_IN_EP_OFFSET, EPState
-from drivers.xhci.trb import NORMAL, CompletionCode
-from fixtures.virtual import HostStall, HostTransferError, VirtualXhci
 from tests.virtual_helpers import DbcBench
 
 
@@ -230,7 +230,7 @@ def test_idt_on_out_ring_sends_immediate_data(xb: tuple[VirtualXhci, DbcBench]) 
 
 
 def test_recv_timeout_advances_virtual_time(xb: tuple[VirtualXhci, DbcBench]) -> None:
-    from fixtures.virtual import HostTimeout
+    from dbc_harness.fixtures.virtual import HostTimeout
 
     x, _ = xb
     t0 = x.now_us

@@ -9,16 +9,24 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-
-from drivers.xhci.contexts import (
+from dbc_harness.drivers.xhci.contexts import (
     DBC_ENDPOINT_CONTEXT,
     DBC_INFO_CONTEXT,
     DBC_OUT_EP_OFFSET,
     ERST_ENTRY,
 )
-from drivers.xhci.registers import DCCP, DCCTRL, DCDDI1, DCERDP, DCERSTBA, DCERSTSZ, USBCMD
-from drivers.xhci.trb import LINK, NORMAL, CompletionCode, TRBType
-from fixtures.virtual import RULES, Quirks, SpecViolation, VirtualXhci
+from dbc_harness.drivers.xhci.registers import (
+    DCCP,
+    DCCTRL,
+    DCDDI1,
+    DCERDP,
+    DCERSTBA,
+    DCERSTSZ,
+    USBCMD,
+)
+from dbc_harness.drivers.xhci.trb import LINK, NORMAL, CompletionCode, TRBType
+from dbc_harness.fixtures.virtual import RULES, Quirks, SpecViolation, VirtualXhci
+
 from tests.virtual_helpers import DbcBench
 
 Breaker = Callable[[VirtualXhci, DbcBench], None]

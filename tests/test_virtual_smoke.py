@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from drivers.xhci.trb import CompletionCode, TRBType
-from fixtures.virtual import DbcState, VirtualXhci
+from dbc_harness.drivers.xhci.trb import CompletionCode, TRBType
+from dbc_harness.fixtures.virtual import DbcState, VirtualXhci
+
 from tests.virtual_helpers import DbcBench
 
 

@@ -3,12 +3,12 @@ the state, nothing raises, and a configured DbC always moves data."""
 
 from __future__ import annotations
 
+from dbc_harness.drivers.xhci.registers import DCCTRL, DCPORTSC
+from dbc_harness.fixtures.virtual import DbcState, HostError, PortLinkState, VirtualXhci
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from drivers.xhci.registers import DCCTRL, DCPORTSC
-from fixtures.virtual import DbcState, HostError, PortLinkState, VirtualXhci
 from tests.virtual_helpers import DbcBench
 
 LINK_UP = {DbcState.ENABLED, DbcState.CONFIGURED}

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from dbc_harness.drivers.xhci.contexts import DBC_ENDPOINT_CONTEXT, DBC_OUT_EP_OFFSET, EPState
+from dbc_harness.drivers.xhci.registers import DCCTRL, DCPORTSC, USBCMD
+from dbc_harness.drivers.xhci.trb import CompletionCode, TRBType
+from dbc_harness.fixtures.virtual import (
+    DbcState,
+    HostNotConfigured,
+    PortLinkState,
+    Timing,
+    VirtualXhci,
+)
 
-from drivers.xhci.contexts import DBC_ENDPOINT_CONTEXT, DBC_OUT_EP_OFFSET, EPState
-from drivers.xhci.registers import DCCTRL, DCPORTSC, USBCMD
-from drivers.xhci.trb import CompletionCode, TRBType
-from fixtures.virtual import DbcState, HostNotConfigured, PortLinkState, Timing, VirtualXhci
 from tests.virtual_helpers import DbcBench
 
 T = Timing()
@@ -225,7 +231,7 @@ def test_dce_clear_turns_dbc_off(x: VirtualXhci) -> None:
     ("sbr", "kills", "survives"), [(False, False, False), (True, False, True), (True, True, False)]
 )
 def test_hcrst_resets_dbc_unless_sbr(sbr: bool, kills: bool, survives: bool) -> None:
-    from fixtures.virtual import Quirks
+    from dbc_harness.fixtures.virtual import Quirks
 
     with VirtualXhci(sbr=sbr, quirks=Quirks(hcrst_kills_dbc=kills)) as x:
         b = DbcBench(x)

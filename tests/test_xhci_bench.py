@@ -3,7 +3,7 @@ performance is judged from ``dbc-harness bench codec --json``, not from tests)."
 
 from __future__ import annotations
 
-from harness import benchmarks
+from dbc_harness.harness import benchmarks
 
 
 def test_codec_bench_reports_required_keys() -> None:

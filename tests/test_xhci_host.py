@@ -5,9 +5,8 @@ No Op path against a real controller runs in the kernel bench guest (tests/guest
 from __future__ import annotations
 
 import pytest
-
-from drivers.xhci import registers as R
-from drivers.xhci.host import (
+from dbc_harness.drivers.xhci import registers as R
+from dbc_harness.drivers.xhci.host import (
     HostError,
     HostTimeout,
     halt_controller,

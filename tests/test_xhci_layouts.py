@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import pytest
 from construct import BitsInteger, BitStruct, Bytes, ByteSwapped, Int32ul, Struct
+from dbc_harness.drivers.xhci import contexts, registers, strings, trb
+from dbc_harness.drivers.xhci.errors import LayoutError, XhciLayoutError
+from dbc_harness.drivers.xhci.layout import Field, Layout
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from drivers.xhci import contexts, registers, strings, trb
-from drivers.xhci.errors import LayoutError, XhciLayoutError
-from drivers.xhci.layout import Field, Layout
 
 
 def _all_layouts() -> list[Layout]:

@@ -4,19 +4,16 @@ string descriptors."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from drivers.xhci.errors import DescriptorError, LayoutError
-from drivers.xhci.registers import DBC_REGS, render_register
-from drivers.xhci.strings import (
+from dbc_harness.drivers.xhci.errors import DescriptorError, LayoutError
+from dbc_harness.drivers.xhci.registers import DBC_REGS, render_register
+from dbc_harness.drivers.xhci.strings import (
     STRING_DESCRIPTOR,
     build_string0,
     build_string_descriptor,
     parse_string0,
     parse_string_descriptor,
 )
-from drivers.xhci.trb import (
+from dbc_harness.drivers.xhci.trb import (
     LINK,
     NORMAL,
     PORT_STATUS_CHANGE_EVENT,
@@ -24,6 +21,8 @@ from drivers.xhci.trb import (
     CompletionCode,
     render_trb,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def test_trb_renderings() -> None:
@@ -151,7 +150,7 @@ def test_string_limits_and_string0() -> None:
 
 
 def test_sub_dword_capability_registers_and_64_bit_writes() -> None:
-    from drivers.xhci.registers import CAPABILITY_REGS, DCCP, write_register
+    from dbc_harness.drivers.xhci.registers import CAPABILITY_REGS, DCCP, write_register
 
     mmio = _FakeMmio()
     mmio.mem = {0x00: 0x0120_0020, 0x10: 0x0200_0001}  # HCIVERSION 0x120, CAPLENGTH 0x20

@@ -6,14 +6,17 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from allocator import EmulatedDmaSpace
-from drivers.xhci.contexts import ERST_ENTRY
-from drivers.xhci.errors import RingError, RingFull
-from drivers.xhci.ring import EventRing, ProducerRing, cycle_bits, find_cycle_flip, trb_array
-from drivers.xhci.trb import (
+from dbc_harness.allocator import EmulatedDmaSpace
+from dbc_harness.drivers.xhci.contexts import ERST_ENTRY
+from dbc_harness.drivers.xhci.errors import RingError, RingFull
+from dbc_harness.drivers.xhci.ring import (
+    EventRing,
+    ProducerRing,
+    cycle_bits,
+    find_cycle_flip,
+    trb_array,
+)
+from dbc_harness.drivers.xhci.trb import (
     LINK,
     NORMAL,
     TRANSFER_EVENT,
@@ -22,6 +25,8 @@ from drivers.xhci.trb import (
     cycle_of,
     decode_trb,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drivers.xhci.contexts import (
+from dbc_harness.drivers.xhci.contexts import (
     DBC_CONTEXT_SIZE,
     DBC_ENDPOINT_CONTEXT,
     DBC_IN_EP_OFFSET,
@@ -12,9 +12,9 @@ from drivers.xhci.contexts import (
     ERST_ENTRY,
     EPType,
 )
-from drivers.xhci.registers import DBC_REGS, DCCTRL, DCDB, DCID, DCPORTSC, HCCPARAMS1
-from drivers.xhci.strings import build_string0, build_string_descriptor
-from drivers.xhci.trb import (
+from dbc_harness.drivers.xhci.registers import DBC_REGS, DCCTRL, DCDB, DCID, DCPORTSC, HCCPARAMS1
+from dbc_harness.drivers.xhci.strings import build_string0, build_string_descriptor
+from dbc_harness.drivers.xhci.trb import (
     LINK,
     NORMAL,
     PORT_STATUS_CHANGE_EVENT,

@@ -2,7 +2,7 @@
 
 Public API (others code against these names)::
 
-    from drivers.dbc import DbcDriver, DbcState, DbcIdentity, DbcCounters, DbcError
+    from dbc_harness.drivers.dbc import DbcDriver, DbcState, DbcIdentity, DbcCounters, DbcError
 
 * :class:`DbcDriver` (``driver.py``): ``DbcDriver(mmio, dma, *, identity=DbcIdentity(),
   clock=REAL_CLOCK, trace=null_sink, dbc_offset=None, port_reset=False, mmio64=True,
@@ -29,9 +29,9 @@ Directions: "to host" / OUT ring = target -> host (``write()``); "from host" / I
 target (``read()``). See datapath.py.
 """
 
-from drivers.dbc.counters import DbcCounters
-from drivers.dbc.driver import DbcDriver
-from drivers.dbc.errors import (
+from dbc_harness.drivers.dbc.counters import DbcCounters
+from dbc_harness.drivers.dbc.driver import DbcDriver
+from dbc_harness.drivers.dbc.errors import (
     DbcBusy,
     DbcConfigError,
     DbcDeviceError,
@@ -47,8 +47,8 @@ from drivers.dbc.errors import (
     Undelivered,
     UndeliveredMessage,
 )
-from drivers.dbc.identity import DbcIdentity
-from drivers.dbc.state import DbcState
+from dbc_harness.drivers.dbc.identity import DbcIdentity
+from dbc_harness.drivers.dbc.state import DbcState
 
 __all__ = [
     "DbcBusy",

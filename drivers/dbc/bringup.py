@@ -12,15 +12,15 @@ Waiting for CCS and DCR is the event handler's job (the driver polls for it).
 
 from __future__ import annotations
 
-from allocator import DmaBuffer, DmaError, DmaSpace
-from drivers.clock import Clock
-from drivers.dbc.errors import DbcDmaError, DbcNotFound, DbcSurpriseRemoval
-from drivers.dbc.identity import DbcIdentity
-from drivers.dbc.registers import ALL_ONES, DbcRegisters
-from drivers.dbc.rings import EventRing, TransferRing
-from drivers.dbc.wait import Deadline, wait_for
-from drivers.mmio import Mmio
-from drivers.xhci.contexts import (
+from dbc_harness.allocator import DmaBuffer, DmaError, DmaSpace
+from dbc_harness.drivers.clock import Clock
+from dbc_harness.drivers.dbc.errors import DbcDmaError, DbcNotFound, DbcSurpriseRemoval
+from dbc_harness.drivers.dbc.identity import DbcIdentity
+from dbc_harness.drivers.dbc.registers import ALL_ONES, DbcRegisters
+from dbc_harness.drivers.dbc.rings import EventRing, TransferRing
+from dbc_harness.drivers.dbc.wait import Deadline, wait_for
+from dbc_harness.drivers.mmio import Mmio
+from dbc_harness.drivers.xhci.contexts import (
     DBC_CONTEXT_SIZE,
     DBC_ENDPOINT_CONTEXT,
     DBC_IN_EP_OFFSET,
@@ -29,7 +29,7 @@ from drivers.xhci.contexts import (
     DBC_OUT_EP_OFFSET,
     EPType,
 )
-from drivers.xhci.registers import (
+from dbc_harness.drivers.xhci.registers import (
     CAPABILITY_REGS,
     CAPLENGTH,
     DCCP,
@@ -50,7 +50,7 @@ from drivers.xhci.registers import (
     XECP_ID_SUPPORTED_PROTOCOL,
     read_register,
 )
-from drivers.xhci.strings import build_string0, build_string_descriptor
+from dbc_harness.drivers.xhci.strings import build_string0, build_string_descriptor
 
 #: a corrupt capability list must not loop forever
 MAX_XECP_STEPS = 256

@@ -21,11 +21,11 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from allocator import DmaBuffer, DmaError, DmaPool, DmaSpace
-from drivers.dbc.errors import DbcDmaError, UndeliveredMessage
-from drivers.dbc.rings import TRB_SIZE, TransferRing
-from drivers.tracing import TraceSink
-from drivers.xhci.trb import render_trb
+from dbc_harness.allocator import DmaBuffer, DmaError, DmaPool, DmaSpace
+from dbc_harness.drivers.dbc.errors import DbcDmaError, UndeliveredMessage
+from dbc_harness.drivers.dbc.rings import TRB_SIZE, TransferRing
+from dbc_harness.drivers.tracing import TraceSink
+from dbc_harness.drivers.xhci.trb import render_trb
 
 #: a Normal TRB moves at most 64 KiB and its buffer must not cross a 64 KiB line (table 6-1)
 TRB_MAX_BYTES = 0x10000

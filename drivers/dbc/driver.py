@@ -30,13 +30,18 @@ import threading
 from collections.abc import Callable, Iterator
 from types import TracebackType
 
-from allocator import DmaSpace
-from drivers.clock import REAL_CLOCK, Clock
-from drivers.dbc import bringup
-from drivers.dbc.bringup import DbcContextMemory
-from drivers.dbc.counters import DbcCounters
-from drivers.dbc.datapath import TRB_MAX_BYTES, HostToTargetPipe, RxQueue, TargetToHostPipe
-from drivers.dbc.errors import (
+from dbc_harness.allocator import DmaSpace
+from dbc_harness.drivers.clock import REAL_CLOCK, Clock
+from dbc_harness.drivers.dbc import bringup
+from dbc_harness.drivers.dbc.bringup import DbcContextMemory
+from dbc_harness.drivers.dbc.counters import DbcCounters
+from dbc_harness.drivers.dbc.datapath import (
+    TRB_MAX_BYTES,
+    HostToTargetPipe,
+    RxQueue,
+    TargetToHostPipe,
+)
+from dbc_harness.drivers.dbc.errors import (
     DbcBusy,
     DbcConfigError,
     DbcDeviceError,
@@ -49,18 +54,18 @@ from drivers.dbc.errors import (
     DbcTransferError,
     UndeliveredMessage,
 )
-from drivers.dbc.events import EventHandler
-from drivers.dbc.identity import DbcIdentity
-from drivers.dbc.recovery import LinkFollower, reinit_pipes
-from drivers.dbc.registers import DCE, DbcRegisters
-from drivers.dbc.rings import EventRing, check_ring_size
-from drivers.dbc.state import DbcState, StateCallback, StateMachine
-from drivers.dbc.wait import Deadline
-from drivers.mmio import Mmio
-from drivers.tracing import TraceSink, null_sink
-from drivers.xhci.registers import DCCTRL, DCDB, DCID, XECP_ID_DEBUG_CAPABILITY
+from dbc_harness.drivers.dbc.events import EventHandler
+from dbc_harness.drivers.dbc.identity import DbcIdentity
+from dbc_harness.drivers.dbc.recovery import LinkFollower, reinit_pipes
+from dbc_harness.drivers.dbc.registers import DCE, DbcRegisters
+from dbc_harness.drivers.dbc.rings import EventRing, check_ring_size
+from dbc_harness.drivers.dbc.state import DbcState, StateCallback, StateMachine
+from dbc_harness.drivers.dbc.wait import Deadline
+from dbc_harness.drivers.mmio import Mmio
+from dbc_harness.drivers.tracing import TraceSink, null_sink
+from dbc_harness.drivers.xhci.registers import DCCTRL, DCDB, DCID, XECP_ID_DEBUG_CAPABILITY
 
-log = logging.getLogger("drivers.dbc")
+log = logging.getLogger("dbc_harness.drivers.dbc")
 
 _RUNNING = (DbcState.ENABLED, DbcState.CONNECTED, DbcState.CONFIGURED)
 #: states poll() accepts once start() has begun (INITIALIZED: re-bring-up after a reset)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 
 class DbcError(Exception):
-    """Base class of every error raised by :mod:`drivers.dbc`."""
+    """Base class of every error raised by :mod:`dbc_harness.drivers.dbc`."""
 
 
 class DbcConfigError(DbcError, ValueError):

@@ -20,17 +20,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from drivers.dbc.bringup import DbcContextMemory
-from drivers.dbc.counters import DbcCounters
-from drivers.dbc.datapath import HostToTargetPipe, TargetToHostPipe
-from drivers.dbc.errors import DbcDeviceError, UndeliveredMessage
-from drivers.dbc.registers import DbcRegisters
-from drivers.dbc.rings import EventRing
-from drivers.tracing import TraceSink, null_sink
-from drivers.xhci.registers import DCERDP
-from drivers.xhci.trb import TRANSFER_EVENT, CompletionCode, TRBType, render_trb, trb_type_of
+from dbc_harness.drivers.dbc.bringup import DbcContextMemory
+from dbc_harness.drivers.dbc.counters import DbcCounters
+from dbc_harness.drivers.dbc.datapath import HostToTargetPipe, TargetToHostPipe
+from dbc_harness.drivers.dbc.errors import DbcDeviceError, UndeliveredMessage
+from dbc_harness.drivers.dbc.registers import DbcRegisters
+from dbc_harness.drivers.dbc.rings import EventRing
+from dbc_harness.drivers.tracing import TraceSink, null_sink
+from dbc_harness.drivers.xhci.registers import DCERDP
+from dbc_harness.drivers.xhci.trb import (
+    TRANSFER_EVENT,
+    CompletionCode,
+    TRBType,
+    render_trb,
+    trb_type_of,
+)
 
-log = logging.getLogger("drivers.dbc")
+log = logging.getLogger("dbc_harness.drivers.dbc")
 
 #: Endpoint IDs naming the DbC OUT ring (target -> host) and IN ring (host -> target) in
 #: Transfer Events: spec-style/AMD 0/1 and Intel 2/3 (device context index). Doorbell targets

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from drivers.dbc.errors import DbcConfigError
+from dbc_harness.drivers.dbc.errors import DbcConfigError
 
 #: a USB string descriptor is at most 255 bytes: 2 header bytes + 126 UTF-16 code units
 MAX_STRING_UNITS = 126

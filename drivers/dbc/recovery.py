@@ -19,14 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from drivers.dbc.bringup import DbcContextMemory
-from drivers.dbc.counters import DbcCounters
-from drivers.dbc.datapath import HostToTargetPipe, TargetToHostPipe
-from drivers.dbc.errors import DbcDeviceError, UndeliveredMessage
-from drivers.dbc.events import EventHandler
-from drivers.dbc.registers import DCR, DRC, HIT, HOT, DbcRegisters
-from drivers.dbc.state import DbcState, StateMachine
-from drivers.xhci.registers import DCCTRL, DCPORTSC, DCPORTSC_RW1C, DCST
+from dbc_harness.drivers.dbc.bringup import DbcContextMemory
+from dbc_harness.drivers.dbc.counters import DbcCounters
+from dbc_harness.drivers.dbc.datapath import HostToTargetPipe, TargetToHostPipe
+from dbc_harness.drivers.dbc.errors import DbcDeviceError, UndeliveredMessage
+from dbc_harness.drivers.dbc.events import EventHandler
+from dbc_harness.drivers.dbc.registers import DCR, DRC, HIT, HOT, DbcRegisters
+from dbc_harness.drivers.dbc.state import DbcState, StateMachine
+from dbc_harness.drivers.xhci.registers import DCCTRL, DCPORTSC, DCPORTSC_RW1C, DCST
 
 _ACK_PORTSC_FIELDS = DCPORTSC_RW1C
 

@@ -8,11 +8,11 @@ used. A DCCTRL read of all ones means the controller is gone (surprise removal).
 
 from __future__ import annotations
 
-from drivers.dbc.errors import DbcSurpriseRemoval
-from drivers.mmio import Mmio
-from drivers.tracing import TraceSink, null_sink
-from drivers.xhci.layout import Layout
-from drivers.xhci.registers import DBC_REGS, DCCTRL
+from dbc_harness.drivers.dbc.errors import DbcSurpriseRemoval
+from dbc_harness.drivers.mmio import Mmio
+from dbc_harness.drivers.tracing import TraceSink, null_sink
+from dbc_harness.drivers.xhci.layout import Layout
+from dbc_harness.drivers.xhci.registers import DBC_REGS, DCCTRL
 
 ALL_ONES = 0xFFFF_FFFF
 

@@ -14,10 +14,10 @@ Layouts come from :mod:`drivers.xhci.trb`; this module only keeps indices and cy
 
 from __future__ import annotations
 
-from allocator import DmaBuffer, DmaError, DmaSpace
-from drivers.dbc.errors import DbcConfigError, DbcDmaError
-from drivers.xhci import trb
-from drivers.xhci.contexts import ERST_ENTRY
+from dbc_harness.allocator import DmaBuffer, DmaError, DmaSpace
+from dbc_harness.drivers.dbc.errors import DbcConfigError, DbcDmaError
+from dbc_harness.drivers.xhci import trb
+from dbc_harness.drivers.xhci.contexts import ERST_ENTRY
 
 TRB_SIZE = trb.TRB_SIZE
 #: spec table 6-1: ring segments 64-byte aligned and never crossing a 64 KiB boundary

@@ -11,10 +11,10 @@ import enum
 import logging
 from collections.abc import Callable
 
-from drivers.dbc.errors import DbcStateError
-from drivers.tracing import TraceSink, null_sink
+from dbc_harness.drivers.dbc.errors import DbcStateError
+from dbc_harness.drivers.tracing import TraceSink, null_sink
 
-log = logging.getLogger("drivers.dbc")
+log = logging.getLogger("dbc_harness.drivers.dbc")
 
 
 class DbcState(enum.Enum):

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from drivers.clock import Clock
-from drivers.dbc.errors import DbcTimeout
+from dbc_harness.drivers.clock import Clock
+from dbc_harness.drivers.dbc.errors import DbcTimeout
 
 MIN_STEP = 10e-6
 MAX_STEP = 250e-6

@@ -5,7 +5,7 @@ fast struct+mask codecs and mask tables are generated from those declarations at
 
 Public API (import from the submodules):
 
-``drivers.xhci.layout``
+``dbc_harness.drivers.xhci.layout``
     ``Layout(name, construct_struct, abbrev=None)``: ``.name``, ``.size``, ``.construct``,
     ``.fields`` (name -> ``Field``: byte_offset, word_size, shift, width, mask, dword,
     dword_shift, bit_offset, value_shift, default, enum), ``.parse(buf, offset=0) -> dict``
@@ -14,7 +14,7 @@ Public API (import from the submodules):
     ``.get(value, name)``, ``.replace(value, **fields)``, ``.field(name)``, ``.mask_table()``,
     ``.render(fields, title=None)``, ``.construct_parse`` / ``.construct_build`` (reference path).
     ``AlignedAddress`` (pointer stored in upper bits), ``format_hex``.
-``drivers.xhci.trb``
+``dbc_harness.drivers.xhci.trb``
     ``TRBType``, ``CompletionCode`` (IntEnum), ``TRB_SIZE``; layouts ``NORMAL``, ``SETUP_STAGE``,
     ``DATA_STAGE``, ``STATUS_STAGE``, ``ISOCH``, ``LINK``, ``EVENT_DATA``, ``NO_OP``,
     ``NO_OP_COMMAND``, ``ENABLE_SLOT_COMMAND``, ``DISABLE_SLOT_COMMAND``,
@@ -24,7 +24,7 @@ Public API (import from the submodules):
     ``TRB_LAYOUTS`` (TRBType -> Layout), ``layout_for(type)``, ``trb_type_of(buf, offset)``,
     ``cycle_of(buf, offset)``, ``decode_trb(buf, offset) -> (TRBType | int, dict)``,
     ``render_trb(buf, offset) -> str``, ``render_fields(type, fields) -> str``.
-``drivers.xhci.registers``
+``dbc_harness.drivers.xhci.registers``
     Register value layouts: CAPLENGTH, HCIVERSION, HCSPARAMS1-3, HCCPARAMS1-2, DBOFF, RTSOFF,
     USBCMD, USBSTS, PAGESIZE, DNCTRL, CRCR, DCBAAP, CONFIG, PORTSC (+PORTSC_RW1C), MFINDEX,
     IMAN, IMOD, ERSTSZ, ERSTBA, ERDP, DOORBELL, EXTENDED_CAPABILITY, USBLEGSUP, USBLEGCTLSTS,
@@ -37,17 +37,17 @@ Public API (import from the submodules):
     ``DBC_REGS`` (``DBC_REGS.offset("DCCTRL") == 0x20``). ``render_register(name, value)``,
     ``read_register(mmio, offset, layout)``, ``write_register(mmio, offset, layout, value)``,
     ``XECP_ID_USB_LEGACY_SUPPORT`` / ``_SUPPORTED_PROTOCOL`` / ``_DEBUG_CAPABILITY``.
-``drivers.xhci.contexts``
+``dbc_harness.drivers.xhci.contexts``
     ``SLOT_CONTEXT``, ``ENDPOINT_CONTEXT`` (32 bytes), ``DBC_INFO_CONTEXT``,
     ``DBC_ENDPOINT_CONTEXT`` (64 bytes), ``DBC_CONTEXT`` (construct Struct, 192 bytes),
     ``DBC_CONTEXT_SIZE``, ``DBC_INFO_OFFSET``, ``DBC_OUT_EP_OFFSET`` (64: OUT ring, target ->
     host, EP Type 2), ``DBC_IN_EP_OFFSET`` (128: IN ring, host -> target, EP Type 6),
     ``ERST_ENTRY``, ``EPType``, ``EPState``.
-``drivers.xhci.strings``
+``dbc_harness.drivers.xhci.strings``
     ``build_string_descriptor(text)``, ``parse_string_descriptor(buf, offset=0)``,
     ``build_string0(langids)``, ``parse_string0(buf, offset=0)``, ``STRING_DESCRIPTOR``,
     ``STRING0_DESCRIPTOR``, ``DESCRIPTOR_HEADER``, ``LANGID_EN_US``.
-``drivers.xhci.ring``
+``dbc_harness.drivers.xhci.ring``
     ``ProducerRing(buffer, trbs=None, name=)`` / ``ProducerRing.allocate(space, trbs, name=)``:
     transfer/command ring, Link TRB with Toggle Cycle at the end; ``enqueue(layout, tag=None,
     **fields) -> address`` (C = PCS, dword 3 written last; ``RingFull``), ``complete(address)
@@ -61,9 +61,9 @@ Public API (import from the submodules):
     ``cycle_state`` (CCS), ``reset()``, ``free()``.
     ``trb_array(view)`` (numpy structured view, ``TRB_DTYPE``), ``cycle_bits(arr)``,
     ``find_cycle_flip(arr, cycle, start=0)``.
-``drivers.xhci.bench``
+``dbc_harness.harness.benchmarks.codec``
     ``run(quick=False)``: ``dbc-harness bench codec``.
-``drivers.xhci.errors``
+``dbc_harness.drivers.xhci.errors``
     ``XhciLayoutError`` (family base), ``LayoutError``, ``DescriptorError``, ``RingError``,
     ``RingFull``.
 """

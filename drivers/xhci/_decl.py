@@ -12,8 +12,7 @@ from __future__ import annotations
 from enum import IntEnum
 
 from construct import BitsInteger, BitStruct, ByteSwapped, Construct, Default, Int32ul
-
-from drivers.xhci.layout import AlignedAddress, enum_field
+from dbc_harness.drivers.xhci.layout import AlignedAddress, enum_field
 
 
 class _Reserved:

@@ -14,9 +14,16 @@ from __future__ import annotations
 from enum import IntEnum
 
 from construct import Construct, Int64ul, Struct
-
-from drivers.xhci._decl import RZ, address_bits, bits, dword, enum_bits, qword, reserved_dword
-from drivers.xhci.layout import Layout
+from dbc_harness.drivers.xhci._decl import (
+    RZ,
+    address_bits,
+    bits,
+    dword,
+    enum_bits,
+    qword,
+    reserved_dword,
+)
+from dbc_harness.drivers.xhci.layout import Layout
 
 
 class EPType(IntEnum):

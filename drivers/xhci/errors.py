@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 class XhciLayoutError(Exception):
-    """Base class of every error raised by :mod:`drivers.xhci`."""
+    """Base class of every error raised by :mod:`dbc_harness.drivers.xhci`."""
 
 
 class LayoutError(XhciLayoutError, ValueError):

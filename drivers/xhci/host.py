@@ -21,15 +21,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from allocator.errors import DmaError
-from allocator.space import DmaBuffer, DmaSpace
-from drivers.clock import REAL_CLOCK, Clock
-from drivers.mmio import Mmio
-from drivers.xhci import registers as R
-from drivers.xhci import trb
-from drivers.xhci.contexts import ERST_ENTRY
-from drivers.xhci.errors import XhciLayoutError
-from drivers.xhci.layout import Layout
+from dbc_harness.allocator.errors import DmaError
+from dbc_harness.allocator.space import DmaBuffer, DmaSpace
+from dbc_harness.drivers.clock import REAL_CLOCK, Clock
+from dbc_harness.drivers.mmio import Mmio
+from dbc_harness.drivers.xhci import registers as R
+from dbc_harness.drivers.xhci import trb
+from dbc_harness.drivers.xhci.contexts import ERST_ENTRY
+from dbc_harness.drivers.xhci.errors import XhciLayoutError
+from dbc_harness.drivers.xhci.layout import Layout
 
 __all__ = [
     "Capabilities",

@@ -36,8 +36,7 @@ from construct import (
     Transformed,
 )
 from construct.lib.binary import bytes2bits, swapbytes
-
-from drivers.xhci.errors import LayoutError
+from dbc_harness.drivers.xhci.errors import LayoutError
 
 __all__ = ["AlignedAddress", "Field", "Layout", "format_hex"]
 

@@ -21,11 +21,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from construct import Int8ul, Int16ul, Int32ul, Struct
-
-from drivers.mmio import Mmio
-from drivers.xhci._decl import RP, RZ, address_bits, bits, dword, qword
-from drivers.xhci.errors import LayoutError
-from drivers.xhci.layout import Layout, format_hex
+from dbc_harness.drivers.mmio import Mmio
+from dbc_harness.drivers.xhci._decl import RP, RZ, address_bits, bits, dword, qword
+from dbc_harness.drivers.xhci.errors import LayoutError
+from dbc_harness.drivers.xhci.layout import Layout, format_hex
 
 
 def _reg(name: str, *words: object) -> Layout:

@@ -21,12 +21,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-
-from allocator.space import DmaBuffer, DmaSpace
-from drivers.xhci.contexts import ERST_ENTRY
-from drivers.xhci.errors import RingError, RingFull
-from drivers.xhci.layout import Layout
-from drivers.xhci.trb import (
+from dbc_harness.allocator.space import DmaBuffer, DmaSpace
+from dbc_harness.drivers.xhci.contexts import ERST_ENTRY
+from dbc_harness.drivers.xhci.errors import RingError, RingFull
+from dbc_harness.drivers.xhci.layout import Layout
+from dbc_harness.drivers.xhci.trb import (
     GENERIC_TRB,
     LINK,
     NO_OP,

@@ -20,9 +20,8 @@ from construct import (
     len_,
     this,
 )
-
-from drivers.xhci.errors import DescriptorError
-from drivers.xhci.layout import Layout
+from dbc_harness.drivers.xhci.errors import DescriptorError
+from dbc_harness.drivers.xhci.layout import Layout
 
 #: bDescriptorType of a string descriptor (USB 2.0 table 9-5)
 STRING_DESCRIPTOR_TYPE = 3

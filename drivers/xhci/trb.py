@@ -13,8 +13,7 @@ from collections.abc import Mapping
 from enum import IntEnum
 
 from construct import Int32ul, Int64ul, Struct
-
-from drivers.xhci._decl import (
+from dbc_harness.drivers.xhci._decl import (
     RZ,
     address_bits,
     bits,
@@ -23,7 +22,7 @@ from drivers.xhci._decl import (
     qword,
     reserved_dword,
 )
-from drivers.xhci.layout import Layout
+from dbc_harness.drivers.xhci.layout import Layout
 
 TRB_SIZE = 16
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import select
 import sys
 
-from drivers.xhci.host import XhciHost
-from harness.claim import claim
+from dbc_harness.drivers.xhci.host import XhciHost
+from dbc_harness.harness.binding.claim import claim
 
 
 def main() -> int:

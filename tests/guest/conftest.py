@@ -2,7 +2,7 @@
 
 The host runs them through ``tests/test_kernel_bench.py``, which boots one QEMU guest per machine
 configuration and asserts each guest test's outcome. Inside the guest these variables describe
-the machine (see :mod:`fixtures.kernel_bench`): ``DBC_HARNESS_GUEST_CONTROLLER``,
+the machine (see :mod:`dbc_harness.fixtures.kernel_bench`): ``DBC_HARNESS_GUEST_CONTROLLER``,
 ``DBC_HARNESS_GUEST_PCI_ID``, ``DBC_HARNESS_GUEST_XHCI_BDF``, ``DBC_HARNESS_GUEST_IOMMU``,
 ``DBC_HARNESS_GUEST_INTREMAP``, ``DBC_HARNESS_GUEST_EXTRA_DEVICES``, ``DBC_HARNESS_SHARE``.
 """

@@ -11,9 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from harness import state
-from harness.sysfs import PciSysfs
+from dbc_harness.harness.binding import state
+from dbc_harness.harness.binding.sysfs import PciSysfs
 
 HOLDER = Path(__file__).with_name("claim_holder.py")
 

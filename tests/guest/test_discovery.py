@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 from conftest import GuestMachine
+from dbc_harness.harness.binding.discovery import list_controllers
+from dbc_harness.harness.binding.sysfs import PciSysfs
 from guest_helpers import usb_devices_come_back
-
-from harness.discovery import list_controllers
-from harness.sysfs import PciSysfs
 
 pytestmark = [pytest.mark.kernel_bench, pytest.mark.usefixtures(usb_devices_come_back.__name__)]
 

@@ -19,11 +19,10 @@ from pathlib import Path
 
 import pytest
 from conftest import GuestMachine
+from dbc_harness.harness.binding.claim import claim
+from dbc_harness.harness.binding.errors import GroupNotViable, StorageOnController, VfioError
+from dbc_harness.harness.binding.sysfs import PciSysfs, modprobe
 from guest_helpers import driver_of, state_files, usb_devices_come_back
-
-from harness.claim import claim
-from harness.errors import GroupNotViable, StorageOnController, VfioError
-from harness.sysfs import PciSysfs, modprobe
 
 pytestmark = [pytest.mark.kernel_bench, pytest.mark.usefixtures(usb_devices_come_back.__name__)]
 

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 from conftest import GuestMachine
+from dbc_harness.drivers.xhci.host import XhciHost
+from dbc_harness.harness.binding.claim import claim
 from guest_helpers import claim_mode, driver_of, start_holder, state_files, usb_devices_come_back
-
-from drivers.xhci.host import XhciHost
-from harness.claim import claim
 
 pytestmark = [pytest.mark.kernel_bench, pytest.mark.usefixtures(usb_devices_come_back.__name__)]
 
@@ -97,7 +96,7 @@ def test_python_m_harness_restore_after_kill_9(machine: GuestMachine) -> None:
     proc.kill()
     proc.communicate(timeout=60)
     res = subprocess.run(
-        [sys.executable, "-m", "harness.restore"],
+        [sys.executable, "-m", "dbc_harness.harness.binding.restore"],
         capture_output=True,
         text=True,
         timeout=120,

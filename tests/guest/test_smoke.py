@@ -72,7 +72,7 @@ def test_usb_keyboard_enumerates_behind_the_xhci(guest_machine: GuestMachine) ->
 
 
 def test_project_and_share_are_reachable(guest_machine: GuestMachine) -> None:
-    import fixtures.kernel_bench as kernel_bench
+    import dbc_harness.fixtures.kernel_bench as kernel_bench
 
     assert Path(kernel_bench.__file__).is_relative_to(Path.cwd())
     assert sys.prefix.endswith(".venv")

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import pytest
 from conftest import GuestMachine
+from dbc_harness.drivers.xhci.host import XhciHost
+from dbc_harness.harness.binding import state
+from dbc_harness.harness.binding.claim import claim
+from dbc_harness.harness.binding.errors import NoIommu, UnsafeModeRefused
+from dbc_harness.harness.binding.pci import PCI_COMMAND_MASTER
+from dbc_harness.harness.binding.sysfs import PciSysfs
 from guest_helpers import usb_devices_come_back
-
-from drivers.xhci.host import XhciHost
-from harness import state
-from harness.claim import claim
-from harness.errors import NoIommu, UnsafeModeRefused
-from harness.pci import PCI_COMMAND_MASTER
-from harness.sysfs import PciSysfs
 
 pytestmark = [pytest.mark.kernel_bench, pytest.mark.usefixtures(usb_devices_come_back.__name__)]
 

@@ -29,10 +29,9 @@ from random import Random
 from typing import TypeVar
 
 import pytest
-
-from drivers.dbc import DbcDriver, DbcIdentity, DbcState
-from fixtures.bench import VirtualBench
-from fixtures.usbip import UsbipServer, VirtualDbcDevice
+from dbc_harness.drivers.dbc import DbcDriver, DbcIdentity, DbcState
+from dbc_harness.fixtures.bench import VirtualBench
+from dbc_harness.fixtures.usbip import UsbipServer, VirtualDbcDevice
 
 IDENTITY = DbcIdentity(
     vendor_id=0x1D6B,

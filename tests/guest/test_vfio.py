@@ -9,17 +9,16 @@ import errno
 
 import pytest
 from conftest import GuestMachine
+from dbc_harness.drivers.dbc.bringup import find_dbc
+from dbc_harness.drivers.dbc.errors import DbcNotFound
+from dbc_harness.drivers.xhci import registers as R
+from dbc_harness.drivers.xhci.host import XhciHost, probe_capabilities
+from dbc_harness.harness.binding import state
+from dbc_harness.harness.binding.claim import claim
+from dbc_harness.harness.binding.errors import NoDbc, VfioError
+from dbc_harness.harness.binding.pci import PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY
+from dbc_harness.harness.binding.sysfs import PciSysfs
 from guest_helpers import usb_devices_come_back
-
-from drivers.dbc.bringup import find_dbc
-from drivers.dbc.errors import DbcNotFound
-from drivers.xhci import registers as R
-from drivers.xhci.host import XhciHost, probe_capabilities
-from harness import state
-from harness.claim import claim
-from harness.errors import NoDbc, VfioError
-from harness.pci import PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY
-from harness.sysfs import PciSysfs
 
 pytestmark = [pytest.mark.kernel_bench, pytest.mark.usefixtures(usb_devices_come_back.__name__)]
 

@@ -1,0 +1,1 @@
+"""dbc-harness: the application (CLI, sessions, console, transfer, views) above the benches."""

@@ -1,0 +1,420 @@
+"""The main job behind ``dbc-harness run`` and ``trace``: bring-up, echo, throughput, summary.
+
+One session: open a bench (:func:`fixtures.bench.open_bench`), make a DbC driver, ``start()`` it
+while every state transition is reported live, then through the debug host's pyusb device
+
+* **echo**: the host sends a message (USB OUT, host -> target: it lands on the DbC's IN ring);
+  a target-side responder thread ``read()``\\ s it and ``write()``\\ s it back (DbC OUT ring,
+  target -> host); the host reads it (USB IN) and compares;
+* **throughput**: ``target_to_host`` (driver writes 1 MiB messages, host reads) and
+  ``host_to_target`` (host writes, driver reads), each in MB/s;
+
+then stop the driver and close the bench (everything given back), whatever happened.
+
+Directions are named from the target: ``target_to_host`` = the DbC's OUT ring = the host's bulk
+IN endpoint; ``host_to_target`` = the host's bulk OUT endpoint = the DbC's IN ring.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dbc_harness.drivers.tracing import TraceSink, null_sink
+from dbc_harness.harness.app.cli_errors import ExitCode
+
+if TYPE_CHECKING:
+    from dbc_harness.fixtures.bench import DebugHostPipe
+
+#: USB SuperSpeed bulk max packet size (what the DbC reports)
+MAX_PACKET = 1024
+#: message size of the throughput checks
+THROUGHPUT_MESSAGE = 1 << 20
+
+
+class CheckFailed(Exception):
+    """An echo or throughput check saw wrong data (the message says which and where)."""
+
+
+@dataclass
+class SessionOptions:
+    bench: str = "virtual"
+    claim_mode: str = "auto"
+    unsafe: bool = False
+    force: bool = False
+    echo_sizes: list[int] = field(default_factory=lambda: [1, 1023, 1024, 1025, 65536, 1 << 20])
+    throughput_bytes: int = 16 << 20
+    timeout: float = 10.0
+    trace_path: Path | None = None
+    takeover: bool = False
+    port_reset: bool = False
+    #: virtual bench: record spec findings and go on (they fail the summary) instead of stopping
+    lenient: bool = False
+    #: virtual bench: ``--quirk NAME[=VALUE]`` items (see :mod:`fixtures.virtual.quirk_options`)
+    quirks: tuple[str, ...] = ()
+    #: driver: 64-bit registers as two 32-bit accesses (parts without 64-bit MMIO)
+    mmio32: bool = False
+    #: driver: bytes per receive buffer posted on the IN ring (None: the driver's default)
+    in_buffer_size: int | None = None
+
+
+@dataclass
+class EchoResult:
+    size: int
+    ok: bool
+    seconds: float
+    detail: str = ""
+
+
+@dataclass
+class SessionResult:
+    bench: dict[str, str] = field(default_factory=dict)
+    transitions: list[tuple[float, str, str]] = field(default_factory=list)
+    final_state: str = ""
+    echo: list[EchoResult] = field(default_factory=list)
+    throughput_MBps: dict[str, float] = field(default_factory=dict)
+    counters: dict[str, Any] = field(default_factory=dict)
+    findings: list[str] = field(default_factory=list)
+    skipped: str = ""
+    trace_path: str | None = None
+    elapsed: float = 0.0
+    restored: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return all(e.ok for e in self.echo) and not self.findings
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ok"] = self.ok
+        return out
+
+
+def _counters_dict(counters: Any) -> dict[str, Any]:
+    if counters is None:
+        return {}
+    if isinstance(counters, dict):
+        return dict(counters)
+    if hasattr(counters, "as_dict"):
+        return dict(counters.as_dict())
+    try:
+        return asdict(counters)
+    except TypeError:
+        return {k: v for k, v in vars(counters).items() if not k.startswith("_")}
+
+
+def read_chunk(driver: Any, max_bytes: int, timeout: float) -> bytes:
+    from dbc_harness.drivers.dbc import DbcTimeout
+
+    try:
+        return bytes(driver.read(max_bytes, timeout=timeout))
+    except DbcTimeout:
+        return b""
+
+
+class TargetEcho:
+    """The target-side responder of the echo check: reads what the host sent and writes it
+    back, message by message, in a thread (stopped by :meth:`close`, bounded join)."""
+
+    def __init__(self, driver: Any) -> None:
+        self.driver = driver
+        self.error: BaseException | None = None
+        self.echoed = 0
+        #: messages the driver reported undelivered (DbcUndelivered), as (message id, bytes)
+        self.undelivered: list[tuple[int, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dbc-target-echo", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from dbc_harness.drivers.dbc import DbcUndelivered
+
+        try:
+            while not self._stop.is_set():
+                data = read_chunk(self.driver, 1 << 20, 0.05)
+                if not data:
+                    continue
+                try:
+                    self.driver.write(data, timeout=10.0)
+                except DbcUndelivered as exc:  # an earlier echo was lost: reported, not fatal
+                    lost = [(m.message_id, len(m.undelivered_bytes)) for m in exc.undelivered]
+                    self.undelivered.extend(lost)
+                    self.driver.write(data, timeout=10.0)
+                self.echoed += len(data)
+        except BaseException as exc:  # reported by the host side
+            self.error = exc
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+
+
+def host_read_exact(pipe: DebugHostPipe, size: int, deadline: float) -> bytes:
+    """Read ``size`` bytes target -> host, in requests of whole max-packet multiples."""
+    got = bytearray()
+    while len(got) < size:
+        remaining = size - len(got)
+        want = min(-(-remaining // MAX_PACKET) * MAX_PACKET, THROUGHPUT_MESSAGE)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        got += pipe.recv(want, timeout=min(left, 1.0))
+    return bytes(got)
+
+
+def _pattern(size: int, seed: int) -> bytes:
+    block = bytes((i * 131 + seed * 17 + 1) & 0xFF for i in range(256))
+    return (block * (size // 256 + 1))[:size]
+
+
+def run_echo(
+    pipe: DebugHostPipe, sizes: list[int], timeout: float, zlp: bool = False
+) -> list[EchoResult]:
+    """Each size: host sends a pattern, reads the echo back, compares. When a pipe stalls the
+    host clears the halt (as a real host would) and reads again: a message that then arrives
+    whole passes with a note (the driver recovered), anything else fails."""
+    from dbc_harness.fixtures.bench import PipeStalled
+
+    results: list[EchoResult] = []
+    for i, size in enumerate(sizes):
+        payload = _pattern(size, i)
+        t0 = time.monotonic()
+        deadline = t0 + timeout + size / 50e6
+        recovered = ""
+        try:
+            pipe.send(payload, timeout=timeout, zlp=zlp)
+            back = host_read_exact(pipe, size, deadline)
+        except PipeStalled as exc:  # the DbC halted an endpoint: clear it as a host would
+            pipe.clear_halt(exc.direction)
+            recovered = f" after {exc} and clear_halt"
+            back = b""
+            if exc.direction == "in":  # the target may send the message again: read it
+                back = host_read_exact(pipe, size, time.monotonic() + timeout)
+        seconds = time.monotonic() - t0
+        if back == payload:
+            detail = f"delivered{recovered}" if recovered else ""
+            results.append(EchoResult(size, True, seconds, detail))
+        else:
+            first = next(
+                (j for j, (a, b) in enumerate(zip(back, payload, strict=False)) if a != b),
+                min(len(back), len(payload)),
+            )
+            detail = f"got {len(back)} of {size} bytes, first difference at byte {first}"
+            results.append(EchoResult(size, False, seconds, detail + recovered))
+    return results
+
+
+def measure_target_to_host(driver: Any, pipe: DebugHostPipe, total: int, timeout: float) -> float:
+    """Driver writes ``total`` bytes (1 MiB messages); the host reads them. MB/s."""
+    message = _pattern(THROUGHPUT_MESSAGE, 99)
+    errors: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            sent = 0
+            while sent < total:
+                n = min(THROUGHPUT_MESSAGE, total - sent)
+                driver.write(message[:n], timeout=timeout)
+                sent += n
+        except BaseException as exc:
+            errors.append(exc)
+
+    t0 = time.monotonic()
+    producer = threading.Thread(target=produce, name="dbc-target-writer", daemon=True)
+    producer.start()
+    got = host_read_exact(pipe, total, t0 + timeout)
+    elapsed = time.monotonic() - t0
+    producer.join(timeout=timeout)
+    if errors:
+        raise errors[0]
+    if len(got) != total:
+        raise CheckFailed(f"target_to_host: host got {len(got)} of {total} bytes")
+    expected = (message * (total // THROUGHPUT_MESSAGE + 1))[:total]
+    if got != expected:
+        raise CheckFailed("target_to_host: the host received different bytes than were written")
+    return total / elapsed / 1e6
+
+
+def measure_host_to_target(
+    driver: Any, pipe: DebugHostPipe, total: int, timeout: float, zlp: bool = False
+) -> float:
+    """The host writes ``total`` bytes; the driver reads them. MB/s."""
+    message = _pattern(THROUGHPUT_MESSAGE, 7)
+    received = bytearray()
+    errors: list[BaseException] = []
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+
+    def consume() -> None:
+        try:
+            while len(received) < total and time.monotonic() < deadline:
+                received.extend(read_chunk(driver, 1 << 20, 0.1))
+        except BaseException as exc:
+            errors.append(exc)
+
+    consumer = threading.Thread(target=consume, name="dbc-target-reader", daemon=True)
+    consumer.start()
+    sent = 0
+    while sent < total:
+        n = min(THROUGHPUT_MESSAGE, total - sent)
+        pipe.send(message[:n], timeout=timeout, zlp=zlp)
+        sent += n
+    consumer.join(timeout=max(0.1, deadline - time.monotonic()))
+    elapsed = time.monotonic() - t0
+    if errors:
+        raise errors[0]
+    if len(received) != total:
+        raise CheckFailed(f"host_to_target: target got {len(received)} of {total} bytes")
+    expected = (message * (total // THROUGHPUT_MESSAGE + 1))[:total]
+    if received != expected:
+        raise CheckFailed("host_to_target: the target received different bytes than were sent")
+    return total / elapsed / 1e6
+
+
+StateReporter = Callable[[float, str, str], None]
+
+
+def run_session(
+    options: SessionOptions,
+    *,
+    on_state: StateReporter | None = None,
+    on_step: Callable[[str], None] | None = None,
+    trace: TraceSink = null_sink,
+) -> SessionResult:
+    """Run one session; the bench is closed (everything restored) before this returns."""
+    from dbc_harness.fixtures.bench import HostUnavailable, open_bench
+
+    result = SessionResult()
+    t0 = time.monotonic()
+    step = on_step or (lambda text: None)
+
+    bringup_t0 = [t0]
+
+    def state_changed(old: Any, new: Any) -> None:
+        when = time.monotonic() - bringup_t0[0]
+        names = (getattr(old, "name", str(old)), getattr(new, "name", str(new)))
+        result.transitions.append((when, *names))
+        if on_state is not None:
+            on_state(when, *names)
+
+    bench_options: dict[str, Any]
+    if options.bench == "virtual":  # VirtualXhci options
+        bench_options = {"strict": not options.lenient}
+        if options.quirks:
+            from dbc_harness.fixtures.virtual.quirk_options import parse_quirks
+
+            bench_options["quirks"] = parse_quirks(options.quirks)
+    else:  # claim options
+        if options.quirks:
+            from dbc_harness.fixtures.virtual.quirk_options import QuirkError
+
+            raise QuirkError("--quirk applies to the virtual bench only")
+        bench_options = {
+            "mode": options.claim_mode,
+            "unsafe": options.unsafe,
+            "force": options.force,
+        }
+    step(f"opening the {options.bench} bench")
+    bench = open_bench(options.bench, trace=trace, **bench_options)
+    try:
+        result.bench = bench.describe()
+        driver_options: dict[str, Any] = {}
+        if options.in_buffer_size is not None:
+            driver_options["in_buffer_size"] = options.in_buffer_size
+        driver = bench.make_driver(
+            on_state=state_changed,
+            takeover=options.takeover,
+            port_reset=options.port_reset,
+            mmio64=not options.mmio32,
+            **driver_options,
+        )
+        step("bringing the DbC up")
+        bringup_t0[0] = time.monotonic()
+        driver.start(timeout=options.timeout)
+        try:
+            step("opening the debug host's pipes")
+            pipe: DebugHostPipe | None = bench.host_pipe(timeout=options.timeout)
+        except HostUnavailable as exc:
+            result.skipped = str(exc)
+            pipe = None
+        # receive buffers larger than a packet only complete on a short packet: the host must
+        # end packet-multiple messages with a zero-length packet
+        zlp = (options.in_buffer_size or MAX_PACKET) > MAX_PACKET
+        if pipe is not None:
+            result.bench["debug host"] = pipe.via + (" (ZLP after packet multiples)" if zlp else "")
+            if options.echo_sizes:
+                step(f"echo of {len(options.echo_sizes)} messages")
+                echo = TargetEcho(driver)
+                try:
+                    result.echo = run_echo(pipe, options.echo_sizes, options.timeout, zlp)
+                finally:
+                    echo.close()
+                if echo.error is not None:
+                    raise echo.error
+            if options.throughput_bytes:
+                budget = options.timeout + options.throughput_bytes / 5e6
+                mib = options.throughput_bytes >> 20
+                step(f"throughput target_to_host, {mib} MiB")
+                result.throughput_MBps["target_to_host"] = round(
+                    measure_target_to_host(driver, pipe, options.throughput_bytes, budget), 1
+                )
+                step(f"throughput host_to_target, {mib} MiB")
+                result.throughput_MBps["host_to_target"] = round(
+                    measure_host_to_target(driver, pipe, options.throughput_bytes, budget, zlp), 1
+                )
+        result.counters = _counters_dict(getattr(driver, "counters", None))
+        step("stopping the DbC")
+        driver.stop(timeout=options.timeout)
+        result.final_state = getattr(driver.state, "name", str(driver.state))
+    finally:
+        result.findings = [str(f) for f in bench.findings()]
+        step("giving everything back")
+        bench.close()
+        result.restored = bench.closed
+        result.elapsed = time.monotonic() - t0
+    return result
+
+
+def run_command(options: SessionOptions, *, out: Any, as_json: bool) -> ExitCode:
+    """``dbc-harness run``: live transitions on ``out``, summary table (or JSON on stdout)."""
+    import json
+
+    from dbc_harness.harness.app.views import session_table
+    from rich.markup import escape as esc
+
+    if options.quirks and options.bench != "virtual":
+        from dbc_harness.fixtures.virtual.quirk_options import QuirkError
+
+        raise QuirkError("--quirk applies to the virtual bench only")
+    if options.bench == "qemu" and os.environ.get("DBC_HARNESS_GUEST") != "1":
+        from dbc_harness.harness.app.kernel_run import run_in_kernel_bench
+
+        return run_in_kernel_bench(options, out=out, as_json=as_json)
+
+    from dbc_harness.fixtures.trace import open_trace
+
+    writer = open_trace(options.trace_path) if options.trace_path else None
+    try:
+
+        def on_state(when: float, old: str, new: str) -> None:
+            out.print(f"  [dim]{when:8.3f} s[/]  state {esc(old)} -> [bold]{esc(new)}[/]")
+
+        def on_step(text: str) -> None:
+            out.print(f"[cyan]>[/] {esc(text)}")
+
+        result = run_session(options, on_state=on_state, on_step=on_step, trace=writer or null_sink)
+    finally:
+        if writer is not None:
+            writer.close()
+    if options.trace_path:
+        result.trace_path = str(options.trace_path)
+    if as_json:
+        print(json.dumps(result.as_dict(), sort_keys=True, default=str))
+    else:
+        out.print(session_table(result))
+    return ExitCode.OK if result.ok else ExitCode.CHECK_FAILED

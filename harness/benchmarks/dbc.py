@@ -1,0 +1,219 @@
+"""``dbc-harness bench dbc``: the real driver on the free-running virtual bench.
+
+The model runs in its own thread against real time; the debug host side (the peer) runs in a
+second thread through pyusb with the virtual bench's pyusb backend (the host API when that
+backend is not available; ``peer`` says which). Keys:
+
+* ``out_MBps``: target -> host (``write()`` of 1 MiB messages, the peer reads them);
+* ``in_MBps``: host -> target (the peer writes 1 MiB transfers, ``read()`` drains them);
+* ``small_msgs_per_s``: 64-byte ``write()`` calls one at a time until the peer read them all;
+* ``superspeed_ceiling_MBps``: 450, what a real SuperSpeed DbC link can carry, for context;
+* ``small_msgs_per_s_host_api_peer``: the same with the peer on the virtual host's own API
+  instead of pyusb (one pyusb read per 64-byte transfer is the peer's largest cost);
+* ``*_driver_cpu_*``: the same work divided by the CPU time of the driver's thread only
+  (``time.thread_time``; it includes the model's MMIO handlers the driver's accesses run), i.e.
+  what the driver could sustain if the model and the peer cost nothing;
+* baselines measured in the same run: ``minimal_producer_{out,in}_MBps``, the same virtual xHCI
+  driven by the model benchmark's register-level loop (``fixtures.virtual.minimal``: 64 KiB
+  TRBs, host API, no driver logic), and ``{out,in}_ratio_vs_minimal_producer``, what the real
+  driver with a pyusb peer keeps of that floor; ``small_ratio_pyusb_vs_host_api_peer``, what
+  pyusb's per-read cost leaves of the host-API peer's message rate.
+
+Each measurement is repeated (``repeats``) and the best run reported: the machine is shared and
+three Python threads (driver, model, peer) contend for one interpreter lock. They also share the
+model's lock, which never hands itself to a thread that is waiting for the interpreter lock
+(:mod:`fixtures.virtual.lock`): with a ``threading.RLock`` the driver and the peer fell into a
+lock convoy on two cores and ``small_msgs_per_s`` was about 14,500 instead of 26,000-29,000.
+
+Goal: >= 1000 MB/s each way and >= 20,000 small messages/s.
+"""
+
+from __future__ import annotations
+
+import array
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dbc_harness.drivers.dbc.driver import DbcDriver
+from dbc_harness.drivers.dbc.errors import DbcTimeout
+
+MiB = 1 << 20
+SUPERSPEED_CEILING_MBPS = 450
+SMALL = 64
+
+
+class _Peer:
+    """The debug host's side: pyusb on the virtual backend, or the host API."""
+
+    def __init__(self, x: Any, *, use_pyusb: bool = True) -> None:
+        self.x = x
+        self.kind = "host-api"
+        self.dev: Any = None
+        self._buf = array.array("B")
+        if not use_pyusb:
+            return
+        try:
+            import usb.core
+            from dbc_harness.fixtures.virtual.pyusb_backend import get_backend
+
+            dev = usb.core.find(idVendor=0x1D6B, idProduct=0x0010, backend=get_backend(x))
+            if dev is not None:
+                dev.set_configuration()
+                self.dev = dev
+                self.kind = "pyusb"
+        except ImportError:
+            pass
+
+    def recv(self, size: int) -> int:
+        if self.dev is not None:
+            # A reused buffer, as a host program streaming a debug port would pass: pyusb
+            # otherwise allocates and zeroes ``size`` bytes on every read.
+            if len(self._buf) < size:
+                self._buf = array.array("B", bytes(size))
+            return int(self.dev.read(0x81, self._buf, timeout=5000))
+        return len(self.x.host.recv(size, timeout=5.0))
+
+    def send(self, data: bytes) -> None:
+        if self.dev is not None:
+            self.dev.write(0x01, data, timeout=5000)
+        else:
+            self.x.host.send(data, timeout=5.0)
+
+
+def _in_thread(work: Callable[[], None]) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def main() -> None:
+        try:
+            work()
+        except BaseException as exc:  # surfaced by the caller
+            errors.append(exc)
+
+    t = threading.Thread(target=main, name="dbc-bench-peer", daemon=True)
+    t.start()
+    return t, errors
+
+
+def _join(t: threading.Thread, errors: list[BaseException]) -> None:
+    t.join(timeout=60)
+    if errors:
+        raise errors[0]
+
+
+def _out(drv: DbcDriver, peer: _Peer, count: int, size: int) -> tuple[float, float]:
+    """(wall seconds, driver-thread CPU seconds) for ``count`` messages of ``size`` bytes
+    target -> host."""
+    msg = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    total = count * size
+    got = [0]
+
+    def read_all() -> None:
+        while got[0] < total:
+            got[0] += peer.recv(max(size, 1 << 20))
+
+    c0 = time.thread_time()
+    t0 = time.perf_counter()
+    t, errors = _in_thread(read_all)
+    try:
+        for _ in range(count):
+            drv.write(msg, timeout=10.0)
+        drv.flush(timeout=30.0)
+    except DbcTimeout:
+        if errors:  # the peer stopped reading: its error is the cause, not the full ring
+            raise errors[0] from None
+        raise
+    _join(t, errors)
+    return time.perf_counter() - t0, time.thread_time() - c0
+
+
+def _in(drv: DbcDriver, peer: _Peer, count: int, size: int) -> tuple[float, float]:
+    """(wall seconds, driver-thread CPU seconds) for ``count`` host transfers of ``size``
+    bytes host -> target."""
+    msg = bytes(range(256)) * (size // 256)
+    total = count * size
+
+    def send_all() -> None:
+        for _ in range(count):
+            peer.send(msg)
+
+    c0 = time.thread_time()
+    t0 = time.perf_counter()
+    t, errors = _in_thread(send_all)
+    got = 0
+    while got < total:
+        got += len(drv.read(1 << 20, timeout=10.0))
+    _join(t, errors)
+    return time.perf_counter() - t0, time.thread_time() - c0
+
+
+def _best(runs: list[tuple[float, float]]) -> tuple[float, float]:
+    return min(r[0] for r in runs), min(r[1] for r in runs)
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    from dbc_harness.fixtures.virtual import VirtualXhci
+
+    big = 16 if quick else 64
+    small = 2000 if quick else 20000
+    repeats = 1 if quick else 3
+    x = VirtualXhci(strict=True)
+    try:
+        with x.run_free():
+            drv = DbcDriver(
+                x.mmio,
+                x.dma,
+                clock=x.clock,
+                ring_trbs=1024,
+                in_buffers=64,
+                in_buffer_size=64 * 1024,
+            )
+            drv.start(timeout=10.0)
+            peer = _Peer(x)
+            _out(drv, peer, 4, MiB)  # warm-up: pools and caches
+            _in(drv, peer, 4, MiB)
+            t_out, c_out = _best([_out(drv, peer, big, MiB) for _ in range(repeats)])
+            t_in, c_in = _best([_in(drv, peer, big, MiB) for _ in range(repeats)])
+            t_small, c_small = _best([_out(drv, peer, small, SMALL) for _ in range(repeats)])
+            api = _Peer(x, use_pyusb=False)
+            t_small_api, _ = _best([_out(drv, api, small, SMALL) for _ in range(repeats)])
+            counters = drv.counters.as_dict()
+            drv.stop(timeout=5.0)
+        findings = len(x.findings)
+    finally:
+        x.close()
+    from dbc_harness.harness.benchmarks import model as model_bench
+
+    floor_bytes = big * MiB
+    floor_out = max(model_bench.bench_out(floor_bytes)[0] for _ in range(repeats))
+    floor_in = max(model_bench.bench_in(floor_bytes)[0] for _ in range(repeats))
+    mb = big * MiB / 1e6
+    out_mbps = mb / t_out
+    in_mbps = mb / t_in
+    return {
+        "out_MBps": round(out_mbps, 1),
+        "in_MBps": round(in_mbps, 1),
+        "small_msgs_per_s": round(small / t_small),
+        "superspeed_ceiling_MBps": SUPERSPEED_CEILING_MBPS,
+        "out_driver_cpu_MBps": round(mb / max(c_out, 1e-9), 1),
+        "in_driver_cpu_MBps": round(mb / max(c_in, 1e-9), 1),
+        "small_driver_cpu_msgs_per_s": round(small / max(c_small, 1e-9)),
+        "small_msgs_per_s_host_api_peer": round(small / t_small_api),
+        "minimal_producer_out_MBps": round(floor_out, 1),
+        "minimal_producer_in_MBps": round(floor_in, 1),
+        "out_ratio_vs_minimal_producer": round(out_mbps / floor_out, 3),
+        "in_ratio_vs_minimal_producer": round(in_mbps / floor_in, 3),
+        "small_ratio_pyusb_vs_host_api_peer": round(t_small_api / t_small, 3),
+        "ring_trbs": 1024,
+        "in_buffer_size": 64 * 1024,
+        "message_bytes": MiB,
+        "messages": big,
+        "small_messages": small,
+        "repeats": repeats,
+        "peer": peer.kind,
+        "findings": findings,
+        "device_errors": counters["device_errors"],
+        "events": counters["events"],
+        "doorbells": counters["doorbells"],
+    }
