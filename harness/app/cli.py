@@ -294,6 +294,8 @@ def console(target: str, mode: str, unsafe: bool, force: bool, timeout: float, i
         stdout=sys.stdout.buffer,
         timeout=timeout,
         idle=idle,
+        # one line a program driving the console (e.g. a bench farm's DbcHarnessDriver) waits for
+        on_ready=lambda: ERR.print(f"[dim]console ready on {escape(spec)}: DbC configured[/]"),
         **_claim_options(spec, mode, unsafe, force),
     )
     ERR.print(

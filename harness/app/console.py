@@ -17,6 +17,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -79,9 +80,11 @@ def run_console(
     timeout: float = 10.0,
     idle: float = 0.5,
     trace: TraceSink = null_sink,
+    on_ready: Callable[[], None] | None = None,
     **claim: Any,
 ) -> ConsoleResult:
-    """Run the console until end of input (see the module docstring)."""
+    """Run the console until end of input (see the module docstring). ``on_ready`` is called
+    once the DbC is CONFIGURED (and the echo peer runs), before any input is read."""
     from dbc_harness.fixtures.bench import VirtualBench, open_bench
 
     result = ConsoleResult()
@@ -92,6 +95,8 @@ def run_console(
         peer: HostEchoPeer | None = None
         if isinstance(bench, VirtualBench):
             peer = HostEchoPeer(bench.host_pipe(timeout=timeout))
+        if on_ready is not None:
+            on_ready()
         chunks: queue.Queue[bytes] = queue.Queue()
         threading.Thread(
             target=_stdin_reader, args=(stdin_fd, chunks), name="stdin", daemon=True
