@@ -27,7 +27,7 @@ from dbc_harness.harness.binding.errors import (
 )
 from dbc_harness.harness.binding.pci import normalize_bdf
 from dbc_harness.harness.binding.restore import restore_all, restore_state
-from harness_fakesys import fake_sysfs, link_driver, make_device
+from tests.harness_fakesys import fake_sysfs, link_driver, make_device
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

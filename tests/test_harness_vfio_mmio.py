@@ -12,7 +12,7 @@ from dbc_harness.harness.binding.discovery import describe, list_controllers
 from dbc_harness.harness.binding.dma_mapper import FOUR_GIB, MSI_WINDOW, VfioDmaMapper
 from dbc_harness.harness.binding.errors import MmioError, NoIommu, VfioError
 from dbc_harness.harness.binding.mmio import MmioRegion
-from harness_fakesys import fake_sysfs, make_device
+from tests.harness_fakesys import fake_sysfs, make_device
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

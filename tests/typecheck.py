@@ -24,9 +24,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDERS = ("allocator", "drivers", "harness", "fixtures")
-# Checked as files, besides the package: the tests (``tests.*``, as pytest imports them). The
-# guest tests import their own conftest by its bare name inside the QEMU guest; they stay out.
-TEST_FILES_EXCLUDE = ("tests/guest/",)
+# Checked besides the package: the tests, named ``tests.*`` from the checkout's root, and the
+# guest tests, which import their conftest and helpers by bare name (their folder is a MYPYPATH
+# base of its own, as it is the rootdir inside the QEMU guest).
+GUEST_TESTS = ROOT / "tests" / "guest"
 
 
 def cache_home() -> Path:
@@ -53,9 +54,7 @@ def package_tree(cache: Path) -> Path:
 
 
 def test_files() -> list[str]:
-    files = sorted((ROOT / "tests").rglob("*.py"))
-    rel = [p.relative_to(ROOT).as_posix() for p in files]
-    return [r for r in rel if not r.startswith(TEST_FILES_EXCLUDE)]
+    return [p.relative_to(ROOT).as_posix() for p in sorted((ROOT / "tests").rglob("*.py"))]
 
 
 def command(cache: Path, tree: Path, extra: list[str]) -> list[str]:
@@ -79,7 +78,7 @@ def run(extra: list[str] | None = None, timeout: float = 600) -> subprocess.Comp
     """Runs mypy; returns the finished process with its output mapped to repository paths."""
     cache = cache_home()
     tree = package_tree(cache)
-    env = dict(os.environ, MYPYPATH=os.pathsep.join([str(tree), str(ROOT)]))
+    env = dict(os.environ, MYPYPATH=os.pathsep.join([str(tree), str(ROOT), str(GUEST_TESTS)]))
     proc = subprocess.run(
         command(cache, tree, extra or []),
         cwd=ROOT,
