@@ -14,7 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
     from dbc_harness.allocator.pool import DmaPool
@@ -100,7 +100,7 @@ class DmaSpace(ABC):
     def close(self) -> None:
         """Free every buffer and release all backing memory. Idempotent."""
 
-    def __enter__(self) -> DmaSpace:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

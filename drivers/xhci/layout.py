@@ -43,6 +43,7 @@ __all__ = ["AlignedAddress", "Field", "Layout", "format_hex"]
 _FMT_BY_SIZE = {1: "B", 2: "H", 4: "I", 8: "Q"}
 
 
+# construct ships no type information, so its Adapter is Any to mypy (disallow_subclassing_any)
 class AlignedAddress(Adapter):  # type: ignore[misc]
     """A pointer stored in the upper bits of a word whose low ``align_bits`` bits are implied
     zero (e.g. TR Dequeue Pointer bits 63:4). The field's value is the full address; building an

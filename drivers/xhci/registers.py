@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from construct import Int8ul, Int16ul, Int32ul, Struct
+from construct import Construct, Int8ul, Int16ul, Int32ul, Struct
 from dbc_harness.drivers.mmio import Mmio
 from dbc_harness.drivers.xhci._decl import RP, RZ, address_bits, bits, dword, qword
 from dbc_harness.drivers.xhci.errors import LayoutError
@@ -31,7 +31,7 @@ def _reg(name: str, *words: object) -> Layout:
     return Layout(name, Struct(*words))
 
 
-def _plain(name: str, construct: object, doc: str) -> Layout:
+def _plain(name: str, construct: Construct, doc: str) -> Layout:
     return Layout(name, Struct(name.lower() / construct * doc))
 
 

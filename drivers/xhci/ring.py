@@ -369,7 +369,7 @@ class EventRing:
             return None
         o = i * TRB_SIZE
         trb_type = (control >> _TYPE.shift) & ((1 << _TYPE.width) - 1)
-        layout = TRB_LAYOUTS.get(trb_type, GENERIC_TRB)  # type: ignore[call-overload]
+        layout = TRB_LAYOUTS.get(trb_type, GENERIC_TRB)
         fields = layout.parse(self._view, o)
         i += 1
         if i == self.trbs:

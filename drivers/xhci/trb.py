@@ -129,13 +129,32 @@ def _flag(name: str, doc: str) -> object:
     return bits(name, 1, doc)
 
 
-_ENT = lambda: _flag("ENT", "Evaluate Next TRB (6.4.1.1)")  # noqa: E731
-_ISP = lambda: _flag("ISP", "Interrupt-on Short Packet (6.4.1.1)")  # noqa: E731
-_NS = lambda: _flag("NS", "No Snoop (6.4.1.1)")  # noqa: E731
-_CH = lambda: _flag("CH", "Chain bit (6.4.1.1)")  # noqa: E731
-_IOC = lambda: _flag("IOC", "Interrupt On Completion (6.4.1.1)")  # noqa: E731
-_IDT = lambda: _flag("IDT", "Immediate Data (6.4.1.1)")  # noqa: E731
-_BEI = lambda: _flag("BEI", "Block Event Interrupt (6.4.1.1)")  # noqa: E731
+def _ENT() -> object:
+    return _flag("ENT", "Evaluate Next TRB (6.4.1.1)")
+
+
+def _ISP() -> object:
+    return _flag("ISP", "Interrupt-on Short Packet (6.4.1.1)")
+
+
+def _NS() -> object:
+    return _flag("NS", "No Snoop (6.4.1.1)")
+
+
+def _CH() -> object:
+    return _flag("CH", "Chain bit (6.4.1.1)")
+
+
+def _IOC() -> object:
+    return _flag("IOC", "Interrupt On Completion (6.4.1.1)")
+
+
+def _IDT() -> object:
+    return _flag("IDT", "Immediate Data (6.4.1.1)")
+
+
+def _BEI() -> object:
+    return _flag("BEI", "Block Event Interrupt (6.4.1.1)")
 
 
 def _ptr(doc: str, name: str = "data_buffer_pointer") -> object:
@@ -360,8 +379,9 @@ GENERIC_TRB = Layout(
     ),
 )  # fmt: skip
 
-#: TRB Type -> its layout.
-TRB_LAYOUTS: dict[TRBType, Layout] = {
+#: TRB Type -> its layout. Keyed by TRBType members; being an IntEnum, a raw TRB Type value read
+#: from memory finds the same entry.
+TRB_LAYOUTS: dict[int, Layout] = {
     TRBType.Normal: NORMAL,
     TRBType.SetupStage: SETUP_STAGE,
     TRBType.DataStage: DATA_STAGE,
@@ -411,7 +431,7 @@ def cycle_of(buf: bytes | bytearray | memoryview, offset: int = 0) -> int:
 
 def layout_for(trb_type: int) -> Layout:
     """The layout of a TRB type (GENERIC_TRB for types without a declared layout)."""
-    return TRB_LAYOUTS.get(trb_type, GENERIC_TRB)  # type: ignore[call-overload]
+    return TRB_LAYOUTS.get(trb_type, GENERIC_TRB)
 
 
 def decode_trb(
@@ -419,7 +439,7 @@ def decode_trb(
 ) -> tuple[TRBType | int, dict[str, int]]:
     """(TRB Type, fields). Unknown types give (int, GENERIC_TRB fields)."""
     t = trb_type_of(buf, offset)
-    layout = TRB_LAYOUTS.get(t, GENERIC_TRB)  # type: ignore[call-overload]
+    layout = TRB_LAYOUTS.get(t, GENERIC_TRB)
     return _KNOWN_TYPES.get(t, t), layout.parse(buf, offset)
 
 
