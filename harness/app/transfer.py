@@ -120,7 +120,14 @@ def send_file(
 def _host_source(source: Path | None, size: int | None) -> tuple[Callable[[], bytes], int]:
     if source is not None:
         stream = source.open("rb")
-        return (lambda: stream.read(CHUNK) or (stream.close() or b"")), source.stat().st_size
+
+        def read() -> bytes:
+            chunk = stream.read(CHUNK)
+            if not chunk:  # end of file
+                stream.close()
+            return chunk
+
+        return read, source.stat().st_size
     if size is None:
         raise TransferFailed("on the virtual bench give --size N or --source FILE to send")
     block = bytes(range(256)) * (CHUNK // 256)
