@@ -18,6 +18,7 @@ from dbc_harness.allocator.errors import (
     PrivilegeRequired,
     RequestTooLarge,
     SpaceClosed,
+    UseAfterFree,
 )
 from dbc_harness.allocator.heap import Chunk, ChunkSource, HeapDmaSpace
 from dbc_harness.allocator.hugepage import HugepageDmaSpace
@@ -51,4 +52,5 @@ __all__ = [
     "PrivilegeRequired",
     "RequestTooLarge",
     "SpaceClosed",
+    "UseAfterFree",
 ]

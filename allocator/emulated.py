@@ -17,7 +17,12 @@ from __future__ import annotations
 import mmap
 
 from dbc_harness.allocator.errors import InvalidRequest
-from dbc_harness.allocator.heap import DEFAULT_SPARE_IDLE_OPS, Chunk, HeapDmaSpace
+from dbc_harness.allocator.heap import (
+    DEFAULT_QUARANTINE_BYTES,
+    DEFAULT_SPARE_IDLE_OPS,
+    Chunk,
+    HeapDmaSpace,
+)
 from dbc_harness.allocator.window import MSI_WINDOW, AddressWindow
 
 KiB = 1 << 10
@@ -88,6 +93,8 @@ class EmulatedDmaSpace(HeapDmaSpace):
         guard: int = 0,
         spare_chunks: int = 1,
         spare_idle_ops: int | None = DEFAULT_SPARE_IDLE_OPS,
+        sanitize: bool = True,
+        quarantine_bytes: int = DEFAULT_QUARANTINE_BYTES,
         reserved: tuple[tuple[int, int], ...] = (MSI_WINDOW,),
     ) -> None:
         self.base = base
@@ -98,6 +105,8 @@ class EmulatedDmaSpace(HeapDmaSpace):
             guard=guard,
             spare_chunks=spare_chunks,
             spare_idle_ops=spare_idle_ops,
+            sanitize=sanitize,
+            quarantine_bytes=quarantine_bytes,
         )
 
     def __repr__(self) -> str:

@@ -53,5 +53,43 @@ class DmaFault(DmaError):
         super().__init__(f"DMA fault at 0x{address:x} (+{length} bytes): {reason}")
 
 
+class UseAfterFree(DmaFault):
+    """Freed DMA memory was used (the sanitizer, see :mod:`allocator.heap`): the device touched a
+    buffer in quarantine (raised at that access), or the CPU wrote through a stale view (found
+    when the poison pattern is checked as the memory leaves quarantine). Names the buffer's
+    allocation site and free site (``file:line`` of the ``alloc()`` / ``free()`` callers).
+
+    A :class:`DmaFault` subclass: a device model that turns DMA faults into findings reports
+    device-side use after free the same way."""
+
+    def __init__(
+        self,
+        address: int,
+        length: int,
+        *,
+        side: str,
+        buffer_address: int,
+        buffer_size: int,
+        alloc_site: str,
+        free_site: str,
+    ) -> None:
+        self.side = side  # "device" (access to quarantined memory) or "cpu" (poison overwritten)
+        self.buffer_address = buffer_address
+        self.buffer_size = buffer_size
+        self.alloc_site = alloc_site
+        self.free_site = free_site
+        what = (
+            "device access to freed memory"
+            if side == "device"
+            else "freed memory was written (poison overwritten, found as it left quarantine)"
+        )
+        reason = (
+            f"use after free: {what}; the {buffer_size}-byte buffer at 0x{buffer_address:x} "
+            f"was allocated at {alloc_site} and freed at {free_site}"
+        )
+        super().__init__(address, length, reason)
+        self.args = (f"0x{address:x} (+{length} bytes): {reason}",)
+
+
 class SpaceClosed(DmaError):
     """The DMA space was closed; its buffers are gone."""

@@ -21,13 +21,43 @@ Backends only supply *chunks* (device-contiguous memory with a device address, s
 * translation both ways (buffer + offset -> device address in :class:`DmaBuffer`; device address
   -> (buffer, offset) in :meth:`HeapDmaSpace.lookup`, a bisection over the sorted live buffers);
 * device-side access by address (``device_read`` / ``device_write`` / ``device_view``) that raises
-  :class:`DmaFault` unless the whole access lies inside ONE live buffer (IOMMU semantics).
+  :class:`DmaFault` unless the whole access lies inside ONE live buffer (IOMMU semantics);
+* identity checks: ``free()`` accepts only the very :class:`DmaBuffer` objects this space (or
+  the pool) issued and that are still live, found by identity in the space's registry of live
+  buffers, never by their fields; a copy, a forged object or a buffer with an altered address
+  raises :class:`ForeignBuffer` and changes nothing (buffers are frozen: their fields cannot be
+  altered in place);
+* the sanitizer (``sanitize=True``; on by default in the emulated backend, off in the hugepage
+  and iova backends, see their docstrings), like a memory sanitizer's quarantine:
+
+  - each allocation remembers its allocation site (``file:line`` of the ``alloc()`` caller
+    outside this package), each free its free site;
+  - freed memory (buffer and guard bytes, heap buffers and pool blocks alike) is filled with
+    :data:`POISON_BYTE` and kept in a FIFO *quarantine* of at most ``quarantine_bytes`` (and
+    :data:`QUARANTINE_MAX_BUFFERS` buffers) before it can be handed out again;
+  - a device-side access to a quarantined range raises :class:`UseAfterFree` at once (a
+    :class:`DmaFault`, naming both sites);
+  - when memory leaves the quarantine (the bound is exceeded, the last live buffer is freed, or
+    its pool is closed) the poison is checked: a CPU write through a stale view (e.g. a slice
+    of ``buf.view`` taken before ``free()``; ``buf.view`` itself is released at ``free()`` and
+    raises ``ValueError`` on use) or a device write the space could not see (real hardware)
+    raises :class:`UseAfterFree` from that ``free()`` / ``close()`` call, after the operation
+    completed, so the space stays consistent. Detection is therefore guaranteed at the latest
+    when the memory could be handed out again; writes into memory already handed out to a new
+    owner cannot be told apart from the owner's own.
+
+  Costs: one memset per free, one compare per buffer leaving quarantine, a frame walk per
+  alloc/free; the quarantined bytes stay held (``stats()["quarantined_bytes"]``).
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
+import weakref
 from bisect import bisect_left, bisect_right, insort
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -39,6 +69,7 @@ from dbc_harness.allocator.errors import (
     InvalidRequest,
     RequestTooLarge,
     SpaceClosed,
+    UseAfterFree,
 )
 from dbc_harness.allocator.space import DmaBuffer, DmaSpace
 
@@ -89,14 +120,94 @@ class ChunkSource(Protocol):
         ...
 
 
-@dataclass(eq=False)
 class _Extent:
-    """Where a buffer sits: its chunk and the allocated extent [start, end) incl. guard bytes."""
+    """Where a buffer sits: its chunk and the allocated extent [start, end) incl. guard bytes,
+    plus the sanitizer's record (sites, the issued buffer once freed)."""
 
-    chunk: Chunk
-    start: int
-    end: int
-    owner: object  # the space or pool that handed the buffer out
+    __slots__ = (
+        "alloc_site",
+        "chunk",
+        "end",
+        "free_site",
+        "freed_buffer",
+        "owner",
+        "size",
+        "start",
+    )
+
+    def __init__(
+        self,
+        chunk: Chunk,
+        start: int,
+        end: int,
+        owner: object,
+        size: int = 0,
+        alloc_site: tuple[str, int] | None = None,
+    ) -> None:
+        self.chunk = chunk
+        self.start = start
+        self.end = end
+        self.owner = owner  # the space or pool that handed the buffer out
+        self.size = size  # the buffer's size (end - start minus guard bytes)
+        self.alloc_site = alloc_site
+        self.free_site: tuple[str, int] | None = None
+        #: weak reference to the buffer this extent was issued as, set when it is freed (tells a
+        #: double free of that very object from a forged copy of it)
+        self.freed_buffer: weakref.ref[DmaBuffer] | None = None
+
+
+#: byte freed memory is filled with while in quarantine (sanitizer)
+POISON_BYTE = 0xDF
+#: default quarantine bound of a sanitizing space, in bytes
+DEFAULT_QUARANTINE_BYTES = 1 << 20
+#: most buffers kept in quarantine whatever their size
+QUARANTINE_MAX_BUFFERS = 4096
+_FILL = 1 << 16  # bytes zeroed / poisoned / compared per slice assignment
+_ZEROS = memoryview(bytes(_FILL))
+_POISON = memoryview(bytes([POISON_BYTE]) * _FILL)
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _fill(view: memoryview, start: int, end: int, pattern: memoryview) -> None:
+    """``view[start:end] = pattern`` repeated (pattern is _FILL bytes)."""
+    while end - start > _FILL:
+        view[start : start + _FILL] = pattern
+        start += _FILL
+    view[start:end] = pattern[: end - start]
+
+
+def _poison_intact(view: memoryview, start: int, end: int) -> tuple[int, int] | None:
+    """None when ``view[start:end]`` still holds only the poison byte; else the offsets (from
+    ``start``) of the first and last byte that differ."""
+    pos = start
+    while pos < end:
+        n = min(_FILL, end - pos)
+        if view[pos : pos + n] != _POISON[:n]:
+            data = bytes(view[start:end])
+            poison = bytes([POISON_BYTE])
+            return len(data) - len(data.lstrip(poison)), len(data.rstrip(poison)) - 1
+        pos += n
+    return None
+
+
+def caller_site() -> tuple[str, int]:
+    """(file, line) of the nearest caller outside this package (the allocation / free site)."""
+    frame = sys._getframe(1)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+    return frame.f_code.co_filename, frame.f_lineno
+
+
+def format_site(site: tuple[str, int] | None) -> str:
+    """``file:line`` (relative to the working directory when below it)."""
+    if site is None:
+        return "an unknown site (sanitizer off)"
+    path, line = site
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        rel = path
+    return f"{path if rel.startswith('..') else rel}:{line}"
 
 
 #: allocations + frees after which an unused spare chunk goes back to the system
@@ -128,6 +239,8 @@ class HeapDmaSpace(DmaSpace):
     ``spare_chunks``: empty chunks kept while other buffers are live.
     ``spare_idle_ops``: a kept spare goes back after this many allocations and frees without
     being used (``None``: kept until :meth:`trim` or the last free).
+    ``sanitize``: poison freed memory, keep it in a quarantine of at most ``quarantine_bytes``
+    and name use after free (see the module docstring).
     """
 
     def __init__(
@@ -137,9 +250,18 @@ class HeapDmaSpace(DmaSpace):
         guard: int = 0,
         spare_chunks: int = 1,
         spare_idle_ops: int | None = DEFAULT_SPARE_IDLE_OPS,
+        sanitize: bool = False,
+        quarantine_bytes: int = DEFAULT_QUARANTINE_BYTES,
     ) -> None:
         if guard < 0 or spare_chunks < 0 or (spare_idle_ops is not None and spare_idle_ops < 1):
             raise InvalidRequest("guard and spare_chunks must be >= 0, spare_idle_ops >= 1")
+        if not isinstance(quarantine_bytes, int) or quarantine_bytes < 0:
+            raise InvalidRequest(f"quarantine_bytes must be >= 0, got {quarantine_bytes!r}")
+        self.sanitize = bool(sanitize)
+        self.quarantine_bytes = quarantine_bytes
+        # freed extents waiting before reuse, oldest first (sanitizer), and their total bytes
+        self._quarantine: deque[_Extent] = deque()
+        self._quarantined = 0
         self._source = source
         self.backend = source.backend
         self.guard = guard
@@ -164,7 +286,13 @@ class HeapDmaSpace(DmaSpace):
         self._live_bufs: list[DmaBuffer] = []
         self._live_bytes = 0
         self._pools: list[DmaPool] = []
-        self._counters = {"allocs": 0, "frees": 0, "chunks_acquired": 0, "chunks_released": 0}
+        self._counters = {
+            "allocs": 0,
+            "frees": 0,
+            "chunks_acquired": 0,
+            "chunks_released": 0,
+            "use_after_free": 0,
+        }
 
     # ------------------------------------------------------------------ public API (DmaSpace)
     def alloc(
@@ -172,15 +300,25 @@ class HeapDmaSpace(DmaSpace):
     ) -> DmaBuffer:
         with self._lock:
             chunk, address = self._take(size, align, boundary, limit)
-            buf = self._make_buffer(chunk, address, size, self)
+            extent = _Extent(chunk, address, address + size + self.guard, self, size)
+            if self.sanitize:
+                extent.alloc_site = caller_site()
+            base = address - chunk.device_address
+            buf = DmaBuffer(self, address, size, chunk.view[base : base + size], meta=extent)
             self._register(buf)
             return buf
 
     def free(self, buf: DmaBuffer) -> None:
         with self._lock:
             extent = self._check_owned(buf, self)
-            self._unregister(buf)
-            self._give(extent)
+            self._unregister(buf, extent)
+            if self.sanitize:
+                self._quarantine_add(buf, extent)
+                found = self._quarantine_evict()
+                if found:
+                    raise found[0]
+            else:
+                self._give(extent)
 
     def pool(
         self, size: int, *, align: int = 64, boundary: int = 0, limit: int | None = None
@@ -215,6 +353,8 @@ class HeapDmaSpace(DmaSpace):
                 "live_bytes": self._live_bytes,
                 "live_buffers": len(self._live_bufs),
                 "held_bytes": held,
+                "quarantined_bytes": self._quarantined,
+                "quarantined_buffers": len(self._quarantine),
                 "chunks": len(self._chunks),
                 "spare_chunks": len(self._empty),
                 "draining_chunks": len(self._draining),
@@ -229,8 +369,10 @@ class HeapDmaSpace(DmaSpace):
                 return
             self._closed = True
             for buf in self._live_bufs:
-                buf.freed = True
+                object.__setattr__(buf, "freed", True)
                 _release_view(buf.view)
+            self._quarantine.clear()
+            self._quarantined = 0
             self._live_bufs.clear()
             self._live_starts.clear()
             self._live_bytes = 0
@@ -272,6 +414,11 @@ class HeapDmaSpace(DmaSpace):
                         return buf.view[offset : offset + length]
                     base = extent.start - extent.chunk.device_address
                     return extent.chunk.view[base + offset : base + offset + length]
+            if self._quarantine and length >= 0:
+                stale = self._quarantined_at(address, length)
+                if stale is not None:
+                    self._counters["use_after_free"] += 1
+                    raise self._use_after_free(stale, address, length, "device")
         raise DmaFault(address, length)
 
     def device_read(self, address: int, length: int) -> bytes:
@@ -310,14 +457,9 @@ class HeapDmaSpace(DmaSpace):
         self._ops += 1
         self._after_op()
         base = address - chunk.device_address
-        chunk.view[base : base + need] = bytes(need)
+        _fill(chunk.view, base, base + need, _ZEROS)
         self._counters["allocs"] += 1
         return chunk, address
-
-    def _make_buffer(self, chunk: Chunk, address: int, size: int, owner: object) -> DmaBuffer:
-        base = address - chunk.device_address
-        extent = _Extent(chunk, address, address + size + self.guard, owner)
-        return DmaBuffer(self, address, size, chunk.view[base : base + size], meta=extent)
 
     def _register(self, buf: DmaBuffer) -> None:
         idx = bisect_left(self._live_starts, buf.device_address)
@@ -325,26 +467,118 @@ class HeapDmaSpace(DmaSpace):
         self._live_bufs.insert(idx, buf)
         self._live_bytes += buf.size
 
-    def _unregister(self, buf: DmaBuffer) -> None:
-        idx = bisect_left(self._live_starts, buf.device_address)
+    def _unregister(self, buf: DmaBuffer, extent: _Extent) -> None:
+        """Drop a buffer ``_check_owned`` accepted from the registry (lock held)."""
+        idx = bisect_left(self._live_starts, extent.start)
         del self._live_starts[idx]
         del self._live_bufs[idx]
-        self._live_bytes -= buf.size
-        buf.freed = True
+        self._live_bytes -= extent.size
+        object.__setattr__(buf, "freed", True)
+        extent.freed_buffer = weakref.ref(buf)
         _release_view(buf.view)
 
     def _check_owned(self, buf: DmaBuffer, owner: object) -> _Extent:
-        """The buffer's extent if ``owner`` handed it out and it is live; else the named error."""
+        """The buffer's extent if ``owner`` handed out this very object and it is live; else the
+        named error. Identity, not fields: the registry of live buffers must hold ``buf``
+        itself at its address (a copy or a forged buffer carrying a live buffer's fields, or
+        one whose address was altered, is refused and changes nothing)."""
         if not isinstance(buf, DmaBuffer) or buf.space is not self:
             raise ForeignBuffer(f"{buf!r} was not allocated from this space")
         extent = buf.meta
-        if not isinstance(extent, _Extent) or extent.owner is not owner:
-            raise ForeignBuffer(f"{buf!r} was not handed out by {owner!r}")
-        if buf.freed:
-            if self._closed:
-                raise SpaceClosed(f"{buf!r} went with its closed {self.backend} DMA space")
-            raise DoubleFree(f"{buf!r} was already freed")
-        return extent
+        address = buf.device_address
+        if type(address) is int and type(extent) is _Extent:
+            idx = bisect_left(self._live_starts, address)
+            if idx < len(self._live_bufs) and self._live_bufs[idx] is buf:
+                if extent.owner is not owner:
+                    raise ForeignBuffer(f"{buf!r} was not handed out by {owner!r}")
+                return extent
+            ref = extent.freed_buffer
+            if buf.freed and ref is not None and ref() is buf:
+                if self._closed:
+                    raise SpaceClosed(f"{buf!r} went with its closed {self.backend} DMA space")
+                raise DoubleFree(
+                    f"{buf!r} was already freed (allocated at {format_site(extent.alloc_site)}"
+                    f", freed at {format_site(extent.free_site)})"
+                )
+        if buf.freed and self._closed:
+            raise SpaceClosed(f"{buf!r} went with its closed {self.backend} DMA space")
+        raise ForeignBuffer(
+            f"{buf!r} is not a buffer this space handed out (a copy, a forged object or an "
+            "altered address: buffers are checked by identity)"
+        )
+
+    # ------------------------------------------------------------------ sanitizer
+    def _quarantine_add(self, buf: DmaBuffer, extent: _Extent) -> None:
+        """Poison a freed extent and queue it (lock held, sanitizer on)."""
+        extent.free_site = caller_site()
+        chunk = extent.chunk
+        base = chunk.device_address
+        _fill(chunk.view, extent.start - base, extent.end - base, _POISON)
+        self._quarantine.append(extent)
+        self._quarantined += extent.end - extent.start
+
+    def _quarantine_evict(self) -> list[UseAfterFree]:
+        """Let the oldest extents leave the quarantine while it is over its bounds, or all of
+        them once no buffer is live; check their poison on the way out (lock held). Returns
+        what the checks found: the caller raises the first after its operation completed."""
+        found: list[UseAfterFree] = []
+        queue = self._quarantine
+        everything = not self._live_bufs
+        while queue and (
+            everything
+            or self._quarantined > self.quarantine_bytes
+            or len(queue) > QUARANTINE_MAX_BUFFERS
+        ):
+            self._release_quarantined(queue.popleft(), found)
+        return found
+
+    def _quarantine_drop(self, owner: object) -> list[UseAfterFree]:
+        """Take every quarantined extent of ``owner`` (a closing pool) out, checked (lock held)."""
+        found: list[UseAfterFree] = []
+        mine = [e for e in self._quarantine if e.owner is owner]
+        if mine:
+            self._quarantine = deque(e for e in self._quarantine if e.owner is not owner)
+            for extent in mine:
+                self._release_quarantined(extent, found)
+        return found
+
+    def _release_quarantined(self, extent: _Extent, found: list[UseAfterFree]) -> None:
+        self._quarantined -= extent.end - extent.start
+        chunk = extent.chunk
+        base = chunk.device_address
+        bad = _poison_intact(chunk.view, extent.start - base, extent.end - base)
+        if bad is not None:
+            self._counters["use_after_free"] += 1
+            first, last = bad
+            found.append(
+                self._use_after_free(extent, extent.start + first, last - first + 1, "cpu")
+            )
+        owner = extent.owner
+        if owner is self:
+            self._give(extent)
+        else:
+            owner._reclaim(extent)  # type: ignore[attr-defined]  # a DmaPool
+
+    def _quarantined_at(self, address: int, length: int) -> _Extent | None:
+        """The newest quarantined extent overlapping ``[address, address + length)``."""
+        end = address + max(length, 1)
+        for extent in reversed(self._quarantine):
+            if extent.start < end and address < extent.end:
+                return extent
+        return None
+
+    def _use_after_free(
+        self, extent: _Extent, address: int, length: int, side: str
+    ) -> UseAfterFree:
+        return UseAfterFree(
+            address,
+            length,
+            side=side,
+            buffer_address=extent.start,
+            buffer_size=extent.size,
+            alloc_site=format_site(extent.alloc_site),
+            free_site=format_site(extent.free_site),
+        )
 
     def _give(self, extent: _Extent) -> None:
         """Return an extent to the free lists (lock held), coalescing and returning pages."""

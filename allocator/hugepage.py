@@ -19,7 +19,12 @@ import errno
 import mmap
 
 from dbc_harness.allocator.errors import ContiguityError, HugepagesUnavailable, InvalidRequest
-from dbc_harness.allocator.heap import DEFAULT_SPARE_IDLE_OPS, Chunk, HeapDmaSpace
+from dbc_harness.allocator.heap import (
+    DEFAULT_QUARANTINE_BYTES,
+    DEFAULT_SPARE_IDLE_OPS,
+    Chunk,
+    HeapDmaSpace,
+)
 from dbc_harness.allocator.pagemap import BASE_PAGE, Pagemap
 from dbc_harness.allocator.reservation import HugepageReservation, hugepage_dir
 
@@ -147,6 +152,8 @@ class HugepageDmaSpace(HeapDmaSpace):
         guard: int = 0,
         spare_chunks: int = 1,
         spare_idle_ops: int | None = DEFAULT_SPARE_IDLE_OPS,
+        sanitize: bool = False,
+        quarantine_bytes: int = DEFAULT_QUARANTINE_BYTES,
     ) -> None:
         self._own_reservation = HugepageReservation(reserve) if reserve else None
         self.reservation = reservation or self._own_reservation
@@ -157,7 +164,12 @@ class HugepageDmaSpace(HeapDmaSpace):
                 self._own_reservation.release()
             raise
         super().__init__(
-            source, guard=guard, spare_chunks=spare_chunks, spare_idle_ops=spare_idle_ops
+            source,
+            guard=guard,
+            spare_chunks=spare_chunks,
+            spare_idle_ops=spare_idle_ops,
+            sanitize=sanitize,
+            quarantine_bytes=quarantine_bytes,
         )
 
     def close(self) -> None:

@@ -14,7 +14,12 @@ import mmap
 from typing import Protocol, runtime_checkable
 
 from dbc_harness.allocator.errors import InvalidRequest
-from dbc_harness.allocator.heap import DEFAULT_SPARE_IDLE_OPS, Chunk, HeapDmaSpace
+from dbc_harness.allocator.heap import (
+    DEFAULT_QUARANTINE_BYTES,
+    DEFAULT_SPARE_IDLE_OPS,
+    Chunk,
+    HeapDmaSpace,
+)
 from dbc_harness.allocator.hugepage import MAP_HUGETLB, MAP_LOCKED, MAP_POPULATE, mapping_address
 from dbc_harness.allocator.window import MSI_WINDOW, AddressWindow
 
@@ -124,6 +129,8 @@ class IovaDmaSpace(HeapDmaSpace):
         guard: int = 0,
         spare_chunks: int = 1,
         spare_idle_ops: int | None = DEFAULT_SPARE_IDLE_OPS,
+        sanitize: bool = False,
+        quarantine_bytes: int = DEFAULT_QUARANTINE_BYTES,
     ) -> None:
         self.mapper = mapper
         if chunk_size is None:
@@ -133,6 +140,8 @@ class IovaDmaSpace(HeapDmaSpace):
             guard=guard,
             spare_chunks=spare_chunks,
             spare_idle_ops=spare_idle_ops,
+            sanitize=sanitize,
+            quarantine_bytes=quarantine_bytes,
         )
 
     def __repr__(self) -> str:

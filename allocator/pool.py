@@ -6,6 +6,10 @@ boundary)``: every block is ``size`` bytes, aligned to ``align``, never straddle
 naturally aligned extents of the space's heap) and kept on O(1) free lists; a block is zeroed
 when handed out. An empty page goes back to the heap, except one spare page kept while other
 blocks are live; when the pool's last block is freed every page goes back.
+
+With the space's sanitizer on, a freed block is poisoned and waits in the space's quarantine
+(shared with heap buffers, same bound) before it rejoins its page's free list; its poison is
+checked then (see :mod:`allocator.heap`). Until then it keeps its page.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from dbc_harness.allocator.errors import SpaceClosed
-from dbc_harness.allocator.heap import _Extent
+from dbc_harness.allocator.heap import _ZEROS, _Extent, _fill, caller_site
 from dbc_harness.allocator.space import DmaBuffer
 
 if TYPE_CHECKING:
@@ -30,7 +34,7 @@ class _PoolPage:
     address: int
     extent: _Extent
     free: list[int] = field(default_factory=list)
-    live: int = 0
+    live: int = 0  # blocks handed out and not yet back on ``free`` (live or quarantined)
 
 
 class DmaPool:
@@ -63,7 +67,8 @@ class DmaPool:
         self._offsets = self._carve()
         self._pages: dict[int, _PoolPage] = {}
         self._partial: list[_PoolPage] = []  # pages with at least one free block
-        self._live = 0
+        self._live = 0  # blocks handed out and not freed
+        self._held = 0  # ... plus freed blocks still in the space's quarantine
         self._closed = False
 
     def _carve(self) -> list[int]:
@@ -99,33 +104,48 @@ class DmaPool:
                 self._partial.pop()
             page.live += 1
             self._live += 1
-            base = address - page.chunk.device_address
+            self._held += 1
+            chunk = page.chunk
+            base = address - chunk.device_address
             need = self.size + self.guard
-            page.chunk.view[base : base + need] = bytes(need)
-            extent = _Extent(page.chunk, address, address + need, self)
-            buf = DmaBuffer(
-                space, address, self.size, page.chunk.view[base : base + self.size], meta=extent
-            )
+            _fill(chunk.view, base, base + need, _ZEROS)
+            extent = _Extent(chunk, address, address + need, self, self.size)
+            if space.sanitize:
+                extent.alloc_site = caller_site()
+            buf = DmaBuffer(space, address, self.size, chunk.view[base : base + self.size], extent)
             space._register(buf)
             return buf
 
     def free(self, buf: DmaBuffer) -> None:
-        """Give a block back (DoubleFree / ForeignBuffer on misuse)."""
+        """Give a block back (DoubleFree / ForeignBuffer on misuse; UseAfterFree when the
+        sanitizer finds a block leaving quarantine written after its free)."""
         space = self.space
         with space._lock:
-            space._check_owned(buf, self)
-            space._unregister(buf)
-            page = self._pages[buf.device_address // self.page_bytes * self.page_bytes]
-            if not page.free:
-                self._partial.append(page)
-            page.free.append(buf.device_address)
-            page.live -= 1
+            extent = space._check_owned(buf, self)
+            space._unregister(buf, extent)
             self._live -= 1
-            if self._live == 0:
-                for spare in list(self._pages.values()):
-                    self._drop_page(spare)
-            elif page.live == 0 and sum(p.live == 0 for p in self._partial) > 1:
-                self._drop_page(page)
+            if space.sanitize:
+                space._quarantine_add(buf, extent)
+                found = space._quarantine_evict()
+                if found:
+                    raise found[0]
+            else:
+                self._reclaim(extent)
+
+    def _reclaim(self, extent: _Extent) -> None:
+        """A freed block rejoins its page's free list (lock held); pages go back as documented."""
+        address = extent.start
+        page = self._pages[address // self.page_bytes * self.page_bytes]
+        if not page.free:
+            self._partial.append(page)
+        page.free.append(address)
+        page.live -= 1
+        self._held -= 1
+        if self._held == 0:
+            for spare in list(self._pages.values()):
+                self._drop_page(spare)
+        elif page.live == 0 and sum(p.live == 0 for p in self._partial) > 1:
+            self._drop_page(page)
 
     def stats(self) -> dict[str, int]:
         with self.space._lock:
@@ -146,11 +166,16 @@ class DmaPool:
             if space.closed:
                 return
             for buf in [b for b in space._live_bufs if b.meta.owner is self]:
-                space._unregister(buf)
+                space._unregister(buf, buf.meta)
+                self._live -= 1
+            found = space._quarantine_drop(self)
             for page in list(self._pages.values()):
                 self._drop_page(page)
+            self._held = 0
             if self in space._pools:
                 space._pools.remove(self)
+            if found:
+                raise found[0]
 
     def _add_page(self) -> None:
         space = self.space

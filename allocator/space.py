@@ -20,9 +20,14 @@ if TYPE_CHECKING:
     from dbc_harness.allocator.pool import DmaPool
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, frozen=True)
 class DmaBuffer:
-    """One live allocation. Identity equality: two buffers are equal only if they are the same."""
+    """One allocation. Identity equality: two buffers are equal only if they are the same.
+
+    Frozen and checked by identity: only the very object a space handed out can be freed
+    through it; a copy, a buffer built by hand from another's fields or one with an altered
+    address is refused with :class:`~allocator.errors.ForeignBuffer`. ``view`` is released at
+    ``free()`` (later use raises ``ValueError``); ``freed`` turns True then."""
 
     space: DmaSpace
     device_address: int

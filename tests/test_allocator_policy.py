@@ -5,6 +5,7 @@ it while requests fit elsewhere) so it can go back instead of being refilled."""
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 from dbc_harness.allocator import DmaBuffer, EmulatedDmaSpace, InvalidRequest
@@ -13,12 +14,18 @@ KiB = 1 << 10
 CHUNK = 64 * KiB
 
 
+def policy_space(**kwargs: Any) -> EmulatedDmaSpace:
+    """The placement policy itself: without the sanitizer's quarantine, which delays reuse by
+    design (tests/test_allocator_sanitizer.py covers it)."""
+    return EmulatedDmaSpace(sanitize=False, **kwargs)
+
+
 def _chunk_of(buf: DmaBuffer) -> int:
     return buf.device_address // CHUNK
 
 
 def test_idle_spare_chunk_goes_back_after_the_hysteresis() -> None:
-    with EmulatedDmaSpace(chunk_size=CHUNK, spare_chunks=1, spare_idle_ops=8) as space:
+    with policy_space(chunk_size=CHUNK, spare_chunks=1, spare_idle_ops=8) as space:
         keep = space.alloc(64)
         big = space.alloc(CHUNK)  # a chunk of its own
         space.free(big)
@@ -42,7 +49,7 @@ def test_idle_spare_chunk_goes_back_after_the_hysteresis() -> None:
 
 
 def test_spare_used_again_before_it_expires_is_not_released() -> None:
-    with EmulatedDmaSpace(chunk_size=CHUNK, spare_chunks=1, spare_idle_ops=4) as space:
+    with policy_space(chunk_size=CHUNK, spare_chunks=1, spare_idle_ops=4) as space:
         keep = space.alloc(64)
         big = space.alloc(CHUNK)
         for _ in range(10):  # the spare is reused every second operation: never idle long
@@ -54,7 +61,7 @@ def test_spare_used_again_before_it_expires_is_not_released() -> None:
 
 
 def test_without_expiry_the_spare_stays_until_trim() -> None:
-    with EmulatedDmaSpace(chunk_size=CHUNK, spare_chunks=1, spare_idle_ops=None) as space:
+    with policy_space(chunk_size=CHUNK, spare_chunks=1, spare_idle_ops=None) as space:
         keep = space.alloc(64)
         space.free(space.alloc(CHUNK))
         for _ in range(50):
@@ -68,11 +75,11 @@ def test_without_expiry_the_spare_stays_until_trim() -> None:
 
 def test_spare_idle_ops_must_be_positive() -> None:
     with pytest.raises(InvalidRequest):
-        EmulatedDmaSpace(spare_idle_ops=0)
+        policy_space(spare_idle_ops=0)
 
 
 def test_emptiest_chunk_is_drained_and_used_only_when_nothing_else_fits() -> None:
-    with EmulatedDmaSpace(chunk_size=CHUNK, spare_chunks=0) as space:
+    with policy_space(chunk_size=CHUNK, spare_chunks=0) as space:
         a = [space.alloc(16 * KiB) for _ in range(4)]
         b = [space.alloc(16 * KiB) for _ in range(4)]
         c = [space.alloc(n * KiB) for n in (12, 20, 16, 16)]
@@ -114,7 +121,7 @@ def test_after_the_live_set_shrinks_churn_gives_chunks_back() -> None:
     def size() -> int:
         return int(2 ** rng.uniform(6, 14))
 
-    with EmulatedDmaSpace(chunk_size=256 * KiB) as space:
+    with policy_space(chunk_size=256 * KiB) as space:
         live = [space.alloc(size(), boundary=16 * KiB) for _ in range(1500)]
         peak_chunks = space.stats()["chunks"]
         for index in rng.sample(range(len(live)), 1000):  # two thirds go away at random
@@ -136,7 +143,7 @@ def test_after_the_live_set_shrinks_churn_gives_chunks_back() -> None:
 
 def test_a_dense_heap_drains_nothing_until_a_quarter_is_free() -> None:
     """Draining leaves a chunk's holes unused: only worth it once the live set has shrunk."""
-    with EmulatedDmaSpace(chunk_size=CHUNK, spare_chunks=0) as space:
+    with policy_space(chunk_size=CHUNK, spare_chunks=0) as space:
         bufs = [space.alloc(16 * KiB) for _ in range(32)]  # 8 full chunks, 512 KiB
         assert space.stats()["chunks"] == 8
         for buf in bufs[0:20:4]:  # 80 KiB free (15.6 %): more than a chunk, less than 1/4
