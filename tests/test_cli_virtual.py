@@ -115,9 +115,10 @@ def test_send_and_recv_files_with_rate_and_verification(tmp_path: Path) -> None:
 
 def test_recv_on_virtual_needs_a_size_or_source(tmp_path: Path) -> None:
     proc = run_cli("recv", str(tmp_path / "x.bin"))
-    assert proc.returncode == 2  # a usage error, reported by click
+    assert proc.returncode == 2  # a usage error, in the same error:/hint: form as the others
     err = proc.stderr.decode()
-    assert "Error: on the virtual bench give --size N or --source FILE" in err
+    assert "error: on the virtual bench give --size N or --source FILE" in err
+    assert "hint: usage: dbc-harness recv [OPTIONS] FILE" in err
     assert "Traceback" not in err
 
 

@@ -15,13 +15,26 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 from dbc_harness.harness import benchmarks
+from dbc_harness.harness.app import cli_signals
 from dbc_harness.harness.app.cli_errors import ExitCode, explain
+from dbc_harness.harness.app.cli_params import (
+    MAX_ECHO_SIZE,
+    MAX_RECV_SIZE,
+    ByteCount,
+    ByteCounts,
+    InputFile,
+    OutputFile,
+    Seconds,
+    same_file,
+)
+from dbc_harness.harness.app.cli_signals import Interrupted
 from rich.console import Console
 from rich.markup import escape
 
@@ -39,21 +52,68 @@ def report_error(exc: BaseException) -> ExitCode:
     return explained.code
 
 
+def report_interrupt(exc: Interrupted) -> ExitCode | int:
+    """One line for a signal that ended the command; its exit code (128 + signal)."""
+    ERR.print(f"interrupted by {exc.name}: everything taken was given back", highlight=False)
+    return exc.exit_code
+
+
 class HarnessGroup(click.Group):
-    """A click group that turns any exception of a command into :func:`report_error`."""
+    """A click group whose every ending is one of the documented ones: errors of the commands
+    and click's own usage errors become :func:`report_error` (``error:`` + ``hint:``, exit 2
+    for usage), signals become :func:`report_interrupt` (130 / 143 / 129), never a traceback
+    (unless ``--debug``)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
-        except KeyboardInterrupt:
-            ERR.print("interrupted; everything taken was given back")
-            ctx.exit(ExitCode.INTERRUPTED)
+        except KeyboardInterrupt:  # SIGINT before our handlers (or under a claim's own)
+            raise Interrupted(signal.SIGINT) from None
         except Exception as exc:
             if (ctx.obj or {}).get("debug") or os.environ.get("DBC_HARNESS_DEBUG") == "1":
                 raise
             ctx.exit(report_error(exc))
+
+    def main(  # type: ignore[override]
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        code = self._run(args, complete_var, **extra)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+    def _run(self, args: Any, complete_var: str | None, **extra: Any) -> int:
+        try:
+            try:
+                rv = super().main(args, "dbc-harness", complete_var, standalone_mode=False, **extra)
+            except click.exceptions.Abort as exc:  # click's form of Ctrl-C (or EOF at a prompt)
+                if isinstance(exc.__context__, EOFError):
+                    raise click.UsageError("end of input at a prompt") from None
+                raise Interrupted(signal.SIGINT) from None
+            code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+        except click.exceptions.ClickException as exc:
+            if getattr(exc, "ctx", None) is None:  # the option parser gives no context
+                argv = sys.argv[1:] if args is None else [str(a) for a in args]
+                name = next((a for a in argv if a in self.commands), None)
+                exc.command_path = f"dbc-harness {name}" if name else "dbc-harness"  # type: ignore[attr-defined]
+            code = report_error(exc)
+        except Interrupted as exc:
+            return report_interrupt(exc)
+        except KeyboardInterrupt:
+            return report_interrupt(Interrupted(signal.SIGINT))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        received = cli_signals.received()
+        if received is not None and code != received.exit_code:
+            return report_interrupt(received)  # unwound by another error on the way
+        return int(code)
 
 
 @click.group(cls=HarnessGroup)
@@ -169,23 +229,19 @@ def _session_options(f: Any) -> Any:
     return f
 
 
-def _sizes(text: str) -> list[int]:
-    try:
-        sizes = [int(x, 0) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a comma-separated list of sizes") from None
-    if any(s <= 0 for s in sizes):
-        raise click.BadParameter("echo sizes must be positive")
-    return sizes
+#: every deadline option: finite, positive, bounded (cli_params.Seconds)
+_TIMEOUT = Seconds()
+_TIMEOUT_HELP = "Bring-up deadline (s); also the longest wait without progress."
 
 
 @cli.command()
 @_bench_options
 @click.option(
     "--echo-sizes",
+    type=ByteCounts(minimum=1, maximum=MAX_ECHO_SIZE, why="the host holds each echo in memory"),
     default="1,1023,1024,1025,65536,1048576",
     show_default=True,
-    help="Message sizes (bytes) echoed host -> target -> host.",
+    help="Message sizes (bytes; 64k, 1M) echoed host -> target -> host, each at most 256 MiB.",
 )
 @click.option(
     "--throughput-mib",
@@ -194,11 +250,11 @@ def _sizes(text: str) -> list[int]:
     show_default=True,
     help="MiB moved each way for the throughput check (0 skips it).",
 )
-@click.option("--timeout", type=float, default=10.0, show_default=True, help="Bring-up deadline.")
+@click.option("--timeout", type=_TIMEOUT, default=10.0, show_default=True, help=_TIMEOUT_HELP)
 @click.option(
     "--trace",
     "trace_path",
-    type=click.Path(dir_okay=False),
+    type=OutputFile(),
     default=None,
     help="Record the session (.pcapng capture or .jsonl).",
 )
@@ -209,10 +265,10 @@ def run(
     mode: str,
     unsafe: bool,
     force: bool,
-    echo_sizes: str,
+    echo_sizes: list[int],
     throughput_mib: int,
     timeout: float,
-    trace_path: str | None,
+    trace_path: Path | None,
     takeover: bool,
     port_reset: bool,
     mmio32: bool,
@@ -230,10 +286,10 @@ def run(
         claim_mode=mode,
         unsafe=unsafe,
         force=force,
-        echo_sizes=_sizes(echo_sizes),
+        echo_sizes=echo_sizes,
         throughput_bytes=throughput_mib << 20,
         timeout=timeout,
-        trace_path=Path(trace_path) if trace_path else None,
+        trace_path=trace_path,
         takeover=takeover,
         port_reset=port_reset,
         lenient=lenient,
@@ -270,10 +326,10 @@ def _claim_flags(f: Any) -> Any:
 @cli.command()
 @click.argument("target", default="virtual")
 @_claim_flags
-@click.option("--timeout", type=float, default=10.0, show_default=True, help="Bring-up deadline.")
+@click.option("--timeout", type=_TIMEOUT, default=10.0, show_default=True, help=_TIMEOUT_HELP)
 @click.option(
     "--idle",
-    type=float,
+    type=Seconds(),
     default=0.5,
     show_default=True,
     help="After end of input, stop once the far end was quiet this long (s).",
@@ -348,9 +404,9 @@ def _print_rate(verb: str, result: Any, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("file", type=InputFile())
 @_bench_options
-@click.option("--timeout", type=float, default=10.0, show_default=True, help="Bring-up deadline.")
+@click.option("--timeout", type=_TIMEOUT, default=10.0, show_default=True, help=_TIMEOUT_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def send(
     file: Path, bench_spec: str, mode: str, unsafe: bool, force: bool, timeout: float, as_json: bool
@@ -371,28 +427,28 @@ def send(
 
 
 @cli.command()
-@click.argument("file", type=click.Path(dir_okay=False, writable=True, path_type=Path))
+@click.argument("file", type=OutputFile())
 @_bench_options
 @click.option(
     "--size",
-    type=click.IntRange(min=0),
+    type=ByteCount(maximum=MAX_RECV_SIZE),
     default=None,
-    help="Stop after this many bytes (virtual: the host sends this many).",
+    help="Stop after this many bytes (virtual: the host sends this many); at most 1 TiB.",
 )
 @click.option(
     "--source",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=InputFile(),
     default=None,
     help="virtual: the file the debug host sends.",
 )
 @click.option(
     "--idle",
-    type=float,
+    type=Seconds(),
     default=2.0,
     show_default=True,
     help="Stop when the debug host was quiet this long (s).",
 )
-@click.option("--timeout", type=float, default=10.0, show_default=True, help="Bring-up deadline.")
+@click.option("--timeout", type=_TIMEOUT, default=10.0, show_default=True, help=_TIMEOUT_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 def recv(
     file: Path,
@@ -411,6 +467,10 @@ def recv(
 
     if bench_spec == "virtual" and size is None and source is None:
         raise click.UsageError("on the virtual bench give --size N or --source FILE to send")
+    if source is not None and same_file(file, source):
+        raise click.BadParameter(
+            f"{file} is also --source: it would be emptied before it is sent", param_hint="FILE"
+        )
     total = size if size is not None else (source.stat().st_size if source else None)
     with _progress_bar("recv") as bar:
         task = bar.add_task("recv", total=total)
@@ -435,13 +495,13 @@ def recv(
     "--out",
     "out_path",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OutputFile(),
     help="The capture to write (.pcapng; .jsonl for every record as JSON lines).",
 )
 @click.option(
     "--jsonl",
     "jsonl_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OutputFile(),
     default=None,
     help="Also write every record (MMIO, TRBs, events, states) here.",
 )
@@ -454,7 +514,7 @@ def recv(
     show_default=True,
     help="Echo messages to record.",
 )
-@click.option("--timeout", type=float, default=10.0, show_default=True, help="Bring-up deadline.")
+@click.option("--timeout", type=_TIMEOUT, default=10.0, show_default=True, help=_TIMEOUT_HELP)
 @_session_options
 def trace(
     out_path: Path,
@@ -476,6 +536,10 @@ def trace(
     from dbc_harness.fixtures.trace import TeeSink, open_trace
     from dbc_harness.harness.app.session import SessionOptions, run_session
 
+    if jsonl_path is not None and same_file(out_path, jsonl_path):
+        raise click.BadParameter(
+            f"{jsonl_path} is also --out: give two different files", param_hint="'--jsonl'"
+        )
     sizes = [(1, 64, 1024, 1025, 4096, 65536)[i % 6] for i in range(echo_count)]
     writers = [open_trace(out_path)]
     try:
@@ -501,7 +565,15 @@ def trace(
         for w in writers:
             w.close()
     packets = getattr(writers[0], "packets", writers[0].records)
-    OUT.print(escape(f"wrote {packets} packets to {out_path} (tshark -r {out_path})"))
+    if out_path.suffix.lower() == ".pcapng":
+        OUT.print(escape(f"wrote {packets} packets to {out_path} (tshark -r {out_path})"))
+    else:  # JSON lines: not a capture, one record per line
+        OUT.print(
+            escape(
+                f"wrote {packets} records to {out_path} (JSON lines, one MMIO access, TRB, event "
+                f"or state change per line: jq . {out_path}; .pcapng is the Wireshark capture)"
+            )
+        )
     if jsonl_path is not None:
         OUT.print(escape(f"wrote {writers[1].records} records to {jsonl_path}"))
     if not result.ok:
@@ -549,7 +621,7 @@ def restore(
 
 
 @cli.command()
-@click.argument("name", type=click.Choice([*benchmarks.BENCHMARKS, "all"]))
+@click.argument("name", type=click.Choice([*benchmarks.BENCHMARKS, "all"]), metavar="NAME")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option("--quick", is_flag=True, help="Smaller workloads (for smoke tests).")
 def bench(name: str, as_json: bool, quick: bool) -> None:
@@ -587,6 +659,8 @@ cli.add_command(
 
 
 def main() -> None:
+    """The ``dbc-harness`` entry point: signal handlers first, then the command."""
+    cli_signals.install()
     cli(obj={}, standalone_mode=True)
 
 

@@ -13,6 +13,9 @@ import time
 from typing import Any
 
 import click
+from dbc_harness.harness.app import cli_signals
+from dbc_harness.harness.app.cli_params import MAX_HOLD_SECONDS, Seconds
+from dbc_harness.harness.app.cli_signals import Interrupted
 
 
 def _summary(info: Any) -> dict[str, Any]:
@@ -44,7 +47,12 @@ def _summary(info: Any) -> dict[str, Any]:
 @click.option("--force", is_flag=True, help="Claim despite refusals (mounted disks, group peers).")
 @click.option("--below-4g", is_flag=True, help="Keep DMA below 4 GiB even when AC64 = 1.")
 @click.option("--check", is_flag=True, help="Claim, report, and give it back at once.")
-@click.option("--hold", type=float, default=None, help="Give it back after this many seconds.")
+@click.option(
+    "--hold",
+    type=Seconds(zero_ok=True, maximum=MAX_HOLD_SECONDS),
+    default=None,
+    help="Give it back after this many seconds.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the claim summary as JSON.")
 def claim_cmd(
     bdf: str,
@@ -81,7 +89,8 @@ def claim_cmd(
             try:
                 while deadline is None or time.monotonic() < deadline:
                     time.sleep(0.2)
-            except KeyboardInterrupt:
-                pass  # the normal way to end a hold: leave the with-block, which gives it back
+            except (Interrupted, KeyboardInterrupt):
+                # the normal way to end a hold (exit 0): leave the with-block, which gives it back
+                cli_signals.consume()
     if not as_json:
         click.echo(f"given back to {summary['original_driver'] or 'no driver'}", err=True)

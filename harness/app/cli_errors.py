@@ -10,6 +10,7 @@ imports none of the parts (a part that is missing or broken cannot break error r
 from __future__ import annotations
 
 import enum
+import errno
 from dataclasses import dataclass
 
 
@@ -281,6 +282,13 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule("dbc_harness.fixtures", "UsbipTimeout", ExitCode.TIMEOUT, "is the USB/IP peer up?"),
     Rule(
+        "dbc_harness.harness.app",
+        "RemoteExportRefused",
+        ExitCode.FAILURE,
+        "listen on loopback (--listen 127.0.0.1:3240), or add --allow-remote on a network you "
+        "trust: anyone who reaches the port can attach the device",
+    ),
+    Rule(
         "dbc_harness.harness",
         "CheckFailed",
         ExitCode.CHECK_FAILED,
@@ -297,6 +305,19 @@ RULES: tuple[Rule, ...] = (
     Rule("builtins", "FileNotFoundError", ExitCode.NOT_FOUND, "check the path"),
     Rule("builtins", "IsADirectoryError", ExitCode.USAGE, "give a file, not a directory"),
     Rule("builtins", "TimeoutError", ExitCode.TIMEOUT, "is the other side up?"),
+    Rule("builtins", "BrokenPipeError", ExitCode.FAILURE, "the program reading the output quit"),
+    Rule(
+        "builtins",
+        "MemoryError",
+        ExitCode.FAILURE,
+        "not enough memory for that size: use smaller sizes",
+    ),
+    Rule(
+        "socket",
+        "gaierror",
+        ExitCode.USAGE,
+        "the host name does not resolve: give an IP address (e.g. 127.0.0.1)",
+    ),
     Rule("usb", "NoBackendError", ExitCode.NOT_FOUND, "install libusb: apt install libusb-1.0-0"),
     Rule("usb", "USBError", ExitCode.DEVICE_ERROR, "check the debug cable and permissions"),
 )
@@ -314,8 +335,80 @@ def _rule_for(cls: type) -> Rule | None:
     return None
 
 
+#: operating-system errors the exception class alone does not tell apart (plain ``OSError``)
+ERRNO_RULES: dict[int, tuple[ExitCode, str]] = {
+    errno.ENOSPC: (ExitCode.FAILURE, "the file system (or device) is full: write elsewhere"),
+    errno.EFBIG: (ExitCode.FAILURE, "the file grew beyond what its file system allows"),
+    errno.EROFS: (ExitCode.USAGE, "that file system is read-only: write elsewhere"),
+    errno.EIO: (ExitCode.FAILURE, "the file or device failed the I/O: give a regular file"),
+    errno.ENAMETOOLONG: (ExitCode.USAGE, "shorten the path"),
+    errno.EADDRINUSE: (
+        ExitCode.BUSY,
+        "another program listens there: pick another --listen port (port 0: any free one)",
+    ),
+    errno.EADDRNOTAVAIL: (
+        ExitCode.USAGE,
+        "that is not an address of this machine: use 127.0.0.1, or one `ip addr` lists",
+    ),
+}
+_OS_HINT = "an operating-system call failed on the file or device named: check it"
+
+#: click's usage errors (exit 2), matched by name like the parts' errors
+_CLICK_USAGE = frozenset(
+    {"UsageError", "BadParameter", "MissingParameter", "NoSuchOption", "BadOptionUsage",
+     "BadArgumentUsage", "NoArgsIsHelpError"}
+)  # fmt: skip
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _explain_click(exc: BaseException) -> Explained | None:
+    """click's own errors: the same one line and hint, the usage line where it helps."""
+    names = {cls.__name__ for cls in type(exc).__mro__ if cls.__module__.startswith("click")}
+    if "ClickException" not in names:
+        return None
+    format_message = getattr(exc, "format_message", None)
+    message = _one_line(format_message() if callable(format_message) else str(exc))
+    ctx = getattr(exc, "ctx", None)
+    path = getattr(ctx, "command_path", "") or getattr(exc, "command_path", "dbc-harness")
+    if not names & _CLICK_USAGE:
+        code = getattr(exc, "exit_code", 1)
+        return Explained(
+            message or type(exc).__name__,
+            "check the file named",
+            ExitCode(code) if code in ExitCode._value2member_map_ else ExitCode.FAILURE,
+        )
+    command = getattr(ctx, "command", None)
+    if message.startswith("No such command"):
+        hint = f"`{path} --help` lists the commands"
+    elif "NoSuchOption" in names or "BadOptionUsage" in names:
+        hint = f"`{path} --help` lists its options"
+    elif "BadParameter" in names and "MissingParameter" not in names:
+        hint = f"`{path} --help` describes each option and the values it takes"
+    elif command is not None:
+        pieces = " ".join(command.collect_usage_pieces(ctx))
+        hint = f"usage: {path} {pieces}; `{path} --help` for more"
+    else:
+        hint = f"`{path} --help` for the usage"
+    return Explained(message, hint, ExitCode.USAGE)
+
+
+def _explain_os_error(exc: OSError) -> Explained | None:
+    if exc.errno is None or not exc.strerror:
+        return None
+    code, hint = ERRNO_RULES.get(exc.errno, (ExitCode.FAILURE, _OS_HINT))
+    name = errno.errorcode.get(exc.errno, str(exc.errno))
+    where = f"{exc.filename}: " if exc.filename is not None else ""
+    return Explained(f"{where}{exc.strerror} ({name})", hint, code)
+
+
 def explain(exc: BaseException) -> Explained:
     """One line, one hint and an exit code for any exception (nearest matching class wins)."""
+    clicked = _explain_click(exc)
+    if clicked is not None:
+        return clicked
     rule = None
     for cls in type(exc).__mro__:
         rule = _rule_for(cls)
@@ -326,6 +419,10 @@ def explain(exc: BaseException) -> Explained:
     reasons = getattr(exc, "reasons", None)
     if isinstance(reasons, list | tuple) and len(reasons) > 1:
         message += " (" + "; ".join(str(r) for r in reasons) + ")"
+    if rule is None and isinstance(exc, OSError):
+        explained_os = _explain_os_error(exc)
+        if explained_os is not None:
+            return explained_os
     if rule is None:
         return Explained(
             f"{type(exc).__name__}: {message}",

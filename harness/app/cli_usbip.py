@@ -15,30 +15,41 @@ from __future__ import annotations
 
 import contextlib
 import time
+from pathlib import Path
 from typing import Any
 
 import click
 from dbc_harness.drivers.tracing import TraceSink, null_sink
+from dbc_harness.harness.app import cli_signals
+from dbc_harness.harness.app.cli_params import (
+    MAX_HOLD_SECONDS,
+    BusId,
+    ListenAddress,
+    OutputFile,
+    Seconds,
+    UsbId,
+)
+from dbc_harness.harness.app.cli_signals import Interrupted, guarded
 
 #: how long one driver read waits before the loop looks at the server again
 READ_SLICE = 0.2
 
 
-def _parse_listen(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise click.BadParameter(f"expected HOST:PORT (e.g. 127.0.0.1:3240), got {text!r}")
-    return host.strip("[]"), int(port)
+class RemoteExportRefused(Exception):
+    """``--listen`` names a non-loopback address and ``--allow-remote`` was not given."""
 
 
 @click.command("usbip")
 @click.option(
     "--listen",
+    type=ListenAddress(),
     default="127.0.0.1:3240",
     show_default=True,
     help="HOST:PORT to export on (3240 is what `usbip attach` uses).",
 )
-@click.option("--busid", default="1-1", show_default=True, help="Bus ID to export as.")
+@click.option(
+    "--busid", type=BusId(), default="1-1", show_default=True, help="Bus ID to export as."
+)
 @click.option(
     "--allow-remote",
     is_flag=True,
@@ -52,14 +63,17 @@ def _parse_listen(text: str) -> tuple[str, int]:
 )
 @click.option(
     "--duration",
-    type=float,
+    type=Seconds(maximum=MAX_HOLD_SECONDS),
     default=None,
     help="Stop after this many seconds (default: until Ctrl-C).",
 )
-@click.option("--timeout", type=float, default=10.0, show_default=True, help="Bring-up deadline.")
+@click.option(
+    "--timeout", type=Seconds(), default=10.0, show_default=True, help="Bring-up deadline."
+)
 @click.option(
     "--id",
     "usb_id",
+    type=UsbId(),
     default="1d6b:0010",
     show_default=True,
     help="VID:PID the driver writes to DCDDI1/DCDDI2 (0525:127a: usb_debug's EDK2 'debug').",
@@ -68,26 +82,30 @@ def _parse_listen(text: str) -> tuple[str, int]:
 @click.option(
     "--trace",
     "trace_path",
-    type=click.Path(dir_okay=False),
+    type=OutputFile(),
     default=None,
     help="Record every USB/IP URB as the importer saw it (.pcapng for Wireshark, or .jsonl).",
 )
 def usbip_cmd(
-    listen: str,
+    listen: tuple[str, int],
     busid: str,
     allow_remote: bool,
     echo: bool,
     duration: float | None,
     timeout: float,
-    usb_id: str,
+    usb_id: tuple[int, int],
     serial: str | None,
-    trace_path: str | None,
+    trace_path: Path | None,
 ) -> None:
     """Export the virtual DbC over USB/IP (attach it with `usbip attach -r HOST -b BUSID`)."""
+    from dbc_harness.fixtures.usbip import UsbipError
     from dbc_harness.fixtures.usbip.server import check_export_address
 
-    host, port = _parse_listen(listen)
-    check_export_address(host, allow_remote=allow_remote)
+    host, port = listen
+    try:
+        check_export_address(host, allow_remote=allow_remote)
+    except UsbipError as exc:
+        raise RemoteExportRefused(str(exc)) from None
     identity = _identity(usb_id, serial)
     with contextlib.ExitStack() as stack:
         trace: TraceSink = null_sink
@@ -113,12 +131,14 @@ def _export(
     from dbc_harness.fixtures.bench import VirtualBench
     from dbc_harness.fixtures.usbip import UsbipServer, VirtualDbcDevice
 
-    with VirtualBench(free_running=True) as bench:
+    with guarded(lambda: VirtualBench(free_running=True)) as bench:
         driver = bench.make_driver(identity=identity)
         driver.start(timeout=timeout)
         device = VirtualDbcDevice(bench.controller)
-        with UsbipServer(
-            device, host, port, busid=busid, allow_remote=allow_remote, trace=trace
+        with guarded(
+            lambda: UsbipServer(
+                device, host, port, busid=busid, allow_remote=allow_remote, trace=trace
+            )
         ) as server:
             bound_host, bound_port = server.address
             ident = device.descriptors()
@@ -138,18 +158,10 @@ def _export(
             return _serve(driver, server, echo=echo, duration=duration)
 
 
-def _identity(usb_id: str, serial: str | None) -> Any:
+def _identity(usb_id: tuple[int, int], serial: str | None) -> Any:
     from dbc_harness.drivers.dbc import DbcIdentity
 
-    vid, sep, pid = usb_id.partition(":")
-    try:
-        if not sep:
-            raise ValueError(usb_id)
-        fields: dict[str, Any] = {"vendor_id": int(vid, 16), "product_id": int(pid, 16)}
-    except ValueError:
-        raise click.BadParameter(
-            f"expected VID:PID in hex (e.g. 1d6b:0010), got {usb_id!r}"
-        ) from None
+    fields: dict[str, Any] = {"vendor_id": usb_id[0], "product_id": usb_id[1]}
     if serial is not None:
         fields["serial"] = serial
     return DbcIdentity(**fields)
@@ -186,8 +198,11 @@ def _serve(driver: Any, server: Any, *, echo: bool, duration: float | None) -> d
                     echoed += len(data)
                 except DbcError as exc:
                     click.echo(f"driver: {exc}", err=True)
-    except KeyboardInterrupt:
-        pass
+    except (
+        Interrupted,
+        KeyboardInterrupt,
+    ):  # the documented way to stop an export without --duration: exit 0
+        cli_signals.consume()
     stats = server.stats
     return {
         "imports": stats.imports,

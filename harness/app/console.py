@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from dbc_harness.drivers.tracing import TraceSink, null_sink
+from dbc_harness.harness.app.cli_signals import guarded
 from dbc_harness.harness.app.session import read_chunk
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ def run_console(
 
     result = ConsoleResult()
     t0 = time.monotonic()
-    with open_bench(bench_spec, trace=trace, **claim) as bench:
+    with guarded(lambda: open_bench(bench_spec, trace=trace, **claim)) as bench:
         driver = bench.make_driver()
         driver.start(timeout=timeout)
         peer: HostEchoPeer | None = None

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from dbc_harness.drivers.tracing import TraceSink, null_sink
 from dbc_harness.harness.app.cli_errors import ExitCode
+from dbc_harness.harness.app.cli_signals import guarded
 
 if TYPE_CHECKING:
     from dbc_harness.fixtures.bench import DebugHostPipe
@@ -119,10 +120,13 @@ def read_chunk(driver: Any, max_bytes: int, timeout: float) -> bytes:
 
 class TargetEcho:
     """The target-side responder of the echo check: reads what the host sent and writes it
-    back, message by message, in a thread (stopped by :meth:`close`, bounded join)."""
+    back, message by message, in a thread (stopped by :meth:`close`, bounded join). A write
+    waits at most ``timeout`` seconds for the host to take the data (the host reads while it
+    sends, so a large echo keeps moving)."""
 
-    def __init__(self, driver: Any) -> None:
+    def __init__(self, driver: Any, timeout: float = 10.0) -> None:
         self.driver = driver
+        self.timeout = timeout
         self.error: BaseException | None = None
         self.echoed = 0
         #: messages the driver reported undelivered (DbcUndelivered), as (message id, bytes)
@@ -140,11 +144,11 @@ class TargetEcho:
                 if not data:
                     continue
                 try:
-                    self.driver.write(data, timeout=10.0)
+                    self.driver.write(data, timeout=self.timeout)
                 except DbcUndelivered as exc:  # an earlier echo was lost: reported, not fatal
                     lost = [(m.message_id, len(m.undelivered_bytes)) for m in exc.undelivered]
                     self.undelivered.extend(lost)
-                    self.driver.write(data, timeout=10.0)
+                    self.driver.write(data, timeout=self.timeout)
                 self.echoed += len(data)
         except BaseException as exc:  # reported by the host side
             self.error = exc
@@ -154,17 +158,56 @@ class TargetEcho:
         self._thread.join(timeout=5.0)
 
 
-def host_read_exact(pipe: DebugHostPipe, size: int, deadline: float) -> bytes:
-    """Read ``size`` bytes target -> host, in requests of whole max-packet multiples."""
-    got = bytearray()
-    while len(got) < size:
-        remaining = size - len(got)
-        want = min(-(-remaining // MAX_PACKET) * MAX_PACKET, THROUGHPUT_MESSAGE)
-        left = deadline - time.monotonic()
-        if left <= 0:
-            break
-        got += pipe.recv(want, timeout=min(left, 1.0))
-    return bytes(got)
+def _request_size(remaining: int) -> int:
+    """A target -> host request: whole max-packet multiples, at most one throughput message."""
+    return min(-(-remaining // MAX_PACKET) * MAX_PACKET, THROUGHPUT_MESSAGE)
+
+
+class _EchoReader(threading.Thread):
+    """The debug host reads the echo *while* it is still sending the message: a message larger
+    than what the rings and the target can hold only moves when both directions do. Gives up
+    after ``timeout`` seconds without a byte (a deadline on progress, not on size). A stalled
+    IN pipe is cleared as a host would, and the message read again from its start."""
+
+    #: one host read waits at most this long, so :meth:`stop` is seen promptly
+    SLICE = 0.25
+
+    def __init__(self, pipe: DebugHostPipe, size: int, timeout: float) -> None:
+        super().__init__(name="dbc-host-echo-reader", daemon=True)
+        self.pipe, self.size, self.timeout = pipe, size, timeout
+        self.got = bytearray()
+        self.recovered = ""
+        self.error: BaseException | None = None
+        self._halt = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        from dbc_harness.fixtures.bench import PipeStalled
+
+        last = time.monotonic()
+        try:
+            while len(self.got) < self.size and not self._halt.is_set():
+                if time.monotonic() - last > self.timeout:
+                    return  # no progress for ``timeout`` s: the result names what arrived
+                try:
+                    data = self.pipe.recv(_request_size(self.size - len(self.got)), self.SLICE)
+                except PipeStalled as exc:
+                    if exc.direction != "in":
+                        raise
+                    self.pipe.clear_halt(exc.direction)  # the target may send it again
+                    self.recovered = f" after {exc} and clear_halt"
+                    self.got.clear()
+                    data = b""
+                    last = time.monotonic()
+                if data:
+                    self.got += data
+                    last = time.monotonic()
+        except BaseException as exc:  # reported by run_echo
+            self.error = exc
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=self.SLICE * 4 + 1.0)
 
 
 def _pattern(size: int, seed: int) -> bytes:
@@ -175,26 +218,38 @@ def _pattern(size: int, seed: int) -> bytes:
 def run_echo(
     pipe: DebugHostPipe, sizes: list[int], timeout: float, zlp: bool = False
 ) -> list[EchoResult]:
-    """Each size: host sends a pattern, reads the echo back, compares. When a pipe stalls the
-    host clears the halt (as a real host would) and reads again: a message that then arrives
-    whole passes with a note (the driver recovered), anything else fails."""
+    """Each size: host sends a pattern (in 1 MiB pieces, reading the echo back meanwhile),
+    compares. Every wait is bounded by ``timeout`` seconds *without progress*, so a large
+    message takes as long as it needs and a stuck one fails in ``timeout`` s. When a pipe
+    stalls the host clears the halt (as a real host would) and reads again: a message that
+    then arrives whole passes with a note (the driver recovered), anything else fails."""
     from dbc_harness.fixtures.bench import PipeStalled
 
     results: list[EchoResult] = []
     for i, size in enumerate(sizes):
         payload = _pattern(size, i)
         t0 = time.monotonic()
-        deadline = t0 + timeout + size / 50e6
+        reader = _EchoReader(pipe, size, timeout)
         recovered = ""
         try:
-            pipe.send(payload, timeout=timeout, zlp=zlp)
-            back = host_read_exact(pipe, size, deadline)
-        except PipeStalled as exc:  # the DbC halted an endpoint: clear it as a host would
+            for start in range(0, size, THROUGHPUT_MESSAGE):
+                piece = payload[start : start + THROUGHPUT_MESSAGE]
+                last_piece = start + len(piece) >= size
+                pipe.send(piece, timeout=timeout, zlp=zlp and last_piece)
+                if reader.error is not None or not reader.is_alive():
+                    break
+            while reader.is_alive():  # it ends on the whole echo, or ``timeout`` s idle
+                reader.join(timeout=_EchoReader.SLICE)
+        except PipeStalled as exc:  # the DbC halted the OUT endpoint: clear it as a host would
             pipe.clear_halt(exc.direction)
             recovered = f" after {exc} and clear_halt"
-            back = b""
-            if exc.direction == "in":  # the target may send the message again: read it
-                back = host_read_exact(pipe, size, time.monotonic() + timeout)
+            reader.got.clear()  # the message was cut: it cannot come back whole
+        finally:
+            reader.stop()
+        if reader.error is not None:
+            raise reader.error
+        recovered = recovered or reader.recovered
+        back = bytes(reader.got)
         seconds = time.monotonic() - t0
         if back == payload:
             detail = f"delivered{recovered}" if recovered else ""
@@ -209,8 +264,20 @@ def run_echo(
     return results
 
 
+def _expected(message: bytes, offset: int, length: int) -> bytes:
+    """Bytes ``offset .. offset + length`` of ``message`` repeated without end."""
+    out = bytearray()
+    start = offset % len(message)
+    while len(out) < length:
+        take = min(length - len(out), len(message) - start)
+        out += message[start : start + take]
+        start = 0
+    return bytes(out)
+
+
 def measure_target_to_host(driver: Any, pipe: DebugHostPipe, total: int, timeout: float) -> float:
-    """Driver writes ``total`` bytes (1 MiB messages); the host reads them. MB/s."""
+    """Driver writes ``total`` bytes (1 MiB messages); the host reads and checks them piece by
+    piece (memory stays at one message however large ``total`` is). MB/s."""
     message = _pattern(THROUGHPUT_MESSAGE, 99)
     errors: list[BaseException] = []
 
@@ -225,17 +292,25 @@ def measure_target_to_host(driver: Any, pipe: DebugHostPipe, total: int, timeout
             errors.append(exc)
 
     t0 = time.monotonic()
+    deadline = t0 + timeout
     producer = threading.Thread(target=produce, name="dbc-target-writer", daemon=True)
     producer.start()
-    got = host_read_exact(pipe, total, t0 + timeout)
+    got = 0
+    same = True
+    while got < total and not errors:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        data = pipe.recv(_request_size(total - got), timeout=min(left, 1.0))
+        same = same and data == _expected(message, got, len(data))
+        got += len(data)
     elapsed = time.monotonic() - t0
-    producer.join(timeout=timeout)
+    producer.join(timeout=max(0.1, deadline - time.monotonic()))
     if errors:
         raise errors[0]
-    if len(got) != total:
-        raise CheckFailed(f"target_to_host: host got {len(got)} of {total} bytes")
-    expected = (message * (total // THROUGHPUT_MESSAGE + 1))[:total]
-    if got != expected:
+    if got != total:
+        raise CheckFailed(f"target_to_host: host got {got} of {total} bytes")
+    if not same:
         raise CheckFailed("target_to_host: the host received different bytes than were written")
     return total / elapsed / 1e6
 
@@ -243,17 +318,20 @@ def measure_target_to_host(driver: Any, pipe: DebugHostPipe, total: int, timeout
 def measure_host_to_target(
     driver: Any, pipe: DebugHostPipe, total: int, timeout: float, zlp: bool = False
 ) -> float:
-    """The host writes ``total`` bytes; the driver reads them. MB/s."""
+    """The host writes ``total`` bytes; the driver reads and checks them piece by piece. MB/s."""
     message = _pattern(THROUGHPUT_MESSAGE, 7)
-    received = bytearray()
+    received = [0]
+    same = [True]
     errors: list[BaseException] = []
     t0 = time.monotonic()
     deadline = t0 + timeout
 
     def consume() -> None:
         try:
-            while len(received) < total and time.monotonic() < deadline:
-                received.extend(read_chunk(driver, 1 << 20, 0.1))
+            while received[0] < total and time.monotonic() < deadline:
+                data = read_chunk(driver, 1 << 20, 0.1)
+                same[0] = same[0] and data == _expected(message, received[0], len(data))
+                received[0] += len(data)
         except BaseException as exc:
             errors.append(exc)
 
@@ -268,10 +346,9 @@ def measure_host_to_target(
     elapsed = time.monotonic() - t0
     if errors:
         raise errors[0]
-    if len(received) != total:
-        raise CheckFailed(f"host_to_target: target got {len(received)} of {total} bytes")
-    expected = (message * (total // THROUGHPUT_MESSAGE + 1))[:total]
-    if received != expected:
+    if received[0] != total:
+        raise CheckFailed(f"host_to_target: target got {received[0]} of {total} bytes")
+    if not same[0]:
         raise CheckFailed("host_to_target: the target received different bytes than were sent")
     return total / elapsed / 1e6
 
@@ -287,7 +364,7 @@ def run_session(
     trace: TraceSink = null_sink,
 ) -> SessionResult:
     """Run one session; the bench is closed (everything restored) before this returns."""
-    from dbc_harness.fixtures.bench import HostUnavailable, open_bench
+    from dbc_harness.fixtures.bench import open_bench
 
     result = SessionResult()
     t0 = time.monotonic()
@@ -320,64 +397,78 @@ def run_session(
             "force": options.force,
         }
     step(f"opening the {options.bench} bench")
-    bench = open_bench(options.bench, trace=trace, **bench_options)
-    try:
-        result.bench = bench.describe()
-        driver_options: dict[str, Any] = {}
-        if options.in_buffer_size is not None:
-            driver_options["in_buffer_size"] = options.in_buffer_size
-        driver = bench.make_driver(
-            on_state=state_changed,
-            takeover=options.takeover,
-            port_reset=options.port_reset,
-            mmio64=not options.mmio32,
-            **driver_options,
-        )
-        step("bringing the DbC up")
-        bringup_t0[0] = time.monotonic()
-        driver.start(timeout=options.timeout)
+    # opening and closing are never cut in half by a signal (cli_signals.guarded)
+    with guarded(lambda: open_bench(options.bench, trace=trace, **bench_options)) as bench:
         try:
-            step("opening the debug host's pipes")
-            pipe: DebugHostPipe | None = bench.host_pipe(timeout=options.timeout)
-        except HostUnavailable as exc:
-            result.skipped = str(exc)
-            pipe = None
-        # receive buffers larger than a packet only complete on a short packet: the host must
-        # end packet-multiple messages with a zero-length packet
-        zlp = (options.in_buffer_size or MAX_PACKET) > MAX_PACKET
-        if pipe is not None:
-            result.bench["debug host"] = pipe.via + (" (ZLP after packet multiples)" if zlp else "")
-            if options.echo_sizes:
-                step(f"echo of {len(options.echo_sizes)} messages")
-                echo = TargetEcho(driver)
-                try:
-                    result.echo = run_echo(pipe, options.echo_sizes, options.timeout, zlp)
-                finally:
-                    echo.close()
-                if echo.error is not None:
-                    raise echo.error
-            if options.throughput_bytes:
-                budget = options.timeout + options.throughput_bytes / 5e6
-                mib = options.throughput_bytes >> 20
-                step(f"throughput target_to_host, {mib} MiB")
-                result.throughput_MBps["target_to_host"] = round(
-                    measure_target_to_host(driver, pipe, options.throughput_bytes, budget), 1
-                )
-                step(f"throughput host_to_target, {mib} MiB")
-                result.throughput_MBps["host_to_target"] = round(
-                    measure_host_to_target(driver, pipe, options.throughput_bytes, budget, zlp), 1
-                )
-        result.counters = _counters_dict(getattr(driver, "counters", None))
-        step("stopping the DbC")
-        driver.stop(timeout=options.timeout)
-        result.final_state = getattr(driver.state, "name", str(driver.state))
-    finally:
-        result.findings = [str(f) for f in bench.findings()]
-        step("giving everything back")
-        bench.close()
-        result.restored = bench.closed
-        result.elapsed = time.monotonic() - t0
+            _session_body(bench, options, result, step, state_changed, bringup_t0)
+        finally:
+            result.findings = [str(f) for f in bench.findings()]
+            step("giving everything back")
+    result.restored = bench.closed
+    result.elapsed = time.monotonic() - t0
     return result
+
+
+def _session_body(
+    bench: Any,
+    options: SessionOptions,
+    result: SessionResult,
+    step: Callable[[str], None],
+    state_changed: Callable[[Any, Any], None],
+    bringup_t0: list[float],
+) -> None:
+    """Bring-up, echo, throughput and stop on an open bench (closed by the caller)."""
+    from dbc_harness.fixtures.bench import HostUnavailable
+
+    result.bench = bench.describe()
+    driver_options: dict[str, Any] = {}
+    if options.in_buffer_size is not None:
+        driver_options["in_buffer_size"] = options.in_buffer_size
+    driver = bench.make_driver(
+        on_state=state_changed,
+        takeover=options.takeover,
+        port_reset=options.port_reset,
+        mmio64=not options.mmio32,
+        **driver_options,
+    )
+    step("bringing the DbC up")
+    bringup_t0[0] = time.monotonic()
+    driver.start(timeout=options.timeout)
+    try:
+        step("opening the debug host's pipes")
+        pipe: DebugHostPipe | None = bench.host_pipe(timeout=options.timeout)
+    except HostUnavailable as exc:
+        result.skipped = str(exc)
+        pipe = None
+    # receive buffers larger than a packet only complete on a short packet: the host must
+    # end packet-multiple messages with a zero-length packet
+    zlp = (options.in_buffer_size or MAX_PACKET) > MAX_PACKET
+    if pipe is not None:
+        result.bench["debug host"] = pipe.via + (" (ZLP after packet multiples)" if zlp else "")
+        if options.echo_sizes:
+            step(f"echo of {len(options.echo_sizes)} messages")
+            echo = TargetEcho(driver, options.timeout)
+            try:
+                result.echo = run_echo(pipe, options.echo_sizes, options.timeout, zlp)
+            finally:
+                echo.close()
+            if echo.error is not None:
+                raise echo.error
+        if options.throughput_bytes:
+            budget = options.timeout + options.throughput_bytes / 5e6
+            mib = options.throughput_bytes >> 20
+            step(f"throughput target_to_host, {mib} MiB")
+            result.throughput_MBps["target_to_host"] = round(
+                measure_target_to_host(driver, pipe, options.throughput_bytes, budget), 1
+            )
+            step(f"throughput host_to_target, {mib} MiB")
+            result.throughput_MBps["host_to_target"] = round(
+                measure_host_to_target(driver, pipe, options.throughput_bytes, budget, zlp), 1
+            )
+    result.counters = _counters_dict(getattr(driver, "counters", None))
+    step("stopping the DbC")
+    driver.stop(timeout=options.timeout)
+    result.final_state = getattr(driver.state, "name", str(driver.state))
 
 
 def run_command(options: SessionOptions, *, out: Any, as_json: bool) -> ExitCode:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dbc_harness.drivers.tracing import TraceSink, null_sink
+from dbc_harness.harness.app.cli_signals import guarded
 from dbc_harness.harness.app.session import MAX_PACKET, read_chunk
 
 if TYPE_CHECKING:
@@ -83,7 +84,10 @@ def send_file(
     from dbc_harness.fixtures.bench import VirtualBench, open_bench
 
     total = path.stat().st_size
-    with open_bench(bench_spec, trace=trace, **claim) as bench, path.open("rb") as src:
+    with (
+        guarded(lambda: open_bench(bench_spec, trace=trace, **claim)) as bench,
+        path.open("rb") as src,
+    ):
         driver = bench.make_driver()
         driver.start(timeout=timeout)
         reader = None
@@ -155,7 +159,10 @@ def recv_file(
 ) -> TransferResult:
     from dbc_harness.fixtures.bench import VirtualBench, open_bench
 
-    with open_bench(bench_spec, trace=trace, **claim) as bench, path.open("wb") as dst:
+    with (
+        guarded(lambda: open_bench(bench_spec, trace=trace, **claim)) as bench,
+        path.open("wb") as dst,
+    ):
         driver = bench.make_driver()
         driver.start(timeout=timeout)
         sender: threading.Thread | None = None
