@@ -54,11 +54,11 @@ def test_pool_blocks_honour_size_align_boundary_and_are_reused(
         acquired = space.stats()["chunks_acquired"]
         freed: set[int] = set()
         for index in frees:
-            block = blocks.pop(index % len(blocks)) if blocks else None
-            if block is None:
+            victim = blocks.pop(index % len(blocks)) if blocks else None
+            if victim is None:
                 break
-            freed.add(block.device_address)
-            pool.free(block)
+            freed.add(victim.device_address)
+            pool.free(victim)
         again = [pool.alloc() for _ in range(len(freed))]
         assert all(not any(b.view) for b in again), "reused block not zeroed"
         # freed blocks (or never-used blocks of pages the pool already held) are reused first:

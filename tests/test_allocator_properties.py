@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from typing import Any
 
 from dbc_harness.allocator import DmaBuffer, DmaFault, EmulatedDmaSpace
 from hypothesis import given, settings
@@ -93,7 +94,7 @@ def test_freed_space_is_reused_without_taking_new_chunks(sizes: list[int]) -> No
     # one 2 MiB chunk holds every list: freed space must be reused, never a new chunk taken;
     # at the default 64 KiB granule emptied chunks go back, but the footprint never grows
     for chunk_size, same_chunks in ((2 << 20, True), (None, False)):
-        kwargs = {} if chunk_size is None else {"chunk_size": chunk_size}
+        kwargs: dict[str, Any] = {} if chunk_size is None else {"chunk_size": chunk_size}
         # the reuse policy itself: no sanitizer quarantine (it delays reuse by design)
         with EmulatedDmaSpace(spare_chunks=1, sanitize=False, **kwargs) as space:
             keep = space.alloc(64)  # keeps one chunk alive across the cycles

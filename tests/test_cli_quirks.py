@@ -4,6 +4,7 @@ problems of real parts with the driver options that cope with them."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -54,7 +55,7 @@ def test_bad_quirks_are_named_errors(item: str, message: str) -> None:
         parse_quirks([item])
 
 
-def run_json(*args: str) -> tuple[int, dict, str]:  # type: ignore[type-arg]
+def run_json(*args: str) -> tuple[int, dict[str, Any], str]:
     result = CliRunner().invoke(cli, ["run", "--json", "--throughput-mib", "1", *args])
     summary = json.loads(result.stdout) if result.stdout.strip() else {}
     return result.exit_code, summary, result.stderr

@@ -69,6 +69,7 @@ def test_trace_writes_a_capture_tshark_decodes_with_the_echo_payloads(tmp_path: 
     assert f"to {cap}" in result.stdout
     sizes = [1, 64, 1024]
     payloads = b"".join(_pattern(n, i) for i, n in enumerate(sizes))
+    assert TSHARK is not None  # the skipif above
     out = subprocess.run(
         [TSHARK, "-r", str(cap), "-T", "fields", "-E", "separator=|", "-e", "usb.urb_type",
          "-e", "usb.endpoint_address", "-e", "usb.capdata", "-e", "frame.comment"],

@@ -8,6 +8,8 @@ Strict mode (any spec finding fails), deterministic virtual time, bounded exampl
 
 from __future__ import annotations
 
+from typing import Literal
+
 from dbc_harness.drivers.dbc import DbcDisconnected, DbcDriver, DbcState, DbcTimeout, DbcUndelivered
 from dbc_harness.drivers.xhci.registers import CAPLENGTH, OPERATIONAL_REGS, USBCMD, read_register
 from dbc_harness.fixtures.virtual import (
@@ -19,6 +21,8 @@ from dbc_harness.fixtures.virtual import (
     TransferFault,
     VirtualXhci,
 )
+from dbc_harness.fixtures.virtual.host import HostDirection
+from dbc_harness.fixtures.virtual.quirks import EventPointerMode
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -53,7 +57,7 @@ class DbcUnderFaults(RuleBasedStateMachine):
         self.target_got = bytearray()
         self.host_sent = bytearray()
         #: endpoints the test halted on purpose (host names: "in", "out")
-        self.halted: set[str] = set()
+        self.halted: set[HostDirection] = set()
 
     @initialize(
         ids=st.sampled_from([(2, 3), (0, 1)]),
@@ -62,11 +66,15 @@ class DbcUnderFaults(RuleBasedStateMachine):
         zlp=st.booleans(),
     )
     def bring_up(
-        self, ids: tuple[int, int], pointers: str, faults: list[TransferFault], zlp: bool
+        self,
+        ids: tuple[int, int],
+        pointers: EventPointerMode,
+        faults: list[TransferFault],
+        zlp: bool,
     ) -> None:
         quirks = Quirks(
             endpoint_ids=ids,
-            transfer_event_pointer=pointers,  # type: ignore[arg-type]
+            transfer_event_pointer=pointers,
             transfer_faults=tuple(faults),
         )
         self.x = VirtualXhci(strict=True, quirks=quirks)
@@ -151,8 +159,8 @@ class DbcUnderFaults(RuleBasedStateMachine):
         self.host_sent += data
 
     @rule(direction=st.sampled_from(["in", "out"]))
-    def host_halts(self, direction: str) -> None:
-        self.x.host.halt(direction)  # type: ignore[arg-type]
+    def host_halts(self, direction: HostDirection) -> None:
+        self.x.host.halt(direction)
         self.halted.add(direction)
         self.drv.poll()
 
@@ -160,7 +168,7 @@ class DbcUnderFaults(RuleBasedStateMachine):
     @rule()
     def host_clears_halts(self) -> None:
         for direction in sorted(self.halted):
-            self.x.host.clear_halt(direction)  # type: ignore[arg-type]
+            self.x.host.clear_halt(direction)
         self.halted.clear()
         self.drv.poll()
 
@@ -174,9 +182,9 @@ class DbcUnderFaults(RuleBasedStateMachine):
         self.collect()
 
     @rule(kind=st.sampled_from(["hot", "warm"]))
-    def host_port_reset(self, kind: str) -> None:
+    def host_port_reset(self, kind: Literal["hot", "warm"]) -> None:
         self.drain_host()
-        self.x.host.reset(kind)  # type: ignore[arg-type]
+        self.x.host.reset(kind)
         self.settle()
         self.collect()
 
@@ -190,14 +198,14 @@ class DbcUnderFaults(RuleBasedStateMachine):
         self.collect()
 
     # -- checks ----------------------------------------------------------------------------
-    def expected_prefix_ok(self) -> None:
+    def expected_prefix_ok(self) -> bytearray:
         """What the host got is a prefix of (written minus undelivered)."""
         expected = bytearray()
         for mid, data in self.written:
             expected += data[: self.undelivered.get(mid, len(data))]
         got = bytes(self.host_got)
         assert expected[: len(got)] == got, "host data differs from what was written"
-        return expected  # type: ignore[return-value]
+        return expected
 
     @invariant()
     def host_sees_a_prefix(self) -> None:

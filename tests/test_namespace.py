@@ -29,6 +29,8 @@ def test_no_module_imports_a_bare_folder_name() -> None:
     for path in _python_files():
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
+            if not isinstance(node, ast.Import | ast.ImportFrom):
+                continue
             names: list[str] = []
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]

@@ -13,6 +13,7 @@ import errno
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from dbc_harness.fixtures.usbip import ch9, wire
@@ -138,13 +139,13 @@ def device() -> MemoryDevice:
 
 
 @pytest.fixture
-def server(device: MemoryDevice):
+def server(device: MemoryDevice) -> Iterator[UsbipServer]:
     with UsbipServer(device, "127.0.0.1", 0) as srv:
         yield srv
 
 
 @pytest.fixture
-def client(server: UsbipServer):
+def client(server: UsbipServer) -> Iterator[UsbipClient]:
     host, port = server.address
     with UsbipClient.import_device(host, port, "1-1") as cli:
         yield cli
@@ -215,7 +216,8 @@ def test_derived_codecs_agree_with_the_construct_layouts(data: st.DataObject) ->
             else st.binary(min_size=8, max_size=8)
         )
     basic = [data.draw(st.integers(0, 2**32 - 1)) for _ in range(4)]
-    raw = wire.build_header(command, *basic, **body)
+    seqnum, devid, direction, ep = basic
+    raw = wire.build_header(command, seqnum, devid, direction, ep, **body)
     expected = wire.HeaderBasic.build(
         dict(zip(("command", "seqnum", "devid", "direction", "ep"), [command, *basic], strict=True))
     ) + layout.build(body)

@@ -64,7 +64,8 @@ def test_timed_acquire_gives_up_and_release_by_other_thread_refused() -> None:
 
 def test_condition_wait_releases_every_level_and_restores_it() -> None:
     lk = ModelLock()
-    cond = threading.Condition(lk)
+    # Condition duck-types its lock; typeshed lists only the stdlib lock classes
+    cond = threading.Condition(lk)  # type: ignore[arg-type]
     ready: list[int] = []
 
     def producer() -> None:
@@ -116,7 +117,7 @@ def test_a_condition_wait_that_cannot_take_the_lock_back_raises_model_busy(
 ) -> None:
     monkeypatch.setattr(lock_mod, "DEADLINE_S", 0.1)
     lk = ModelLock()
-    cond = threading.Condition(lk)
+    cond = threading.Condition(lk)  # type: ignore[arg-type]  # duck-typed lock, as above
     taken = threading.Event()
     done = threading.Event()
 

@@ -117,10 +117,10 @@ def test_unspecified_fields_default_to_zero_or_declared_default() -> None:
 )
 def test_out_of_range_values_raise_layout_error(fields: dict[str, object], message: str) -> None:
     with pytest.raises(LayoutError, match=message):
-        trb.NORMAL.build(**fields)  # type: ignore[arg-type]
+        trb.NORMAL.build(**fields)
     buf = bytearray(16)
     with pytest.raises(LayoutError, match=message):
-        trb.NORMAL.pack_into(buf, 0, **fields)  # type: ignore[arg-type]
+        trb.NORMAL.pack_into(buf, 0, **fields)
     assert buf == bytearray(16)  # nothing written on error
 
 

@@ -86,12 +86,14 @@ class _FakeMmio:
     def __init__(self) -> None:
         self.mem = {0x20: 0x8000_0001, 0x18: 0x1230, 0x1C: 0x1}
         self.reads: list[int] = []
+        self.writes: list[tuple[int, int]] = []
 
     def read32(self, offset: int) -> int:
         self.reads.append(offset)
         return self.mem.get(offset, 0)
 
     def write32(self, offset: int, value: int) -> None:
+        self.writes.append((offset, value))
         self.mem[offset] = value
 
     def read64(self, offset: int) -> int:
@@ -158,7 +160,6 @@ def test_sub_dword_capability_registers_and_64_bit_writes() -> None:
     assert caps["CAPLENGTH"] == 0x20 and caps["HCIVERSION"] == 0x120
     assert caps["HCCPARAMS1"] == 0x0200_0001
     assert "CAPLENGTH" in CAPABILITY_REGS.render(caps)
-    writes: list[tuple[int, int]] = []
-    mmio.write32 = lambda off, v: writes.append((off, v))  # type: ignore[method-assign]
+    mmio.writes.clear()
     write_register(mmio, DBC_REGS.offset("DCCP"), DCCP, 0x1_2345_6780)
-    assert writes == [(0x30, 0x2345_6780), (0x34, 0x1)]  # low dword, then high dword
+    assert mmio.writes == [(0x30, 0x2345_6780), (0x34, 0x1)]  # low dword, then high dword
