@@ -23,7 +23,7 @@ from dbc_harness.drivers.dbc.datapath import (
     RxQueue,
     TargetToHostPipe,
 )
-from dbc_harness.drivers.dbc.rings import EventRing, TransferRing
+from dbc_harness.drivers.dbc.rings import allocate_event_ring, allocate_transfer_ring
 from dbc_harness.drivers.dbc.state import StateMachine
 from dbc_harness.drivers.xhci.trb import LINK, NORMAL, TRBType, cycle_of, trb_type_of
 from hypothesis import given, settings
@@ -105,7 +105,7 @@ def test_identity_accepts_longest_string() -> None:
 
 
 def test_transfer_ring_link_trb_toggles_cycle_and_wraps(dma: EmulatedDmaSpace) -> None:
-    ring = TransferRing(dma, 16, limit=None, name="OUT")
+    ring = allocate_transfer_ring(dma, 16, limit=None, name="OUT")
     view = ring.view
     assert trb_type_of(view, 15 * 16) == TRBType.Link
     link = LINK.parse(view, 15 * 16)
@@ -136,7 +136,7 @@ def test_transfer_ring_never_rewrites_the_link_before_the_controller_passed_it(
     next lap's last TRB and the Link's new Cycle bit be written while the controller may still
     be parked at the previous lap's Link (e.g. on a full event ring): it would then take the
     ring for empty for ever. Writing lap N's Link must wait for a completion from lap N."""
-    ring = TransferRing(dma, 16, limit=None, name="OUT")
+    ring = allocate_transfer_ring(dma, 16, limit=None, name="OUT")
     queued: deque[tuple[int, int]] = deque()  # (lap, slot) in flight, oldest first
     completed_laps: set[int] = set()
     lap = 1
@@ -155,21 +155,21 @@ def test_transfer_ring_never_rewrites_the_link_before_the_controller_passed_it(
 
 def test_ring_size_is_checked(dma: EmulatedDmaSpace) -> None:
     with pytest.raises(DbcConfigError):
-        TransferRing(dma, 8, limit=None, name="OUT")
+        allocate_transfer_ring(dma, 8, limit=None, name="OUT")
     with pytest.raises(DbcConfigError):
-        EventRing(dma, 8192, limit=None)
+        allocate_event_ring(dma, 8192, limit=None)
 
 
 def test_event_ring_consumer_cycle(dma: EmulatedDmaSpace) -> None:
-    ev = EventRing(dma, 16, limit=None)
-    assert not ev.pending() and ev.dequeue_pointer == ev.base
+    ev = allocate_event_ring(dma, 16, limit=None)
+    assert not ev.ready() and ev.dequeue_pointer == ev.base
     for i in range(16):
         ev.view[i * 16 + 12] = 1  # the producer hands every TRB over with C = 1
     for _ in range(16):
-        assert ev.pending()
+        assert ev.ready()
         ev.advance()
     assert ev.ccs == 0 and ev.dequeue_index == 0
-    assert not ev.pending()  # C = 1 is the old lap now
+    assert not ev.ready()  # C = 1 is the old lap now
 
 
 # -- datapath --------------------------------------------------------------------------------
@@ -360,7 +360,7 @@ class _Handler:
         self.errors: list[Exception] = []
         self.lost: list[UndeliveredMessage] = []
         self.regs_file = _RegisterFile({})
-        self.events = EventRing(dma, 16, limit=None)
+        self.events = allocate_event_ring(dma, 16, limit=None)
         self.out = TargetToHostPipe(dma, 16, limit=None, max_bytes_in_flight=1 << 20)
         self.inp = HostToTargetPipe(dma, 16, limit=None, buffers=2, buffer_size=1024, rx_limit=4096)
         self.memory = DbcContextMemory(dma, limit=None)

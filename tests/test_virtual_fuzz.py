@@ -7,7 +7,7 @@ from dbc_harness.fixtures.virtual import HostError, VirtualXhci
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.virtual_helpers import DbcBench
+from tests.virtual_helpers import MinimalDbcProducer
 
 trbs = st.lists(st.binary(min_size=16, max_size=16), min_size=1, max_size=24)
 
@@ -18,7 +18,7 @@ def test_garbage_trbs_give_findings_not_tracebacks(
     out_trbs: list[bytes], in_trbs: list[bytes], send: bytes
 ) -> None:
     with VirtualXhci(strict=False) as x:
-        b = DbcBench(x, ring_trbs=32)
+        b = MinimalDbcProducer(x, ring_trbs=32)
         b.bring_up()
         b.events()
         for raw in out_trbs:
@@ -53,7 +53,7 @@ dbc_offsets = st.sampled_from(sorted({DBC_REGS.offset(n) for n in DBC_REGS.offse
 )
 def test_random_dbc_register_writes_never_crash(writes: list[tuple[int, int]], plug: bool) -> None:
     with VirtualXhci(strict=False, plugged=plug) as x:
-        b = DbcBench(x)
+        b = MinimalDbcProducer(x)
         b.program()
         for offset, value in writes:
             x.mmio.write32(b.base + offset, value)

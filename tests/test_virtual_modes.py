@@ -16,7 +16,7 @@ from dbc_harness.fixtures.virtual import (
     VirtualXhci,
 )
 
-from tests.virtual_helpers import DbcBench
+from tests.virtual_helpers import MinimalDbcProducer
 
 
 def test_clock_sleep_advances_virtual_time() -> None:
@@ -29,7 +29,7 @@ def test_clock_sleep_advances_virtual_time() -> None:
 
 def test_free_running_bring_up_and_echo_with_real_time() -> None:
     with VirtualXhci() as x, x.run_free():
-        b = DbcBench(x)
+        b = MinimalDbcProducer(x)
         b.program()
         b.enable()
         deadline = x.clock.monotonic() + 5.0
@@ -49,7 +49,7 @@ def test_free_running_bring_up_and_echo_with_real_time() -> None:
 
 def test_finding_in_model_thread_surfaces_at_next_call() -> None:
     with VirtualXhci() as x:
-        b = DbcBench(x)
+        b = MinimalDbcProducer(x)
         b.bring_up()
         b.events()
         with x.run_free():
@@ -66,7 +66,7 @@ def test_finding_in_model_thread_surfaces_at_next_call() -> None:
 
 def test_mmio_from_two_threads_while_data_moves() -> None:
     with VirtualXhci() as x:
-        b = DbcBench(x)
+        b = MinimalDbcProducer(x)
         b.bring_up()
         b.events()
         errors: list[BaseException] = []
@@ -98,7 +98,7 @@ def test_mmio_from_two_threads_while_data_moves() -> None:
 
 def test_lenient_mode_records_and_continues() -> None:
     with VirtualXhci(strict=False) as x:
-        b = DbcBench(x)
+        b = MinimalDbcProducer(x)
         x.mmio.read32(b.base + 0x0C)
         x.mmio.write32(b.base + 0x2C, 1)
         b.bring_up()
@@ -125,7 +125,7 @@ def test_bad_configuration_is_a_named_error() -> None:
 
 def test_host_buffer_completes_tds_before_the_application_reads() -> None:
     with VirtualXhci() as x:
-        b = DbcBench(x)
+        b = MinimalDbcProducer(x)
         b.bring_up()
         b.events()
         b.queue_out(b"buffered")
@@ -138,7 +138,7 @@ def test_host_buffer_completes_tds_before_the_application_reads() -> None:
 
 def test_without_host_buffer_a_td_completes_when_read() -> None:
     with VirtualXhci(host_buffer=0) as x:
-        b = DbcBench(x)
+        b = MinimalDbcProducer(x)
         b.bring_up()
         b.events()
         b.queue_out(b"on the wire")
@@ -151,7 +151,7 @@ def test_without_host_buffer_a_td_completes_when_read() -> None:
 
 def test_send_times_out_without_posted_buffers() -> None:
     with VirtualXhci() as x:
-        b = DbcBench(x)
+        b = MinimalDbcProducer(x)
         b.bring_up()
         with pytest.raises(HostTimeout) as info:
             x.host.send(b"nobody listens", timeout=0.05)
@@ -165,7 +165,7 @@ def test_trace_records_urb_pairs_with_the_trb_behind() -> None:
         records.append((kind, fields))
 
     with VirtualXhci(trace=sink) as x:
-        b = DbcBench(x)
+        b = MinimalDbcProducer(x)
         b.bring_up()
         b.events()
         b.queue_out(b"traced")

@@ -10,19 +10,19 @@ import usb.util
 from dbc_harness.fixtures.virtual import DbcState, VirtualXhci
 from dbc_harness.fixtures.virtual.pyusb_backend import get_backend
 
-from tests.virtual_helpers import DbcBench
+from tests.virtual_helpers import MinimalDbcProducer
 
 
 @pytest.fixture
-def xb() -> tuple[VirtualXhci, DbcBench]:
+def xb() -> tuple[VirtualXhci, MinimalDbcProducer]:
     with VirtualXhci() as x:
-        b = DbcBench(x, protocol=1)
+        b = MinimalDbcProducer(x, protocol=1)
         b.bring_up()
         b.events()
         yield x, b
 
 
-def test_find_and_descriptors(xb: tuple[VirtualXhci, DbcBench]) -> None:
+def test_find_and_descriptors(xb: tuple[VirtualXhci, MinimalDbcProducer]) -> None:
     x, _ = xb
     be = get_backend(x)
     dev = usb.core.find(idVendor=0x1D6B, backend=be)
@@ -44,7 +44,7 @@ def test_find_and_descriptors(xb: tuple[VirtualXhci, DbcBench]) -> None:
     assert usb.core.find(idVendor=0x0525, backend=be) is None
 
 
-def test_bulk_write_and_read(xb: tuple[VirtualXhci, DbcBench]) -> None:
+def test_bulk_write_and_read(xb: tuple[VirtualXhci, MinimalDbcProducer]) -> None:
     x, b = xb
     dev = usb.core.find(idVendor=0x1D6B, backend=get_backend(x))
     dev.set_configuration()
@@ -59,7 +59,7 @@ def test_bulk_write_and_read(xb: tuple[VirtualXhci, DbcBench]) -> None:
         dev.read(0x81, 4096, timeout=50)
 
 
-def test_halt_clear_and_reset(xb: tuple[VirtualXhci, DbcBench]) -> None:
+def test_halt_clear_and_reset(xb: tuple[VirtualXhci, MinimalDbcProducer]) -> None:
     x, b = xb
     dev = usb.core.find(idVendor=0x1D6B, backend=get_backend(x))
     dev.ctrl_transfer(0x02, usb.REQ_SET_FEATURE, 0, 0x81)  # SET_FEATURE(ENDPOINT_HALT)
@@ -75,7 +75,7 @@ def test_halt_clear_and_reset(xb: tuple[VirtualXhci, DbcBench]) -> None:
     assert b.portsc()["PRC"] == 1
 
 
-def test_device_disappears_on_unplug(xb: tuple[VirtualXhci, DbcBench]) -> None:
+def test_device_disappears_on_unplug(xb: tuple[VirtualXhci, MinimalDbcProducer]) -> None:
     x, _ = xb
     be = get_backend(x)
     dev = usb.core.find(idVendor=0x1D6B, backend=be)

@@ -17,13 +17,13 @@ from dbc_harness.fixtures.virtual import (
     VirtualXhci,
 )
 
-from tests.virtual_helpers import DbcBench
+from tests.virtual_helpers import MinimalDbcProducer
 
 T = Timing()
 
 
-def up(x: VirtualXhci) -> DbcBench:
-    b = DbcBench(x)
+def up(x: VirtualXhci) -> MinimalDbcProducer:
+    b = MinimalDbcProducer(x)
     b.bring_up()
     b.events()
     return b
@@ -46,7 +46,7 @@ def test_endpoint_id_numbering(ids: tuple[int, int] | None, expected: tuple[int,
 
 def test_enumeration_only_after_root_port_reset() -> None:
     with VirtualXhci(quirks=Quirks(enumerate_after_root_port_reset=True)) as x:
-        b = DbcBench(x)
+        b = MinimalDbcProducer(x)
         b.program()
         b.enable()
         x.advance(1_000_000)
@@ -257,7 +257,7 @@ def test_dbc_left_enabled_by_firmware() -> None:
     from dbc_harness.drivers.xhci.registers import DCCTRL
 
     with VirtualXhci(quirks=Quirks(firmware_left_enabled=True)) as x:
-        b = DbcBench(x)
+        b = MinimalDbcProducer(x)
         ctrl = b.dcctrl()
         assert (ctrl["DCE"], ctrl["DCR"]) == (1, 1)
         assert b.read("DCCP") != 0

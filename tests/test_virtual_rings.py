@@ -9,25 +9,25 @@ from dbc_harness.fixtures.virtual import HostStall, HostTransferError, VirtualXh
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.virtual_helpers import DbcBench
+from tests.virtual_helpers import MinimalDbcProducer
 
 
-def configured(**kwargs: object) -> tuple[VirtualXhci, DbcBench]:
+def configured(**kwargs: object) -> tuple[VirtualXhci, MinimalDbcProducer]:
     x = VirtualXhci(**kwargs)  # type: ignore[arg-type]
-    b = DbcBench(x)
+    b = MinimalDbcProducer(x)
     b.bring_up()
     b.events()
     return x, b
 
 
 @pytest.fixture
-def xb() -> tuple[VirtualXhci, DbcBench]:
+def xb() -> tuple[VirtualXhci, MinimalDbcProducer]:
     x, b = configured()
     yield x, b
     x.close()
 
 
-def test_no_processing_without_doorbell(xb: tuple[VirtualXhci, DbcBench]) -> None:
+def test_no_processing_without_doorbell(xb: tuple[VirtualXhci, MinimalDbcProducer]) -> None:
     x, b = xb
     b.queue_out(b"quiet")
     x.advance(10_000)
@@ -37,16 +37,16 @@ def test_no_processing_without_doorbell(xb: tuple[VirtualXhci, DbcBench]) -> Non
     assert x.host.pending_in_bytes() == 5
 
 
-def test_trb_with_wrong_cycle_is_not_consumed(xb: tuple[VirtualXhci, DbcBench]) -> None:
+def test_trb_with_wrong_cycle_is_not_consumed(xb: tuple[VirtualXhci, MinimalDbcProducer]) -> None:
     x, b = xb
     b.data.view[0:4] = b"late"
-    off = b.out.enqueue * 16
-    NORMAL.pack_into(b.out.buf.view, off, data_buffer_pointer=b.data.device_address,
+    off = b.out.enqueue_index * 16
+    NORMAL.pack_into(b.out.view, off, data_buffer_pointer=b.data.device_address,
                      trb_transfer_length=4, IOC=1, C=b.out.pcs ^ 1)  # fmt: skip
     b.ring_doorbell(0)
     x.advance(1000)
     assert x.host.pending_in_bytes() == 0
-    NORMAL.pack_into(b.out.buf.view, off, data_buffer_pointer=b.data.device_address,
+    NORMAL.pack_into(b.out.view, off, data_buffer_pointer=b.data.device_address,
                      trb_transfer_length=4, IOC=1, C=b.out.pcs)  # fmt: skip
     x.advance(1000)
     assert x.host.pending_in_bytes() == 0  # idle until the next doorbell (4.9.2)
@@ -56,7 +56,7 @@ def test_trb_with_wrong_cycle_is_not_consumed(xb: tuple[VirtualXhci, DbcBench]) 
 
 def test_transfer_ring_wraps_through_link_with_toggle_cycle() -> None:
     with VirtualXhci() as x:
-        b = DbcBench(x, ring_trbs=16)
+        b = MinimalDbcProducer(x, ring_trbs=16)
         b.bring_up()
         b.events()
         got = b""
@@ -72,7 +72,7 @@ def test_transfer_ring_wraps_through_link_with_toggle_cycle() -> None:
 
 def test_event_ring_full_holds_events_without_overwrite() -> None:
     with VirtualXhci() as x:
-        b = DbcBench(x, event_trbs=16)
+        b = MinimalDbcProducer(x, event_trbs=16)
         b.bring_up()
         b.events()
         addrs = [b.queue_out(b"x", offset=64 * i) for i in range(20)]
@@ -83,7 +83,7 @@ def test_event_ring_full_holds_events_without_overwrite() -> None:
         assert len(first) == 15
         assert [e.fields["trb_pointer"] for e in first] == addrs[:15]
         assert b.dcst()["ER"] == 1
-        b.write64("DCERDP", b.event_buf.device_address + b.ev_index * 16)
+        b.write64("DCERDP", b.event_buf.device_address + b.event_ring.dequeue_index * 16)
         x.advance(100)
         rest = b.events()
         assert [e.fields["trb_pointer"] for e in rest] == addrs[15:]
@@ -93,7 +93,7 @@ def test_event_ring_full_holds_events_without_overwrite() -> None:
 
 def test_event_ring_wrap_toggles_producer_cycle_state() -> None:
     with VirtualXhci() as x:
-        b = DbcBench(x, event_trbs=16)
+        b = MinimalDbcProducer(x, event_trbs=16)
         b.bring_up()
         b.events()
         cycles = []
@@ -108,7 +108,7 @@ def test_event_ring_wrap_toggles_producer_cycle_state() -> None:
         assert b.dcst()["ER"] == 0
 
 
-def test_chained_td_is_one_host_transfer(xb: tuple[VirtualXhci, DbcBench]) -> None:
+def test_chained_td_is_one_host_transfer(xb: tuple[VirtualXhci, MinimalDbcProducer]) -> None:
     x, b = xb
     payload = bytes(range(256)) * 12  # 3072 bytes: 2048 + 1024, ends on a packet boundary
     b.queue_out(payload[:2048], chain=1, ioc=0)
@@ -121,7 +121,7 @@ def test_chained_td_is_one_host_transfer(xb: tuple[VirtualXhci, DbcBench]) -> No
     assert len(ev) == 2  # IOC only on the last TRB of each TD
 
 
-def test_short_td_ends_the_host_read(xb: tuple[VirtualXhci, DbcBench]) -> None:
+def test_short_td_ends_the_host_read(xb: tuple[VirtualXhci, MinimalDbcProducer]) -> None:
     x, b = xb
     b.queue_out(b"first")
     b.queue_out(b"second", offset=64)
@@ -132,7 +132,7 @@ def test_short_td_ends_the_host_read(xb: tuple[VirtualXhci, DbcBench]) -> None:
 
 def test_in_short_packet_on_first_trb_without_isp() -> None:
     with VirtualXhci() as x:
-        b = DbcBench(x)
+        b = MinimalDbcProducer(x)
         b.bring_up()
         b.events()
         b.post_in(2048, chain=1, ioc=0, isp=0)
@@ -146,7 +146,7 @@ def test_in_short_packet_on_first_trb_without_isp() -> None:
         assert b.in_data(100) == b"z" * 100
 
 
-def test_in_packets_fill_a_td_exactly(xb: tuple[VirtualXhci, DbcBench]) -> None:
+def test_in_packets_fill_a_td_exactly(xb: tuple[VirtualXhci, MinimalDbcProducer]) -> None:
     x, b = xb
     b.post_in(4096)
     b.ring_doorbell(1)
@@ -158,7 +158,7 @@ def test_in_packets_fill_a_td_exactly(xb: tuple[VirtualXhci, DbcBench]) -> None:
 
 
 def test_in_zero_length_packet_after_an_exactly_filled_td_ends_the_next_td(
-    xb: tuple[VirtualXhci, DbcBench],
+    xb: tuple[VirtualXhci, MinimalDbcProducer],
 ) -> None:
     """A host transfer of whole packets sent with its ZLP: the data fills the first TD exactly
     (Success), the zero-length packet lands in the next TD (Short Packet, nothing transferred),
@@ -183,7 +183,7 @@ def test_in_zero_length_packet_after_an_exactly_filled_td_ends_the_next_td(
     ] == [(second, CompletionCode.ShortPacket, 2048)]
 
 
-def test_in_transfer_larger_than_td_babbles(xb: tuple[VirtualXhci, DbcBench]) -> None:
+def test_in_transfer_larger_than_td_babbles(xb: tuple[VirtualXhci, MinimalDbcProducer]) -> None:
     x, b = xb
     b.post_in(1000)
     b.ring_doorbell(1)
@@ -199,7 +199,7 @@ def test_in_transfer_larger_than_td_babbles(xb: tuple[VirtualXhci, DbcBench]) ->
         x.host.send(b"again", timeout=0.01)
 
 
-def test_in_data_waits_for_posted_buffers(xb: tuple[VirtualXhci, DbcBench]) -> None:
+def test_in_data_waits_for_posted_buffers(xb: tuple[VirtualXhci, MinimalDbcProducer]) -> None:
     x, b = xb
     xfer = x.host.submit(b"early bird")
     x.advance(1000)
@@ -210,7 +210,7 @@ def test_in_data_waits_for_posted_buffers(xb: tuple[VirtualXhci, DbcBench]) -> N
     assert b.in_data(10) == b"early bird"
 
 
-def test_noop_with_ioc_completes(xb: tuple[VirtualXhci, DbcBench]) -> None:
+def test_noop_with_ioc_completes(xb: tuple[VirtualXhci, MinimalDbcProducer]) -> None:
     x, b = xb
     addr = b.noop(b.out, ioc=1)
     b.ring_doorbell(0)
@@ -221,7 +221,7 @@ def test_noop_with_ioc_completes(xb: tuple[VirtualXhci, DbcBench]) -> None:
     ]
 
 
-def test_idt_on_out_ring_sends_immediate_data(xb: tuple[VirtualXhci, DbcBench]) -> None:
+def test_idt_on_out_ring_sends_immediate_data(xb: tuple[VirtualXhci, MinimalDbcProducer]) -> None:
     x, b = xb
     b.out.put(NORMAL.build(data_buffer_pointer=int.from_bytes(b"imm!", "little"),
                            trb_transfer_length=4, IDT=1, IOC=1, C=0))  # fmt: skip
@@ -229,7 +229,7 @@ def test_idt_on_out_ring_sends_immediate_data(xb: tuple[VirtualXhci, DbcBench]) 
     assert x.host.recv(16, timeout=0.01) == b"imm!"
 
 
-def test_recv_timeout_advances_virtual_time(xb: tuple[VirtualXhci, DbcBench]) -> None:
+def test_recv_timeout_advances_virtual_time(xb: tuple[VirtualXhci, MinimalDbcProducer]) -> None:
     from dbc_harness.fixtures.virtual import HostTimeout
 
     x, _ = xb
@@ -243,7 +243,7 @@ def test_recv_timeout_advances_virtual_time(xb: tuple[VirtualXhci, DbcBench]) ->
 @given(st.lists(st.integers(min_value=0, max_value=5000), min_size=1, max_size=12))
 def test_out_bytes_arrive_in_order(sizes: list[int]) -> None:
     with VirtualXhci() as x:
-        b = DbcBench(x)
+        b = MinimalDbcProducer(x)
         b.bring_up()
         b.events()
         expected = b""

@@ -27,109 +27,109 @@ from dbc_harness.drivers.xhci.registers import (
 from dbc_harness.drivers.xhci.trb import LINK, NORMAL, CompletionCode, TRBType
 from dbc_harness.fixtures.virtual import RULES, Quirks, SpecViolation, VirtualXhci
 
-from tests.virtual_helpers import DbcBench
+from tests.virtual_helpers import MinimalDbcProducer
 
-Breaker = Callable[[VirtualXhci, DbcBench], None]
+Breaker = Callable[[VirtualXhci, MinimalDbcProducer], None]
 
 
-def _configured(x: VirtualXhci, b: DbcBench) -> None:
+def _configured(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     b.bring_up()
     b.events()
 
 
-def _info(b: DbcBench, **fields: int) -> None:
+def _info(b: MinimalDbcProducer, **fields: int) -> None:
     f = DBC_INFO_CONTEXT.parse(b.ctx.view, 0)
     f.update(fields)
     DBC_INFO_CONTEXT.pack_into(b.ctx.view, 0, **f)
 
 
-def _out_ctx(b: DbcBench, **fields: int) -> None:
+def _out_ctx(b: MinimalDbcProducer, **fields: int) -> None:
     f = DBC_ENDPOINT_CONTEXT.parse(b.ctx.view, DBC_OUT_EP_OFFSET)
     f.update(fields)
     DBC_ENDPOINT_CONTEXT.pack_into(b.ctx.view, DBC_OUT_EP_OFFSET, **f)
 
 
-def _enumerate(x: VirtualXhci, b: DbcBench) -> None:
+def _enumerate(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     b.program()
     b.enable()
     x.advance(200_000)
 
 
 # ---------------------------------------------------------------- MMIO
-def mmio_subdword(x: VirtualXhci, b: DbcBench) -> None:
+def mmio_subdword(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     x.mmio.write8(b.off("DCCTRL"), 1)
 
 
-def mmio_unaligned(x: VirtualXhci, b: DbcBench) -> None:
+def mmio_unaligned(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     x.mmio.read32(b.off("DCCTRL") + 2)
 
 
-def mmio_out_of_bar(x: VirtualXhci, b: DbcBench) -> None:
+def mmio_out_of_bar(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     x.mmio.read32(0x10000)
 
 
-def mmio_reserved_0c(x: VirtualXhci, b: DbcBench) -> None:
+def mmio_reserved_0c(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     x.mmio.read32(b.base + 0x0C)
 
 
-def mmio_reserved_2c(x: VirtualXhci, b: DbcBench) -> None:
+def mmio_reserved_2c(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     x.mmio.write32(b.base + 0x2C, 0)
 
 
-def mmio_rsvdz(x: VirtualXhci, b: DbcBench) -> None:
+def mmio_rsvdz(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     b.write("DCDDI1", DCDDI1.encode(vendor_id=0x1D6B, rsvdz0_8=0x12))
 
 
-def mmio_rsvdp(x: VirtualXhci, b: DbcBench) -> None:
+def mmio_rsvdp(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     b.write("DCCTRL", DCCTRL.encode(rsvdp0_5=1))
 
 
-def mmio_ro_write(x: VirtualXhci, b: DbcBench) -> None:
+def mmio_ro_write(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     b.write("DCID", 0)
 
 
-def mmio_64_order(x: VirtualXhci, b: DbcBench) -> None:
+def mmio_64_order(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     x.mmio.write32(b.off("DCCP") + 4, 0)
 
 
-def mmio_64bit_unsupported(x: VirtualXhci, b: DbcBench) -> None:
+def mmio_64bit_unsupported(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     x.mmio.write64(b.off("DCCP"), b.ctx.device_address)
 
 
-def hcrst_running(x: VirtualXhci, b: DbcBench) -> None:
+def hcrst_running(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     x.mmio.write32(0x80, USBCMD.encode(RS=1))
     x.mmio.write32(0x80, USBCMD.encode(RS=1, HCRST=1))
 
 
 # ---------------------------------------------------------------- DbC registers
-def db_target(x: VirtualXhci, b: DbcBench) -> None:
+def db_target(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     _configured(x, b)
     b.ring_doorbell(2)
 
 
-def dce_regs_changed(x: VirtualXhci, b: DbcBench) -> None:
+def dce_regs_changed(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     _configured(x, b)
     b.write("DCERSTSZ", DCERSTSZ.encode(event_ring_segment_table_size=2))
 
 
-def dccp_missing(x: VirtualXhci, b: DbcBench) -> None:
+def dccp_missing(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     b.program()
     b.write64("DCCP", 0)
     b.enable()
 
 
-def dccp_align(x: VirtualXhci, b: DbcBench) -> None:
+def dccp_align(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     b.write64("DCCP", b.ctx.device_address | 8)
 
 
-def dccp_dma(x: VirtualXhci, b: DbcBench) -> None:
+def dccp_dma(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     b.program()
     b.write64("DCCP", DCCP.encode(dbc_context_pointer=0x2000_0000_0000))
     b.enable()
     x.advance(200_000)
 
 
-def dccp_page(x: VirtualXhci, b: DbcBench) -> None:
+def dccp_page(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     buf = x.dma.alloc(8192, align=4096)
     ctx = buf.device_address + 4096 - 64
     buf.view[4096 - 64 : 4096 - 64 + 192] = b.ctx.view[:192]
@@ -139,48 +139,48 @@ def dccp_page(x: VirtualXhci, b: DbcBench) -> None:
     x.advance(200_000)
 
 
-def addr_ac64(x: VirtualXhci, b: DbcBench) -> None:
+def addr_ac64(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     b.write64("DCCP", 0x1_0000_0000)
 
 
 # ---------------------------------------------------------------- ERST / event ring
-def erstsz(x: VirtualXhci, b: DbcBench) -> None:
+def erstsz(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     b.program()
     b.write("DCERSTSZ", DCERSTSZ.encode(event_ring_segment_table_size=2))
     b.enable()
 
 
-def erstba_align(x: VirtualXhci, b: DbcBench) -> None:
+def erstba_align(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     b.write64("DCERSTBA", b.erst.device_address + 16)
 
 
-def erstba_dma(x: VirtualXhci, b: DbcBench) -> None:
+def erstba_dma(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     b.program()
     b.write64("DCERSTBA", DCERSTBA.encode(event_ring_segment_table_base_address=0x2000_0000_0000))
     b.enable()
 
 
-def erst_seg_align(x: VirtualXhci, b: DbcBench) -> None:
+def erst_seg_align(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     b.erst.view[0] |= 0x20
     b.program()
     b.enable()
 
 
-def erst_seg_size(x: VirtualXhci, b: DbcBench) -> None:
+def erst_seg_size(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     ERST_ENTRY.pack_into(b.erst.view, 0, ring_segment_base_address=b.event_buf.device_address,
                          ring_segment_size=8)  # fmt: skip
     b.program()
     b.enable()
 
 
-def erst_seg_dma(x: VirtualXhci, b: DbcBench) -> None:
+def erst_seg_dma(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     x.dma.free(b.event_buf)
     b.program()
     b.write64("DCERDP", 0)
     b.enable()
 
 
-def erst_seg_64k(x: VirtualXhci, b: DbcBench) -> None:
+def erst_seg_64k(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     buf = x.dma.alloc(1 << 17, align=1 << 16)
     seg = buf.device_address + (1 << 16) - 512
     ERST_ENTRY.pack_into(b.erst.view, 0, ring_segment_base_address=seg, ring_segment_size=64)
@@ -189,83 +189,83 @@ def erst_seg_64k(x: VirtualXhci, b: DbcBench) -> None:
     b.enable()
 
 
-def erdp_range(x: VirtualXhci, b: DbcBench) -> None:
+def erdp_range(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     b.program()
     b.write64("DCERDP", DCERDP.encode(event_ring_dequeue_pointer=b.out.base))
     b.enable()
 
 
-def erdp_align(x: VirtualXhci, b: DbcBench) -> None:
+def erdp_align(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     b.write64("DCERDP", b.event_buf.device_address | 8)
 
 
 # ---------------------------------------------------------------- strings
-def str_missing(x: VirtualXhci, b: DbcBench) -> None:
+def str_missing(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     _info(b, product_string_descriptor_address=0)
     _enumerate(x, b)
 
 
-def str_dma(x: VirtualXhci, b: DbcBench) -> None:
+def str_dma(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     _info(b, product_string_descriptor_address=0x2000_0000_0000)
     _enumerate(x, b)
 
 
-def str_blength(x: VirtualXhci, b: DbcBench) -> None:
+def str_blength(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     f = DBC_INFO_CONTEXT.parse(b.ctx.view, 0)
     _info(b, product_string_length=f["product_string_length"] + 2)
     _enumerate(x, b)
 
 
-def str_type(x: VirtualXhci, b: DbcBench) -> None:
+def str_type(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     b.str_buf.view[256 * 2 + 1] = 2
     _enumerate(x, b)
 
 
-def str_utf16(x: VirtualXhci, b: DbcBench) -> None:
+def str_utf16(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     b.str_buf.view[256 * 3 : 256 * 3 + 5] = bytes([5, 3, 0x30, 0x00, 0x31])
     _info(b, serial_number_string_length=5)
     _enumerate(x, b)
 
 
-def str0_missing(x: VirtualXhci, b: DbcBench) -> None:
+def str0_missing(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     _info(b, string0_length=0)
     _enumerate(x, b)
 
 
-def str0_langid(x: VirtualXhci, b: DbcBench) -> None:
+def str0_langid(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     b.str_buf.view[0:2] = bytes([2, 3])
     _info(b, string0_length=2)
     _enumerate(x, b)
 
 
 # ---------------------------------------------------------------- endpoint contexts
-def ep_type(x: VirtualXhci, b: DbcBench) -> None:
+def ep_type(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     _out_ctx(b, ep_type=6)
     _enumerate(x, b)
 
 
-def ep_mps(x: VirtualXhci, b: DbcBench) -> None:
+def ep_mps(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     _out_ctx(b, max_packet_size=512)
     _enumerate(x, b)
 
 
-def ep_burst(x: VirtualXhci, b: DbcBench) -> None:
+def ep_burst(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     _out_ctx(b, max_burst_size=0)
     _enumerate(x, b)
 
 
-def ep_deq_dma(x: VirtualXhci, b: DbcBench) -> None:
+def ep_deq_dma(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     _out_ctx(b, tr_dequeue_pointer=0x2000_0000_0000)
     _enumerate(x, b)
 
 
-def ep_deq_align(x: VirtualXhci, b: DbcBench) -> None:
+def ep_deq_align(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     _out_ctx(b, rsvdz2_1=4)
     _enumerate(x, b)
 
 
 # ---------------------------------------------------------------- transfer rings
-def trb_dma(x: VirtualXhci, b: DbcBench) -> None:
+def trb_dma(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     _out_ctx(b, tr_dequeue_pointer=0x2000_0000_0000)
     _configured(x, b)
     x.findings.clear()
@@ -273,14 +273,14 @@ def trb_dma(x: VirtualXhci, b: DbcBench) -> None:
     x.advance(100)
 
 
-def trb_type(x: VirtualXhci, b: DbcBench) -> None:
+def trb_type(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     _configured(x, b)
     b.out.put(LINK.build(trb_type=TRBType.SetupStage, C=0))
     b.ring_doorbell(0)
     x.advance(100)
 
 
-def trb_len(x: VirtualXhci, b: DbcBench) -> None:
+def trb_len(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     _configured(x, b)
     b.out.put(NORMAL.build(data_buffer_pointer=b.data.device_address,
                            trb_transfer_length=65537, C=0))  # fmt: skip
@@ -288,7 +288,7 @@ def trb_len(x: VirtualXhci, b: DbcBench) -> None:
     x.advance(100)
 
 
-def trb_64k(x: VirtualXhci, b: DbcBench) -> None:
+def trb_64k(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     _configured(x, b)
     line = (b.data.device_address + 0x10000) & ~0xFFFF  # a 64 KiB line inside the buffer
     b.out.put(NORMAL.build(data_buffer_pointer=line - 0x100, trb_transfer_length=0x200, C=0))
@@ -296,14 +296,14 @@ def trb_64k(x: VirtualXhci, b: DbcBench) -> None:
     x.advance(100)
 
 
-def trb_buf_dma(x: VirtualXhci, b: DbcBench) -> None:
+def trb_buf_dma(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     _configured(x, b)
     b.out.put(NORMAL.build(data_buffer_pointer=0x2000_0000_0000, trb_transfer_length=16, C=0))
     b.ring_doorbell(0)
     x.advance(100)
 
 
-def trb_idt(x: VirtualXhci, b: DbcBench) -> None:
+def trb_idt(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     _configured(x, b)
     b.inr.put(NORMAL.build(data_buffer_pointer=0, trb_transfer_length=4, IDT=1, C=0))
     b.ring_doorbell(1)
@@ -311,34 +311,34 @@ def trb_idt(x: VirtualXhci, b: DbcBench) -> None:
     x.advance(100)
 
 
-def link_target(x: VirtualXhci, b: DbcBench) -> None:
+def link_target(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     _configured(x, b)
     b.out.put(LINK.build(ring_segment_pointer=0x2000_0000_0000, C=0))
     b.ring_doorbell(0)
     x.advance(100)
 
 
-def ring_loop(x: VirtualXhci, b: DbcBench) -> None:
+def ring_loop(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     _configured(x, b)
     b.out.put(LINK.build(ring_segment_pointer=b.out.base, C=0))  # jumps to itself, no TC
     b.ring_doorbell(0)
     x.advance(100)
 
 
-def ring_without_toggle(x: VirtualXhci, b: DbcBench) -> None:
+def ring_without_toggle(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     _configured(x, b)
-    LINK.pack_into(b.out.buf.view, (b.out.size - 1) * 16, ring_segment_pointer=b.out.base, TC=0,
+    LINK.pack_into(b.out.view, (b.out.trbs - 1) * 16, ring_segment_pointer=b.out.base, TC=0,
                    C=1)  # fmt: skip
-    for _ in range(b.out.size - 1):
+    for _ in range(b.out.trbs - 1):
         b.out.put(NORMAL.build(data_buffer_pointer=b.data.device_address,
                                trb_transfer_length=0, C=0))  # fmt: skip
     b.ring_doorbell(0)
     x.advance(100)
 
 
-def ring_overrun(x: VirtualXhci, b: DbcBench) -> None:
+def ring_overrun(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     _configured(x, b)
-    view, last = b.out.buf.view, b.out.size - 2  # the last transfer slot before the Link TRB
+    view, last = b.out.view, b.out.trbs - 2  # the last transfer slot before the Link TRB
     zero = {"data_buffer_pointer": b.data.device_address, "trb_transfer_length": 0}
     for _ in range(last):
         b.out.put(NORMAL.build(**zero, C=0))
@@ -421,7 +421,7 @@ def test_broken_setup_gives_exactly_its_finding(case: str) -> None:
     if quirks is not None:
         kwargs["quirks"] = quirks
     with VirtualXhci(**kwargs) as x:  # type: ignore[arg-type]
-        b = DbcBench(x)
+        b = MinimalDbcProducer(x)
         breaker(x, b)
         assert [f.rule for f in x.findings] == [rule], [str(f) for f in x.findings]
         f = x.findings[0]
@@ -431,7 +431,7 @@ def test_broken_setup_gives_exactly_its_finding(case: str) -> None:
 
 def test_two_langid_string0_is_accepted() -> None:
     with VirtualXhci() as x:
-        b = DbcBench(x)
+        b = MinimalDbcProducer(x)
         b.str_buf.view[0:6] = bytes([6, 3, 0x09, 0x00, 0x04, 0x00])
         _info(b, string0_length=6)
         b.bring_up()
@@ -441,7 +441,7 @@ def test_two_langid_string0_is_accepted() -> None:
 
 def test_strict_mode_raises_from_the_mmio_call() -> None:
     with VirtualXhci() as x:
-        b = DbcBench(x)
+        b = MinimalDbcProducer(x)
         with pytest.raises(SpecViolation) as info:
             x.mmio.read32(b.base + 0x0C)
         assert info.value.finding.rule == "MMIO-RESERVED"
@@ -451,7 +451,7 @@ def test_strict_mode_raises_from_the_mmio_call() -> None:
 
 def test_strict_mode_raises_from_advance() -> None:
     with VirtualXhci() as x:
-        b = DbcBench(x)
+        b = MinimalDbcProducer(x)
         _info(b, product_string_descriptor_address=0)
         b.program()
         b.enable()
@@ -462,7 +462,7 @@ def test_strict_mode_raises_from_advance() -> None:
 
 def test_bad_trb_type_completes_with_trb_error_and_halts() -> None:
     with VirtualXhci(strict=False) as x:
-        b = DbcBench(x)
+        b = MinimalDbcProducer(x)
         _configured(x, b)
         addr = b.out.put(LINK.build(trb_type=TRBType.SetupStage, C=0))
         b.ring_doorbell(0)

@@ -3,12 +3,12 @@ from __future__ import annotations
 from dbc_harness.drivers.xhci.trb import CompletionCode, TRBType
 from dbc_harness.fixtures.virtual import DbcState, VirtualXhci
 
-from tests.virtual_helpers import DbcBench
+from tests.virtual_helpers import MinimalDbcProducer
 
 
 def test_bring_up_and_echo() -> None:
     with VirtualXhci() as x:
-        b = DbcBench(x)
+        b = MinimalDbcProducer(x)
         b.bring_up()
         assert x.state is DbcState.CONFIGURED
         assert x.host.device is not None

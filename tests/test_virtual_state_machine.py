@@ -9,7 +9,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from tests.virtual_helpers import DbcBench
+from tests.virtual_helpers import MinimalDbcProducer
 
 LINK_UP = {DbcState.ENABLED, DbcState.CONFIGURED}
 
@@ -18,7 +18,7 @@ class PortMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.x = VirtualXhci(strict=False)
-        self.b = DbcBench(self.x)
+        self.b = MinimalDbcProducer(self.x)
         self.b.program()
         self.b.enable()
 

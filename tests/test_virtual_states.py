@@ -14,12 +14,12 @@ from dbc_harness.fixtures.virtual import (
     VirtualXhci,
 )
 
-from tests.virtual_helpers import DbcBench
+from tests.virtual_helpers import MinimalDbcProducer
 
 T = Timing()
 
 
-def psc_events(b: DbcBench) -> int:
+def psc_events(b: MinimalDbcProducer) -> int:
     return sum(1 for e in b.events() if e.trb_type == TRBType.PortStatusChangeEvent)
 
 
@@ -31,7 +31,7 @@ def x() -> VirtualXhci:
 
 def test_off_to_disconnected_without_host() -> None:
     with VirtualXhci(plugged=False) as x:
-        b = DbcBench(x)
+        b = MinimalDbcProducer(x)
         assert x.state is DbcState.OFF
         assert b.portsc()["CCS"] == 0
         b.program()
@@ -46,7 +46,7 @@ def test_off_to_disconnected_without_host() -> None:
 
 
 def test_disconnected_to_enabled_on_link_up(x: VirtualXhci) -> None:
-    b = DbcBench(x)
+    b = MinimalDbcProducer(x)
     b.program()
     b.enable()
     x.advance(T.link_up_us - 1)
@@ -64,7 +64,7 @@ def test_disconnected_to_enabled_on_link_up(x: VirtualXhci) -> None:
 
 
 def test_enabled_to_resetting_to_enabled(x: VirtualXhci) -> None:
-    b = DbcBench(x)
+    b = MinimalDbcProducer(x)
     b.program()
     b.enable()
     x.advance(T.link_up_us + T.host_reset_delay_us)
@@ -81,7 +81,7 @@ def test_enabled_to_resetting_to_enabled(x: VirtualXhci) -> None:
 
 
 def test_enabled_to_configured(x: VirtualXhci) -> None:
-    b = DbcBench(x)
+    b = MinimalDbcProducer(x)
     b.program()
     b.enable()
     x.advance(T.link_up_us + T.host_reset_delay_us + T.hot_reset_us + T.enumeration_us - 1)
@@ -106,7 +106,7 @@ def test_enabled_to_configured(x: VirtualXhci) -> None:
 
 
 def test_configured_to_disconnected_on_unplug(x: VirtualXhci) -> None:
-    b = DbcBench(x)
+    b = MinimalDbcProducer(x)
     b.bring_up()
     b.events()
     x.host.unplug()
@@ -126,7 +126,7 @@ def test_configured_to_disconnected_on_unplug(x: VirtualXhci) -> None:
 
 
 def test_configured_hot_reset_reenumerates(x: VirtualXhci) -> None:
-    b = DbcBench(x)
+    b = MinimalDbcProducer(x)
     b.bring_up()
     enumerations = x.host.enumerations
     x.host.reset("hot")
@@ -142,7 +142,7 @@ def test_configured_hot_reset_reenumerates(x: VirtualXhci) -> None:
 
 
 def test_set_configuration_zero_and_back(x: VirtualXhci) -> None:
-    b = DbcBench(x)
+    b = MinimalDbcProducer(x)
     b.bring_up()
     x.host.set_configuration(0)
     assert x.state is DbcState.ENABLED
@@ -158,7 +158,7 @@ def test_set_configuration_zero_and_back(x: VirtualXhci) -> None:
 @pytest.mark.parametrize("lse", [0, 1])
 def test_link_error_enters_error_state(lse: int) -> None:
     with VirtualXhci() as x:
-        b = DbcBench(x)
+        b = MinimalDbcProducer(x)
         b.program()
         b.enable(lse=lse)
         b.wait(lambda: b.dcctrl()["DCR"] == 1, 200_000)
@@ -177,7 +177,7 @@ def test_link_error_enters_error_state(lse: int) -> None:
 
 
 def test_port_config_error_sets_cec(x: VirtualXhci) -> None:
-    b = DbcBench(x)
+    b = MinimalDbcProducer(x)
     b.bring_up()
     b.events()
     x.host.link_error("config")
@@ -190,7 +190,7 @@ def test_port_config_error_sets_cec(x: VirtualXhci) -> None:
 
 
 def test_software_disable_port(x: VirtualXhci) -> None:
-    b = DbcBench(x)
+    b = MinimalDbcProducer(x)
     b.bring_up()
     b.write("DCPORTSC", DCPORTSC.replace(b.read("DCPORTSC"), PED=0))
     assert x.state is DbcState.DISABLED
@@ -203,7 +203,7 @@ def test_software_disable_port(x: VirtualXhci) -> None:
 
 
 def test_change_bits_are_rw1c_and_ped_survives_ack(x: VirtualXhci) -> None:
-    b = DbcBench(x)
+    b = MinimalDbcProducer(x)
     b.bring_up()
     x.host.unplug()
     x.host.plug()
@@ -217,7 +217,7 @@ def test_change_bits_are_rw1c_and_ped_survives_ack(x: VirtualXhci) -> None:
 
 
 def test_dce_clear_turns_dbc_off(x: VirtualXhci) -> None:
-    b = DbcBench(x)
+    b = MinimalDbcProducer(x)
     b.bring_up()
     b.write("DCCTRL", 0)
     assert x.state is DbcState.OFF
@@ -234,7 +234,7 @@ def test_hcrst_resets_dbc_unless_sbr(sbr: bool, kills: bool, survives: bool) -> 
     from dbc_harness.fixtures.virtual import Quirks
 
     with VirtualXhci(sbr=sbr, quirks=Quirks(hcrst_kills_dbc=kills)) as x:
-        b = DbcBench(x)
+        b = MinimalDbcProducer(x)
         b.bring_up()
         assert b.dcst()["SBR"] == int(sbr)
         x.mmio.write32(0x80, USBCMD.encode(HCRST=1))
@@ -252,7 +252,7 @@ def test_hcrst_resets_dbc_unless_sbr(sbr: bool, kills: bool, survives: bool) -> 
 
 
 def test_doorbell_dead_while_drc_set(x: VirtualXhci) -> None:
-    b = DbcBench(x)
+    b = MinimalDbcProducer(x)
     b.program()
     b.enable()
     b.wait(lambda: b.dcctrl()["DCR"] == 1, 200_000)

@@ -5,13 +5,24 @@ No Op path against a real controller runs in the kernel bench guest (tests/guest
 from __future__ import annotations
 
 import pytest
+from dbc_harness.allocator import EmulatedDmaSpace
 from dbc_harness.drivers.xhci import registers as R
+from dbc_harness.drivers.xhci.contexts import ERST_ENTRY
 from dbc_harness.drivers.xhci.host import (
     HostError,
     HostTimeout,
+    XhciHost,
     halt_controller,
     probe_capabilities,
     walk_extended_capabilities,
+)
+from dbc_harness.drivers.xhci.trb import (
+    COMMAND_COMPLETION_EVENT,
+    TRB_SIZE,
+    CompletionCode,
+    TRBType,
+    cycle_of,
+    decode_trb,
 )
 
 OP = 0x40
@@ -139,3 +150,86 @@ def test_halt_of_a_vanished_device_is_a_named_error() -> None:
     x.regs[USBCMD] = 0xFFFF_FFFF
     with pytest.raises(HostError, match="all ones"):
         halt_controller(x, FakeClock())
+
+
+class CommandAnsweringXhci(FakeXhci):
+    """FakeXhci plus the controller's side of the command and event rings, read and written
+    through the DMA space: doorbell 0 makes it consume command TRBs from CRCR (following Link
+    TRBs, toggling its Consumer Cycle State on TC) and answer each with a Command Completion
+    Event (Success) on interrupter 0's event ring, from the ERST that ERSTBA points at."""
+
+    DBOFF = 0x2000
+    IR0 = 0x1000 + R.INTERRUPTER_REGS_OFFSET
+
+    def __init__(self, dma: EmulatedDmaSpace) -> None:
+        super().__init__()
+        self.dma = dma
+        self.command_dequeue: int | None = None
+        self.command_ccs = 1
+        self.event_index = 0
+        self.event_pcs = 1
+        self.seen: list[int] = []
+
+    def write32(self, offset: int, value: int) -> None:
+        super().write32(offset, value)
+        if offset == self.DBOFF and R.DOORBELL.get(value, "db_target") == 0:
+            self._run_commands()
+
+    def _memory(self, address: int) -> tuple[memoryview, int]:
+        buf, offset = self.dma.lookup(address)
+        return buf.view, offset
+
+    def _run_commands(self) -> None:
+        if self.command_dequeue is None:
+            crcr = self.read64(OP + R.OPERATIONAL_REGS.offset("CRCR"))
+            self.command_dequeue = R.CRCR.get(crcr, "command_ring_pointer")
+            self.command_ccs = R.CRCR.get(crcr, "RCS")
+        for _ in range(64):
+            view, offset = self._memory(self.command_dequeue)
+            if cycle_of(view, offset) != self.command_ccs:
+                return
+            kind, fields = decode_trb(view, offset)
+            self.seen.append(int(kind))
+            if kind is TRBType.Link:
+                self.command_dequeue = fields["ring_segment_pointer"]
+                self.command_ccs ^= fields["TC"]
+                continue
+            self._post_event(self.command_dequeue)
+            self.command_dequeue += TRB_SIZE
+
+    def _post_event(self, command_trb: int) -> None:
+        erst_view, erst_offset = self._memory(
+            R.ERSTBA.get(self.read64(self.IR0 + R.INTERRUPTER_REGS.offset("ERSTBA")),
+                         "event_ring_segment_table_base_address")
+        )  # fmt: skip
+        entry = ERST_ENTRY.parse(erst_view, erst_offset)
+        view, offset = self._memory(entry["ring_segment_base_address"])
+        COMMAND_COMPLETION_EVENT.pack_into(
+            view, offset + self.event_index * TRB_SIZE, command_trb_pointer=command_trb,
+            completion_code=CompletionCode.Success, C=self.event_pcs,
+        )  # fmt: skip
+        self.event_index += 1
+        if self.event_index == entry["ring_segment_size"]:
+            self.event_index, self.event_pcs = 0, self.event_pcs ^ 1
+
+
+def test_no_op_commands_go_round_both_rings() -> None:
+    """start() programs CRCR/ERSTBA/ERDP from the rings; 40 No Op Commands on a 16-TRB command
+    ring and a 16-TRB event ring pass both Link/wrap points twice, each answered in order."""
+    with EmulatedDmaSpace() as dma:
+        x = CommandAnsweringXhci(dma)
+        host = XhciHost(x, dma, FakeClock(), command_ring_trbs=16, event_ring_trbs=16)
+        host.start()
+        completions = [host.no_op() for _ in range(40)]
+        assert all(c.success for c in completions) and host.other_events == []
+        base = completions[0].command_trb_pointer
+        assert [c.command_trb_pointer for c in completions] == [
+            base + 16 * (i % 15) for i in range(40)
+        ]
+        assert x.seen.count(int(TRBType.Link)) == 2
+        assert x.seen.count(int(TRBType.NoOpCommand)) == 40
+        erdp = x.read64(CommandAnsweringXhci.IR0 + R.INTERRUPTER_REGS.offset("ERDP"))
+        events = completions[0].event_address
+        assert R.ERDP.get(erdp, "event_ring_dequeue_pointer") == events + 16 * (40 % 16)
+        host.close()
+        assert dma.stats()["live_bytes"] == 0

@@ -56,7 +56,8 @@ def _consume(ring: ProducerRing, state: dict[str, int]) -> list[int]:
 
 def test_producer_ring_layout_and_first_lap(space: EmulatedDmaSpace) -> None:
     ring = ProducerRing.allocate(space, 8, name="out")
-    assert ring.base % 64 == 0 and ring.capacity == 7 and ring.free_slots == 7
+    # 7 work slots before the Link TRB, one of them always free
+    assert ring.base % 64 == 0 and ring.max_in_flight == 6 and ring.free_slots == 6
     link = LINK.parse(ring.buffer.view, 7 * 16)
     assert link["trb_type"] == TRBType.Link and link["TC"] == 1 and link["C"] == 0
     assert link["ring_segment_pointer"] == ring.base
@@ -65,25 +66,25 @@ def test_producer_ring_layout_and_first_lap(space: EmulatedDmaSpace) -> None:
     t, fields = decode_trb(ring.buffer.view, 0)
     assert t is TRBType.Normal and fields["C"] == 1  # C = PCS, whatever the caller passed
     assert fields["trb_transfer_length"] == 5 and fields["IOC"] == 1
-    assert ring.free_slots == 6 and ring.in_flight_addresses() == [ring.base]
+    assert ring.free_slots == 5 and ring.in_flight_addresses() == [ring.base]
 
 
 def test_wrap_hands_link_to_consumer_and_toggles_cycle(space: EmulatedDmaSpace) -> None:
     ring = ProducerRing.allocate(space, 4)
     state = {"deq": ring.base, "ccs": 1}
     seen: list[int] = []
-    for lap in range(5):
-        addrs = [ring.enqueue(NORMAL, tag=(lap, i), trb_transfer_length=i) for i in range(3)]
-        assert ring.free_slots == 0
+    for batch in range(9):
+        addrs = [ring.enqueue(NORMAL, tag=(batch, i), trb_transfer_length=i) for i in range(2)]
+        assert ring.free_slots == 0  # 3 work slots, one always free
         with pytest.raises(RingFull):
             ring.enqueue(NORMAL)
         taken = _consume(ring, state)
         assert taken == addrs
         seen += taken
-        assert ring.complete(addrs[-1]) == [(lap, 0), (lap, 1), (lap, 2)]
-        assert ring.free_slots == 3
-        assert ring.cycle_state == lap % 2  # toggled once per lap
-    assert len(seen) == 15
+        assert ring.complete(addrs[-1]) == [(batch, 0), (batch, 1)]
+        assert ring.free_slots == 2
+        assert ring.pcs == 1 - (2 * (batch + 1)) // 3 % 2  # toggled once per 3 TRBs (a lap)
+    assert len(seen) == 18
 
 
 def test_partial_completions_and_bad_completions(space: EmulatedDmaSpace) -> None:
@@ -105,10 +106,10 @@ def test_partial_completions_and_bad_completions(space: EmulatedDmaSpace) -> Non
 def test_chain_bit_crosses_link(space: EmulatedDmaSpace) -> None:
     ring = ProducerRing.allocate(space, 4)
     ring.enqueue(NORMAL)
-    ring.enqueue(NORMAL)
+    ring.complete(ring.enqueue(NORMAL))
     ring.enqueue(NORMAL, CH=1)  # TD continues past the Link TRB
     link = LINK.parse(ring.buffer.view, 3 * 16)
-    assert link["CH"] == 1 and link["C"] == 1
+    assert link["CH"] == 1 and link["C"] == 1 and link["TC"] == 1
 
 
 def test_cancel_turns_trb_into_no_op(space: EmulatedDmaSpace) -> None:
@@ -123,10 +124,12 @@ def test_cancel_turns_trb_into_no_op(space: EmulatedDmaSpace) -> None:
 
 def test_reset_restores_initial_state(space: EmulatedDmaSpace) -> None:
     ring = ProducerRing.allocate(space, 4)
-    for _ in range(3):
-        ring.enqueue(NORMAL, trb_transfer_length=7)
+    for _ in range(2):
+        ring.complete(ring.enqueue(NORMAL, trb_transfer_length=7))
+    ring.enqueue(NORMAL, trb_transfer_length=7)
+    assert (ring.enqueue_index, ring.pcs, ring.in_flight) == (0, 0, 1)
     ring.reset()
-    assert (ring.enqueue_index, ring.cycle_state, ring.in_flight) == (0, 1, 0)
+    assert (ring.enqueue_index, ring.pcs, ring.in_flight) == (0, 1, 0)
     assert bytes(ring.buffer.view[:48]) == bytes(48)
     assert LINK.parse(ring.buffer.view, 48)["C"] == 0
 
@@ -138,8 +141,8 @@ def test_placement_rules_are_enforced(space: EmulatedDmaSpace) -> None:
         ProducerRing(misaligned, 16)
     with pytest.raises(RingError, match="cannot hold"):
         ProducerRing(buf, 64)
-    with pytest.raises(RingError, match=r"2\.\.4096"):
-        ProducerRing.allocate(space, 1)
+    with pytest.raises(RingError, match=r"3\.\.4096"):
+        ProducerRing.allocate(space, 2)
     big = space.alloc(0x20000, align=0x10000)
     with pytest.raises(RingError, match="64 KiB"):
         ProducerRing(
@@ -183,7 +186,7 @@ def test_event_ring_consumes_by_cycle_state_and_wraps(space: EmulatedDmaSpace) -
         )
         assert all(t is TRBType.TransferEvent for _, t, _ in events)
         assert ring.dequeue_pointer == ring.base + (produced % 16) * 16
-        assert ring.cycle_state == pcs
+        assert ring.ccs == pcs
         assert ring.pop() is None
 
 
@@ -236,7 +239,7 @@ def test_numpy_view_is_zero_copy(space: EmulatedDmaSpace) -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(
-    trbs=st.integers(2, 9),
+    trbs=st.integers(3, 9),
     ops=st.lists(st.tuples(st.sampled_from(["enqueue", "consume", "complete"]), st.integers(0, 9))),
 )
 def test_ring_against_a_spec_consumer(trbs: int, ops: list[tuple[str, int]]) -> None:
@@ -272,7 +275,7 @@ def test_ring_against_a_spec_consumer(trbs: int, ops: list[tuple[str, int]]) -> 
                 assert ring.complete(consumed[k][0]) == [t for _, t in consumed[: k + 1]]
                 consumed = consumed[k + 1 :]
             assert ring.in_flight == len(queued) + len(consumed)
-            assert ring.free_slots == ring.capacity - ring.in_flight
+            assert ring.free_slots == ring.max_in_flight - ring.in_flight
             oldest = (consumed + queued)[0][0] if consumed or queued else ring.enqueue_pointer
             assert ring.dequeue_pointer == oldest
         ring.free()

@@ -1,6 +1,6 @@
-"""Shared test helper: the minimal register-level DbC setup lives in fixtures.virtual.minimal
+"""Shared test helper: the minimal register-level DbC producer lives in fixtures.virtual.minimal
 (the model benchmark uses it too)."""
 
-from dbc_harness.fixtures.virtual.minimal import DbcBench, Event, Ring
+from dbc_harness.fixtures.virtual.minimal import Event, MinimalDbcProducer
 
-__all__ = ["DbcBench", "Event", "Ring"]
+__all__ = ["Event", "MinimalDbcProducer"]

@@ -17,7 +17,6 @@ from dbc_harness.drivers.clock import Clock
 from dbc_harness.drivers.dbc.errors import DbcDmaError, DbcNotFound, DbcSurpriseRemoval
 from dbc_harness.drivers.dbc.identity import DbcIdentity
 from dbc_harness.drivers.dbc.registers import ALL_ONES, DbcRegisters
-from dbc_harness.drivers.dbc.rings import EventRing, TransferRing
 from dbc_harness.drivers.dbc.wait import Deadline, wait_for
 from dbc_harness.drivers.mmio import Mmio
 from dbc_harness.drivers.xhci.contexts import (
@@ -50,6 +49,7 @@ from dbc_harness.drivers.xhci.registers import (
     XECP_ID_SUPPORTED_PROTOCOL,
     read_register,
 )
+from dbc_harness.drivers.xhci.ring import EventRing, ProducerRing
 from dbc_harness.drivers.xhci.strings import build_string0, build_string_descriptor
 
 #: a corrupt capability list must not loop forever
@@ -151,7 +151,7 @@ class DbcContextMemory:
             serial_number_string_length=len(descriptors[3]),
         )
 
-    def fill_endpoints(self, out_ring: TransferRing, in_ring: TransferRing, max_burst: int) -> None:
+    def fill_endpoints(self, out_ring: ProducerRing, in_ring: ProducerRing, max_burst: int) -> None:
         """Both endpoint contexts for empty rings: EP Type, MPS 1024, Max Burst from DCCTRL,
         CErr 3, TR Dequeue Pointer = ring start with DCS = its producer cycle state."""
         for offset, ep_type, ring in (

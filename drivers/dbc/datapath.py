@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 
 from dbc_harness.allocator import DmaBuffer, DmaError, DmaPool, DmaSpace
 from dbc_harness.drivers.dbc.errors import DbcDmaError, UndeliveredMessage
-from dbc_harness.drivers.dbc.rings import TRB_SIZE, TransferRing
+from dbc_harness.drivers.dbc.rings import allocate_transfer_ring
 from dbc_harness.drivers.tracing import TraceSink
-from dbc_harness.drivers.xhci.trb import render_trb
+from dbc_harness.drivers.xhci.trb import TRB_SIZE, render_trb
 
 #: a Normal TRB moves at most 64 KiB and its buffer must not cross a 64 KiB line (table 6-1)
 TRB_MAX_BYTES = 0x10000
@@ -141,7 +141,7 @@ class TargetToHostPipe:
         max_bytes_in_flight: int,
         zlp: bool = False,
     ) -> None:
-        self.ring = TransferRing(dma, ring_trbs, limit=limit, name="OUT")
+        self.ring = allocate_transfer_ring(dma, ring_trbs, limit=limit, name="OUT")
         #: follow messages that are a non-zero multiple of 1024 bytes with a zero-length TD
         self.zlp = zlp
         self.small = BlockCache(dma, SMALL_BLOCK, limit=limit)
@@ -272,7 +272,7 @@ class TargetToHostPipe:
             if t.message is not msg:
                 break
             if not t.cancelled:
-                self.ring.cancel(t.index, t.cycle)
+                self.ring.cancel(self.ring.address_of(t.index))
                 t.cancelled = True
         if self.backlog and self.backlog[0] is msg:
             self.backlog.popleft()
@@ -322,7 +322,7 @@ class TargetToHostPipe:
         self.backlog.clear()
         self.small.close()
         self.large.close()
-        self.ring.free(dma)
+        self.ring.free()
 
 
 # -- host -> target (DbC IN ring) ----------------------------------------------------------
@@ -425,7 +425,7 @@ class HostToTargetPipe:
         buffer_size: int,
         rx_limit: int,
     ) -> None:
-        self.ring = TransferRing(dma, ring_trbs, limit=limit, name="IN")
+        self.ring = allocate_transfer_ring(dma, ring_trbs, limit=limit, name="IN")
         self.blocks = BlockCache(dma, buffer_size, limit=limit)
         self.buffer_size = buffer_size
         self.buffers = min(buffers, self.ring.max_in_flight)
@@ -513,4 +513,4 @@ class HostToTargetPipe:
         self.parked.clear()
         self.rx = RxQueue()  # drop views into blocks before they are freed
         self.blocks.close()
-        self.ring.free(dma)
+        self.ring.free()

@@ -58,12 +58,13 @@ from dbc_harness.drivers.dbc.events import EventHandler
 from dbc_harness.drivers.dbc.identity import DbcIdentity
 from dbc_harness.drivers.dbc.recovery import LinkFollower, reinit_pipes
 from dbc_harness.drivers.dbc.registers import DCE, DbcRegisters
-from dbc_harness.drivers.dbc.rings import EventRing, check_ring_size
+from dbc_harness.drivers.dbc.rings import allocate_event_ring, check_ring_size
 from dbc_harness.drivers.dbc.state import DbcState, StateCallback, StateMachine
 from dbc_harness.drivers.dbc.wait import Deadline
 from dbc_harness.drivers.mmio import Mmio
 from dbc_harness.drivers.tracing import TraceSink, null_sink
 from dbc_harness.drivers.xhci.registers import DCCTRL, DCDB, DCID, XECP_ID_DEBUG_CAPABILITY
+from dbc_harness.drivers.xhci.ring import EventRing
 
 log = logging.getLogger("dbc_harness.drivers.dbc")
 
@@ -262,7 +263,7 @@ class DbcDriver:
 
     def _allocate(self, limit: int | None) -> None:
         dma = self.dma
-        self._event_ring = EventRing(dma, self.event_ring_trbs, limit=limit)
+        self._event_ring = allocate_event_ring(dma, self.event_ring_trbs, limit=limit)
         self._out = TargetToHostPipe(
             dma,
             self.ring_trbs,
@@ -599,7 +600,7 @@ class DbcDriver:
         if self._in is not None:
             self._in.close(self.dma)
         if self._event_ring is not None:
-            self._event_ring.free(self.dma)
+            self._event_ring.free()
         if self._memory is not None:
             self._memory.free(self.dma)
         self._out = self._in = None

@@ -25,9 +25,9 @@ from dbc_harness.drivers.dbc.counters import DbcCounters
 from dbc_harness.drivers.dbc.datapath import HostToTargetPipe, TargetToHostPipe
 from dbc_harness.drivers.dbc.errors import DbcDeviceError, UndeliveredMessage
 from dbc_harness.drivers.dbc.registers import DbcRegisters
-from dbc_harness.drivers.dbc.rings import EventRing
 from dbc_harness.drivers.tracing import TraceSink, null_sink
 from dbc_harness.drivers.xhci.registers import DCERDP
+from dbc_harness.drivers.xhci.ring import EventRing
 from dbc_harness.drivers.xhci.trb import (
     TRANSFER_EVENT,
     CompletionCode,
@@ -106,7 +106,7 @@ class EventHandler:
         view = ring.view
         limit = ring.trbs if max_events is None else max_events
         consumed = 0
-        while consumed < limit and ring.pending():
+        while consumed < limit and ring.ready():
             off = ring.offset()
             trb_type = trb_type_of(view, off)
             if self._tracing:

@@ -47,18 +47,23 @@ Public API (import from the submodules):
     ``build_string_descriptor(text)``, ``parse_string_descriptor(buf, offset=0)``,
     ``build_string0(langids)``, ``parse_string0(buf, offset=0)``, ``STRING_DESCRIPTOR``,
     ``STRING0_DESCRIPTOR``, ``DESCRIPTOR_HEADER``, ``LANGID_EN_US``.
-``dbc_harness.drivers.xhci.ring``
-    ``ProducerRing(buffer, trbs=None, name=)`` / ``ProducerRing.allocate(space, trbs, name=)``:
-    transfer/command ring, Link TRB with Toggle Cycle at the end; ``enqueue(layout, tag=None,
-    **fields) -> address`` (C = PCS, dword 3 written last; ``RingFull``), ``complete(address)
-    -> [tags]`` (releases slots up to that TRB), ``cancel(address)`` (No Op in place),
-    ``free_slots``, ``in_flight``, ``capacity``, ``cycle_state``, ``enqueue_pointer``,
-    ``dequeue_pointer``/``dequeue_cycle_state`` (TR Dequeue Pointer + DCS), ``address_of``,
-    ``index_of``, ``reset()``, ``free()``, ``array()``.
-    ``EventRing(segment, erst, trbs=None)`` / ``EventRing.allocate(space, trbs)``: one-segment
-    ERST (``erst_address``, ``erst_size``), ``pop() -> (address, TRBType | int, fields) | None``,
-    ``drain(limit=None)``, ``ready()``, ``pending()``, ``dequeue_pointer`` (for ERDP/DCERDP),
-    ``cycle_state`` (CCS), ``reset()``, ``free()``.
+``dbc_harness.drivers.xhci.ring`` (the one producer ring and event-ring consumer: DbC driver,
+generic host path, minimal DbC producer)
+    ``ProducerRing(buffer, trbs=None, name=)`` / ``ProducerRing.allocate(space, trbs, name=,
+    limit=None)``: transfer/command ring, Link TRB with Toggle Cycle at the end, at most
+    ``max_in_flight`` = trbs - 2 TRBs in flight (one slot always free); ``enqueue(layout,
+    tag=None, **fields) -> address`` (C = PCS, dword 3 written last; ``RingFull``),
+    ``complete(address) -> [tags]``; ``enqueue_normal(address, length, chain=, isp=) -> (index,
+    cycle)`` / ``rewrite_normal(...)`` / ``release(count)`` (the DbC data path); ``put(raw) ->
+    address`` (prebuilt TRB, no accounting); ``cancel(address)`` (No Op in place);
+    ``free_slots``, ``in_flight``, ``pcs``, ``enqueue_pointer``, ``dequeue_pointer`` /
+    ``dequeue_cycle_state`` (TR Dequeue Pointer + DCS), ``address_of``, ``index_of``,
+    ``reset()``, ``free()``, ``array()``.
+    ``EventRing(segment, erst, trbs=None)`` / ``EventRing.allocate(space, trbs, limit=None)``:
+    one-segment ERST (``erst_address``, ``erst_size``), ``pop() -> (address, TRBType | int,
+    fields) | None``, ``drain(limit=None)``, ``ready()`` / ``offset()`` / ``advance()`` (read in
+    place), ``discard()``, ``pending()`` (count), ``dequeue_pointer`` (for ERDP/DCERDP), ``ccs``,
+    ``reset()``, ``free()``.
     ``trb_array(view)`` (numpy structured view, ``TRB_DTYPE``), ``cycle_bits(arr)``,
     ``find_cycle_flip(arr, cycle, start=0)``.
 ``dbc_harness.harness.benchmarks.codec``

@@ -28,8 +28,9 @@ from dbc_harness.drivers.mmio import Mmio
 from dbc_harness.drivers.xhci import registers as R
 from dbc_harness.drivers.xhci import trb
 from dbc_harness.drivers.xhci.contexts import ERST_ENTRY
-from dbc_harness.drivers.xhci.errors import XhciLayoutError
+from dbc_harness.drivers.xhci.errors import RingFull, XhciLayoutError
 from dbc_harness.drivers.xhci.layout import Layout
+from dbc_harness.drivers.xhci.ring import SEGMENT_ALIGN, SEGMENT_BOUNDARY, EventRing, ProducerRing
 
 __all__ = [
     "Capabilities",
@@ -271,12 +272,8 @@ class XhciHost:
         self.command_ring_trbs = command_ring_trbs
         self.event_ring_trbs = event_ring_trbs
         self._buffers: list[DmaBuffer] = []
-        self._cmd: DmaBuffer | None = None
-        self._evt: DmaBuffer | None = None
-        self._cmd_index = 0
-        self._pcs = 1
-        self._evt_index = 0
-        self._ccs = 1
+        self._cmd: ProducerRing | None = None
+        self._evt: EventRing | None = None
         #: events other than Command Completion seen while waiting (e.g. Port Status Change)
         self.other_events: list[str] = []
         self.running = False
@@ -316,15 +313,15 @@ class XhciHost:
                 pad = self._alloc(page, page, page)
                 array.view[8 * i : 8 * i + 8] = pad.device_address.to_bytes(8, "little")
             dcbaa.view[0:8] = array.device_address.to_bytes(8, "little")
-        self._cmd = self._alloc(self.command_ring_trbs * _TRB, 64, 0x10000)
-        self._write_link()
-        self._evt = self._alloc(self.event_ring_trbs * _TRB, 64, 0x10000)
-        erst = self._alloc(ERST_ENTRY.size, 64, page)
-        ERST_ENTRY.pack_into(
-            erst.view,
-            0,
-            ring_segment_base_address=self._evt.device_address,
-            ring_segment_size=self.event_ring_trbs,
+        self._cmd = ProducerRing(
+            self._alloc(self.command_ring_trbs * _TRB, SEGMENT_ALIGN, SEGMENT_BOUNDARY),
+            self.command_ring_trbs,
+            name="command",
+        )
+        self._evt = EventRing(
+            self._alloc(self.event_ring_trbs * _TRB, SEGMENT_ALIGN, SEGMENT_BOUNDARY),
+            self._alloc(ERST_ENTRY.size, SEGMENT_ALIGN, page),
+            self.event_ring_trbs,
         )
         off, layout = _op("CONFIG", caps.caplength)
         mmio.write32(off, layout.replace(mmio.read32(off), max_slots_en=1))
@@ -337,20 +334,20 @@ class XhciHost:
         )
         off, layout = _op("CRCR", caps.caplength)
         R.write_register(
-            mmio, off, layout, layout.encode(command_ring_pointer=self._cmd.device_address, RCS=1)
+            mmio, off, layout, layout.encode(command_ring_pointer=self._cmd.base, RCS=self._cmd.pcs)
         )
         off, layout = self._ir0("ERSTSZ")
         mmio.write32(off, layout.replace(mmio.read32(off), event_ring_segment_table_size=1))
         off, layout = self._ir0("ERDP")
         R.write_register(
-            mmio, off, layout, layout.encode(event_ring_dequeue_pointer=self._evt.device_address)
+            mmio, off, layout, layout.encode(event_ring_dequeue_pointer=self._evt.dequeue_pointer)
         )
         off, layout = self._ir0("ERSTBA")
         R.write_register(
             mmio,
             off,
             layout,
-            layout.encode(event_ring_segment_table_base_address=erst.device_address),
+            layout.encode(event_ring_segment_table_base_address=self._evt.erst_address),
         )
         off, layout = self._ir0("IMAN")
         mmio.write32(off, layout.replace(mmio.read32(off), IE=1, IP=1))
@@ -366,31 +363,14 @@ class XhciHost:
         self.running = True
 
     # -- command ring --------------------------------------------------------------------------
-    def _store(self, buf: DmaBuffer, index: int, raw: bytes) -> None:
-        """Write a TRB with the dword holding the Cycle bit last."""
-        off, cut = index * _TRB, trb.CYCLE_DWORD_OFFSET
-        buf.view[off : off + cut] = raw[:cut]
-        buf.view[off + cut : off + _TRB] = raw[cut:]
-
-    def _write_link(self) -> None:
-        assert self._cmd is not None
-        raw = trb.LINK.build(ring_segment_pointer=self._cmd.device_address, TC=1, C=self._pcs ^ 1)
-        self._store(self._cmd, self.command_ring_trbs - 1, raw)
-
     def _enqueue_command(self, layout: Layout, **fields: int) -> int:
-        """Write one command TRB with the current Producer Cycle State; returns its address."""
+        """Write one command TRB with the current Producer Cycle State; returns its address.
+        HostError when every slot waits for its Command Completion Event."""
         assert self._cmd is not None
-        index = self._cmd_index
-        self._store(self._cmd, index, layout.build(**fields, C=self._pcs))
-        address = self._cmd.device_address + index * _TRB
-        index += 1
-        if index == self.command_ring_trbs - 1:  # hand the Link TRB over, toggle PCS
-            raw = trb.LINK.build(ring_segment_pointer=self._cmd.device_address, TC=1, C=self._pcs)
-            self._store(self._cmd, index, raw)
-            self._pcs ^= 1
-            index = 0
-        self._cmd_index = index
-        return address
+        try:
+            return self._cmd.enqueue(layout, **fields)
+        except RingFull as e:
+            raise HostError(f"command ring full: {e}") from e
 
     def ring_command_doorbell(self) -> None:
         self.mmio.write32(self.caps.dboff, R.DOORBELL.encode(db_target=0, db_stream_id=0))
@@ -406,6 +386,7 @@ class XhciHost:
             event = self._next_event()
             if event is not None:
                 if event.command_trb_pointer == address:
+                    self._cmd.complete(address)
                     return event
                 self.other_events.append(f"unexpected completion: {event.text}")
             elif self.clock.monotonic() >= deadline:
@@ -420,14 +401,9 @@ class XhciHost:
     def _next_event(self) -> CommandCompletion | None:
         """Consume TRBs at the dequeue index; return the first Command Completion Event."""
         assert self._evt is not None
-        view = self._evt.view
-        while trb.cycle_of(view, self._evt_index * _TRB) == self._ccs:
-            at = self._evt.device_address + self._evt_index * _TRB
-            kind, fields = trb.decode_trb(view, self._evt_index * _TRB)
+        while (event := self._evt.pop()) is not None:
+            at, kind, fields = event
             text = trb.render_fields(kind, fields)
-            self._evt_index += 1
-            if self._evt_index == self.event_ring_trbs:
-                self._evt_index, self._ccs = 0, self._ccs ^ 1
             self._write_erdp()
             if kind == trb.TRBType.CommandCompletionEvent:
                 return CommandCompletion(
@@ -443,9 +419,7 @@ class XhciHost:
     def _write_erdp(self) -> None:
         assert self._evt is not None
         off, layout = self._ir0("ERDP")
-        value = layout.encode(
-            event_ring_dequeue_pointer=self._evt.device_address + self._evt_index * _TRB, EHB=1
-        )
+        value = layout.encode(event_ring_dequeue_pointer=self._evt.dequeue_pointer, EHB=1)
         R.write_register(self.mmio, off, layout, value)
 
     # -- teardown ------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 
 from dbc_harness.drivers.xhci.trb import NORMAL
 from dbc_harness.fixtures.virtual.controller import VirtualXhci
-from dbc_harness.fixtures.virtual.minimal import DbcBench
+from dbc_harness.fixtures.virtual.minimal import MinimalDbcProducer
 
 TRB_BYTES = 64 * 1024
 RING_TRBS = 256
@@ -27,11 +27,11 @@ EVENT_TRBS = 1024
 BUFFERS = 16  # 16 x 64 KiB data buffers reused round-robin (content does not matter here)
 
 
-def _setup() -> tuple[VirtualXhci, DbcBench]:
+def _setup() -> tuple[VirtualXhci, MinimalDbcProducer]:
     # host_buffer=0: the host application reads straight off the wire (what libusb does with
     # no extra buffering), so each byte is copied once, DMA buffer -> application buffer
     x = VirtualXhci(rx_capacity=64 << 20, host_buffer=0)
-    b = DbcBench(x, ring_trbs=RING_TRBS, event_trbs=EVENT_TRBS)
+    b = MinimalDbcProducer(x, ring_trbs=RING_TRBS, event_trbs=EVENT_TRBS)
     b.bring_up()
     b.events()
     return x, b
@@ -40,7 +40,7 @@ def _setup() -> tuple[VirtualXhci, DbcBench]:
 _built: dict[tuple[int, int], bytes] = {}
 
 
-def _normal(b: DbcBench, i: int) -> bytes:
+def _normal(b: MinimalDbcProducer, i: int) -> bytes:
     """The Normal TRB for data buffer ``i % BUFFERS`` (built once per buffer)."""
     key = (b.data.device_address, i % BUFFERS)
     trb = _built.get(key)
