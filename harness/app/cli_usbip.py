@@ -16,9 +16,10 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+from dbc_harness.drivers.dbc_api import TargetStream
 from dbc_harness.drivers.tracing import TraceSink, null_sink
 from dbc_harness.harness.app import cli_signals
 from dbc_harness.harness.app.cli_params import (
@@ -30,6 +31,10 @@ from dbc_harness.harness.app.cli_params import (
     UsbId,
 )
 from dbc_harness.harness.app.cli_signals import Interrupted, guarded
+
+if TYPE_CHECKING:
+    from dbc_harness.drivers.dbc import DbcIdentity
+    from dbc_harness.fixtures.usbip import UsbipServer
 
 #: how long one driver read waits before the loop looks at the server again
 READ_SLICE = 0.2
@@ -126,7 +131,7 @@ def _export(
     duration: float | None,
     timeout: float,
     trace: TraceSink,
-    identity: Any,
+    identity: DbcIdentity,
 ) -> dict[str, int]:
     from dbc_harness.fixtures.bench import VirtualBench
     from dbc_harness.fixtures.usbip import UsbipServer, VirtualDbcDevice
@@ -158,7 +163,7 @@ def _export(
             return _serve(driver, server, echo=echo, duration=duration)
 
 
-def _identity(usb_id: tuple[int, int], serial: str | None) -> Any:
+def _identity(usb_id: tuple[int, int], serial: str | None) -> DbcIdentity:
     from dbc_harness.drivers.dbc import DbcIdentity
 
     fields: dict[str, Any] = {"vendor_id": usb_id[0], "product_id": usb_id[1]}
@@ -167,7 +172,9 @@ def _identity(usb_id: tuple[int, int], serial: str | None) -> Any:
     return DbcIdentity(**fields)
 
 
-def _serve(driver: Any, server: Any, *, echo: bool, duration: float | None) -> dict[str, int]:
+def _serve(
+    driver: TargetStream, server: UsbipServer, *, echo: bool, duration: float | None
+) -> dict[str, int]:
     """Pump the target side until Ctrl-C or ``duration``; returns what moved."""
     from dbc_harness.drivers.dbc import DbcError
 

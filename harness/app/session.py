@@ -25,12 +25,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dbc_harness.drivers.dbc_api import DbcDriverApi, TargetStream
 from dbc_harness.drivers.tracing import TraceSink, null_sink
 from dbc_harness.harness.app.cli_errors import ExitCode
 from dbc_harness.harness.app.cli_signals import guarded
 
 if TYPE_CHECKING:
-    from dbc_harness.fixtures.bench import DebugHostPipe
+    from dbc_harness.fixtures.bench import Bench, DebugHostPipe
 
 #: USB SuperSpeed bulk max packet size (what the DbC reports)
 MAX_PACKET = 1024
@@ -109,7 +110,7 @@ def _counters_dict(counters: Any) -> dict[str, Any]:
         return {k: v for k, v in vars(counters).items() if not k.startswith("_")}
 
 
-def read_chunk(driver: Any, max_bytes: int, timeout: float) -> bytes:
+def read_chunk(driver: TargetStream, max_bytes: int, timeout: float) -> bytes:
     from dbc_harness.drivers.dbc import DbcTimeout
 
     try:
@@ -124,7 +125,7 @@ class TargetEcho:
     waits at most ``timeout`` seconds for the host to take the data (the host reads while it
     sends, so a large echo keeps moving)."""
 
-    def __init__(self, driver: Any, timeout: float = 10.0) -> None:
+    def __init__(self, driver: TargetStream, timeout: float = 10.0) -> None:
         self.driver = driver
         self.timeout = timeout
         self.error: BaseException | None = None
@@ -275,7 +276,9 @@ def _expected(message: bytes, offset: int, length: int) -> bytes:
     return bytes(out)
 
 
-def measure_target_to_host(driver: Any, pipe: DebugHostPipe, total: int, timeout: float) -> float:
+def measure_target_to_host(
+    driver: TargetStream, pipe: DebugHostPipe, total: int, timeout: float
+) -> float:
     """Driver writes ``total`` bytes (1 MiB messages); the host reads and checks them piece by
     piece (memory stays at one message however large ``total`` is). MB/s."""
     message = _pattern(THROUGHPUT_MESSAGE, 99)
@@ -316,7 +319,7 @@ def measure_target_to_host(driver: Any, pipe: DebugHostPipe, total: int, timeout
 
 
 def measure_host_to_target(
-    driver: Any, pipe: DebugHostPipe, total: int, timeout: float, zlp: bool = False
+    driver: TargetStream, pipe: DebugHostPipe, total: int, timeout: float, zlp: bool = False
 ) -> float:
     """The host writes ``total`` bytes; the driver reads and checks them piece by piece. MB/s."""
     message = _pattern(THROUGHPUT_MESSAGE, 7)
@@ -410,7 +413,7 @@ def run_session(
 
 
 def _session_body(
-    bench: Any,
+    bench: Bench,
     options: SessionOptions,
     result: SessionResult,
     step: Callable[[str], None],
@@ -424,7 +427,7 @@ def _session_body(
     driver_options: dict[str, Any] = {}
     if options.in_buffer_size is not None:
         driver_options["in_buffer_size"] = options.in_buffer_size
-    driver = bench.make_driver(
+    driver: DbcDriverApi = bench.make_driver(
         on_state=state_changed,
         takeover=options.takeover,
         port_reset=options.port_reset,
