@@ -338,16 +338,37 @@ def test_controller_reset_kills_dbc_and_driver_rebrings_up(closer: list[VirtualX
 def test_surprise_removal_is_named_and_stop_frees_everything(closer: list[VirtualXhci]) -> None:
     x = bench(closer)
     drv = driver(x)
-    drv.write(b"in flight")
+    x.host.send(b"completed before the removal", timeout=1.0)  # landed, event written
+    drv.write(b"in flight")  # queued; the model has not run since
     x.surprise_remove()
     with pytest.raises(DbcSurpriseRemoval):
         drv.poll()
     assert drv.state is DbcState.REMOVED
-    with pytest.raises(DbcSurpriseRemoval):
+    # what had completed is handed back first; then the removal
+    assert drv.read(1024, timeout=0.1) == b"completed before the removal"
+    with pytest.raises(DbcSurpriseRemoval) as info:
+        drv.read(1024, timeout=0.1)
+    assert [m.data for m in info.value.undelivered] == [b"in flight"]  # the caller's message
+    with pytest.raises(DbcSurpriseRemoval) as info:
         drv.write(b"more")
-    lost = drv.stop()
-    assert [m.data for m in lost] == [b"in flight"]
+    assert info.value.undelivered == ()  # reported once
+    assert drv.stop() == ()
     assert drv.state is DbcState.DISABLED and x.dma.stats()["live_bytes"] == 0
+
+
+def test_surprise_removal_undelivered_reported_by_stop_when_not_raised(
+    closer: list[VirtualXhci],
+) -> None:
+    x = bench(closer)
+    drv = driver(x)
+    drv.write(b"in flight")
+    x.surprise_remove()
+    with pytest.raises(DbcSurpriseRemoval):
+        drv.poll()
+    (lost,) = drv.stop()
+    assert lost.data == b"in flight" and lost.reason.startswith("surprise removal")
+    # the host had not read it: nothing of it can have arrived, and the report says so
+    assert lost.delivered == 0
 
 
 def test_ac64_zero_keeps_every_dma_address_below_4gib(closer: list[VirtualXhci]) -> None:

@@ -21,9 +21,9 @@ Public API (others code against these names)::
 * :class:`DbcCounters` (``counters.py``): bytes/TRBs/messages each way, events, ERDP writes,
   doorbells, errors by completion code, recoveries by kind, spurious stalls, device errors.
 * Errors (``errors.py``), all :class:`DbcError`: DbcTimeout, DbcNotFound, DbcBusy,
-  DbcStateError, DbcConfigError, DbcUndelivered (= Undelivered) with DbcDisconnected and
-  DbcTransferError (``.undelivered``: :class:`UndeliveredMessage` list), DbcSurpriseRemoval,
-  DbcDeviceError, DbcDmaError.
+  DbcStateError (DbcConcurrentUse: a second reader thread), DbcConfigError, DbcUndelivered
+  (= Undelivered) with DbcDisconnected and DbcTransferError (``.undelivered``:
+  :class:`UndeliveredMessage` list), DbcSurpriseRemoval, DbcDeviceError, DbcDmaError.
 
 Directions: "to host" / OUT ring = target -> host (``write()``); "from host" / IN ring = host ->
 target (``read()``). See datapath.py.
@@ -33,6 +33,7 @@ from dbc_harness.drivers.dbc.counters import DbcCounters
 from dbc_harness.drivers.dbc.driver import DbcDriver
 from dbc_harness.drivers.dbc.errors import (
     DbcBusy,
+    DbcConcurrentUse,
     DbcConfigError,
     DbcDeviceError,
     DbcDisconnected,
@@ -52,6 +53,7 @@ from dbc_harness.drivers.dbc.state import DbcState
 
 __all__ = [
     "DbcBusy",
+    "DbcConcurrentUse",
     "DbcConfigError",
     "DbcCounters",
     "DbcDeviceError",

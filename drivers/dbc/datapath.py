@@ -99,11 +99,19 @@ class OutMessage:
     done: bool = False
     #: end the host's transfer with a zero-length TD (length is a non-zero multiple of 1024)
     zlp: bool = False
+    #: ``threading.get_ident()`` of the thread whose ``write()`` accepted it (0: unknown)
+    writer: int = 0
     #: ``len(data)`` (bytes of the message), kept once: ``data`` never changes
     length: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.length = len(self.data)
+
+    def report(self, reason: str, delivered_max: int = -1) -> UndeliveredMessage:
+        """The :class:`UndeliveredMessage` for this message (``delivered`` as confirmed)."""
+        return UndeliveredMessage(
+            self.message_id, bytes(self.data), self.delivered, reason, delivered_max, self.writer
+        )
 
 
 @dataclass(eq=False, slots=True)
@@ -161,12 +169,12 @@ class TargetToHostPipe:
     def has_room(self) -> bool:
         return self.ring.free_slots > 0 and self.bytes_in_flight < self.max_bytes_in_flight
 
-    def accept(self, data: bytes | bytearray | memoryview) -> OutMessage:
-        """Accept one message (its TRBs are queued by :meth:`pump`)."""
+    def accept(self, data: bytes | bytearray | memoryview, writer: int = 0) -> OutMessage:
+        """Accept one message (its TRBs are queued by :meth:`pump`); ``writer``: the thread."""
         view = memoryview(data).cast("B")
         if not isinstance(data, bytes):
             view = memoryview(bytes(view))  # the caller may reuse its buffer
-        msg = OutMessage(self.next_id, view)
+        msg = OutMessage(self.next_id, view, writer=writer)
         msg.zlp = self.zlp and msg.length > 0 and msg.length % MPS == 0
         self.next_id += 1
         self.backlog.append(msg)
@@ -260,7 +268,7 @@ class TargetToHostPipe:
         if self.backlog and self.backlog[0] is msg:
             self.backlog.popleft()
         msg.done = True
-        return UndeliveredMessage(msg.message_id, bytes(msg.data), msg.delivered, reason)
+        return msg.report(reason)
 
     def cancel_message_of_oldest(self, reason: str) -> UndeliveredMessage:
         """The controller is halted on the oldest TRB and must not run it again (TRB Error,
@@ -277,7 +285,7 @@ class TargetToHostPipe:
         if self.backlog and self.backlog[0] is msg:
             self.backlog.popleft()
         msg.done = True
-        return UndeliveredMessage(msg.message_id, bytes(msg.data), msg.delivered, reason)
+        return msg.report(reason)
 
     def retire_cancelled(self) -> None:
         """A No Op the driver wrote in place of the oldest TRB completed."""
@@ -289,27 +297,43 @@ class TargetToHostPipe:
         t.cache.put(t.block)
 
     # -- disconnect ------------------------------------------------------------------------
-    def flush(self, reason: str) -> list[UndeliveredMessage]:
+    def flush(self, reason: str, *, events_lost: bool = False) -> list[UndeliveredMessage]:
         """Forget everything in flight (the ring is re-initialised by the caller) and report
-        every message not fully delivered, in write order."""
+        every message not fully delivered, in write order (a message already reported, e.g.
+        cancelled after a TRB Error, is not reported again).
+
+        Call it only after consuming every event the controller wrote. ``delivered`` is then
+        what the events confirmed. The oldest TRB in flight may have been partly (or wholly,
+        its event not yet written) taken by the host when it went away: unless the pipe was
+        halted (the halt's Stall event gave its residue), its message's ``delivered_max``
+        reaches that TRB's end. TRBs after it did not start (a TRB starts after the one
+        before it completed, whose event would have been consumed). ``events_lost``: the
+        event ring was full, so the controller may have held completions that are gone
+        (reset): every queued byte may have arrived."""
         out: list[UndeliveredMessage] = []
         seen: set[int] = set()
+        oldest = self.pending[0] if self.pending else None
+        uncertain = oldest is not None and not oldest.cancelled and not self.halted
         for t in self.pending:
             msg = t.message
             if msg.message_id not in seen:
                 seen.add(msg.message_id)
-                out.append(
-                    UndeliveredMessage(msg.message_id, bytes(msg.data), msg.delivered, reason)
-                )
-                msg.done = True
+                if not msg.done:
+                    if events_lost:
+                        top = msg.queued
+                    elif uncertain and t is oldest:
+                        top = t.offset + t.length
+                    else:
+                        top = -1
+                    out.append(msg.report(reason, top))
+                    msg.done = True
             t.cache.put(t.block)
         for msg in self.backlog:
             if msg.message_id not in seen:
                 seen.add(msg.message_id)
-                out.append(
-                    UndeliveredMessage(msg.message_id, bytes(msg.data), msg.delivered, reason)
-                )
-                msg.done = True
+                if not msg.done:
+                    out.append(msg.report(reason, msg.queued if events_lost else -1))
+                    msg.done = True
         self.pending.clear()
         self.backlog.clear()
         self.bytes_in_flight = 0

@@ -21,6 +21,28 @@ read DCCTRL (all ones: surprise removal; DCE = 0: bring-up again), drain the eve
 queue waiting writes and re-prime the IN ring (:mod:`~drivers.dbc.datapath`). What was in
 flight when the host went away is reported by the next ``write()``/``flush()`` as
 :class:`~drivers.dbc.errors.DbcDisconnected` (with the undelivered messages), never dropped.
+
+Zero loss, exact accounting: before ANY re-initialisation (DCE dropping by itself, the host
+going away or resetting the port, ``stop()``, surprise removal) the driver consumes every event
+the controller already wrote to the event ring (our memory: read even when the registers are
+gone), so data the host sent that completed reaches ``read()`` and bytes the host confirmed
+count as delivered. :class:`~drivers.dbc.errors.UndeliveredMessage` says how much arrived:
+``delivered`` exactly when the controller told us (``exact``), else the range
+``delivered..delivered_max`` (a TRB the host was reading when it went away).
+
+Threading contract (enforced):
+
+* any number of writer threads: each ``write()`` is one message, accepted atomically; a
+  writer's undelivered messages are raised in that writer's thread only (``write()``,
+  ``flush()``; ``UndeliveredMessage.writer`` names the thread); ``flush()`` waits for every
+  writer's messages and raises the caller's;
+* one reader thread at a time (``read()``, ``read_message()``, ``iter_read()``): a second
+  concurrent reader gets :class:`~drivers.dbc.errors.DbcConcurrentUse`;
+* ``poll()`` from any thread; every call holds one lock except while it sleeps between polls;
+* ``stop()`` from another thread: it takes the lock between two polls of the blocked calls,
+  disables the DbC and returns every message not yet reported (all writers'); the blocked
+  ``read()``/``write()``/``flush()`` then raise :class:`~drivers.dbc.errors.DbcStateError`
+  ("stopped"). Received data not read before ``stop()`` is discarded.
 """
 
 from __future__ import annotations
@@ -28,6 +50,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from threading import get_ident
 from types import TracebackType
 
 from dbc_harness.allocator import DmaSpace
@@ -43,6 +66,7 @@ from dbc_harness.drivers.dbc.datapath import (
 )
 from dbc_harness.drivers.dbc.errors import (
     DbcBusy,
+    DbcConcurrentUse,
     DbcConfigError,
     DbcDeviceError,
     DbcDisconnected,
@@ -184,8 +208,10 @@ class DbcDriver:
         self._new_device_errors: list[DbcDeviceError] = []
         self._removed: DbcSurpriseRemoval | None = None
         self._writes = 0
-        #: one reader thread and one writer thread may use the driver at the same time: every
-        #: public call holds this lock except while it sleeps between polls
+        #: the thread inside read()/read_message() (one reader at a time), or None
+        self._reader: int | None = None
+        #: see the threading contract in the module docstring: every public call holds this
+        #: lock except while it sleeps between polls
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ state
@@ -307,10 +333,10 @@ class DbcDriver:
             device_error=self._on_device_error,
         )
 
-    def _program_and_enable(self, timeout: float) -> None:
+    def _program_and_enable(self, timeout: float, *, events_lost: bool = False) -> None:
         """Steps 3-6 of the bring-up: (re)initialise rings and contexts, program the
         registers, set DCE, optionally reset USB3 root ports. Used by start() and after the
-        DbC was reset under us."""
+        DbC was reset under us (the caller consumed the events it wrote first)."""
         regs, ev, memory, follower = self._regs, self._event_ring, self._memory, self._follower
         assert regs is not None and ev is not None and memory is not None
         assert self._out is not None and self._in is not None and follower is not None
@@ -319,8 +345,11 @@ class DbcDriver:
         memory.fill_info(self.identity)
         self._collect_undelivered(
             "disconnect",
-            reinit_pipes(self._out, self._in, memory, follower.max_burst, "DbC re-initialised"),
-        )
+            reinit_pipes(
+                self._out, self._in, memory, follower.max_burst, "DbC re-initialised",
+                events_lost=events_lost,
+            ),
+        )  # fmt: skip
         bringup.program(regs, ev, memory, self.identity)
         self._sm.to(DbcState.INITIALIZED, "rings, contexts and registers programmed")
         bringup.enable(regs, self.clock, timeout)
@@ -342,9 +371,20 @@ class DbcDriver:
             try:
                 return self._service()
             except DbcSurpriseRemoval as exc:
-                self._removed = exc
-                self._sm.to(DbcState.REMOVED, str(exc))
+                self._surprise_removal(exc)
                 raise
+
+    def _surprise_removal(self, exc: DbcSurpriseRemoval) -> None:
+        """The controller is gone: consume what it wrote before it went (completed transfers
+        stay readable, confirmed bytes count as delivered), report what was in flight."""
+        self._removed = exc
+        events, out = self._events, self._out
+        if events is not None and out is not None:
+            events_lost = events.drain_before_reinit()
+            self._collect_undelivered(
+                "disconnect", out.flush(f"surprise removal: {exc}", events_lost=events_lost)
+            )
+        self._sm.to(DbcState.REMOVED, str(exc))
 
     def _service(self) -> int:
         regs, events, follower = self._regs, self._events, self._follower
@@ -376,12 +416,16 @@ class DbcDriver:
         """DCE reads 0 though we set it: the controller was reset under us (HCRST). Report
         what was in flight and run the whole bring-up again (retried on the next poll if the
         controller does not take DCE yet)."""
+        events_lost = False
         if self._sm.state is not DbcState.INITIALIZED:
             log.warning("DbC: DCE dropped by itself (DCCTRL=0x%08x): re-running the bring-up", ctrl)
             self.counters.recoveries["dce_lost"] += 1
+            # what the controller wrote before it was reset is still in our memory
+            assert self._events is not None
+            events_lost = self._events.drain_before_reinit()
             self._sm.to(DbcState.INITIALIZED, "DCE dropped by itself (controller reset)")
         try:
-            self._program_and_enable(0.1)
+            self._program_and_enable(0.1, events_lost=events_lost)
         except DbcTimeout as exc:
             log.info("DbC: controller not ready for DCE yet (%s); retrying on the next poll", exc)
 
@@ -414,21 +458,45 @@ class DbcDriver:
                 raise DbcTimeout(what, deadline.timeout)
             deadline.pause()
 
+    def _take_mine(self) -> list[tuple[str, UndeliveredMessage]]:
+        """Remove and return the calling thread's undelivered reports (writer 0: anyone's)."""
+        me = get_ident()
+        mine = [(k, m) for k, m in self._undelivered if m.writer == me or not m.writer]
+        if mine:
+            self._undelivered = [
+                (k, m) for k, m in self._undelivered if m.writer != me and m.writer
+            ]
+        return mine
+
     def _raise_undelivered(self) -> None:
         if not self._undelivered:
             return
-        items = self._undelivered
-        self._undelivered = []
+        items = self._take_mine()
+        if not items:
+            return
         messages = tuple(m for _, m in items)
         if any(kind == "disconnect" for kind, _ in items):
             raise DbcDisconnected("the debug host went away with messages in flight", messages)
         raise DbcTransferError("transfers failed on the wire", messages)
 
+    def _removal_error(self) -> DbcSurpriseRemoval:
+        """The surprise removal, carrying the calling thread's undelivered messages."""
+        assert self._removed is not None
+        mine = tuple(m for _, m in self._take_mine())
+        return DbcSurpriseRemoval(str(self._removed), mine)
+
     def take_undelivered(self) -> tuple[UndeliveredMessage, ...]:
-        """Messages reported undelivered and not yet raised (clears them)."""
+        """Messages reported undelivered and not yet raised, of every writer thread (clears
+        them)."""
         items = self._undelivered
         self._undelivered = []
         return tuple(m for _, m in items)
+
+    def _stopped(self, call: str) -> DbcStateError:
+        return DbcStateError(
+            f"{call} in state {self._sm.state.name}: start() first, or the driver was stopped "
+            "(stop() may have been called from another thread)"
+        )
 
     # ------------------------------------------------------------------ data path
     def write(self, data: bytes | bytearray | memoryview, timeout: float = 5.0) -> int:
@@ -444,12 +512,12 @@ class DbcDriver:
         deadline: Deadline | None = None
         while True:
             with self._lock:
+                if self._removed is not None:
+                    raise self._removal_error()
                 self._raise_undelivered()
                 out = self._out
                 if out is None:
-                    raise DbcStateError(f"write() in state {self._sm.state.name}: start() first")
-                if self._removed is not None:
-                    raise self._removed
+                    raise self._stopped("write()")
                 configured = self._sm.state is DbcState.CONFIGURED
                 if deadline is None:
                     self._writes += 1
@@ -469,7 +537,7 @@ class DbcDriver:
                     self._raise_undelivered()
                     configured = self._sm.state is DbcState.CONFIGURED
                 if configured and not out.backlog and out.has_room():
-                    msg = out.accept(data)
+                    msg = out.accept(data, get_ident())
                     if out.pump() and not out.halted:
                         self._doorbell(0)
                     return msg.message_id
@@ -490,9 +558,11 @@ class DbcDriver:
         deadline = Deadline(self.clock, timeout)
         while True:
             with self._lock:
+                if self._removed is not None:
+                    raise self._removal_error()
                 out = self._out
                 if out is None:
-                    raise DbcStateError(f"flush() in state {self._sm.state.name}")
+                    raise self._stopped("flush()")
                 if self.poll():
                     deadline.progressed()
                 self._raise_undelivered()
@@ -525,21 +595,35 @@ class DbcDriver:
         what: str,
     ) -> bytes:
         deadline = Deadline(self.clock, timeout)
-        while True:
-            with self._lock:
-                inp = self._in
-                if inp is None:
-                    raise DbcStateError(f"read in state {self._sm.state.name}: start() first")
-                rx = inp.rx
-                if not ready(rx) and self.poll():
-                    deadline.progressed()
-                if ready(rx):
-                    data = take(rx)
-                    self._reprime()
-                    return data
-                if deadline.expired():
-                    raise DbcTimeout(what, timeout)
-            deadline.pause()
+        me = get_ident()
+        with self._lock:
+            if self._reader is not None and self._reader != me:
+                raise DbcConcurrentUse(
+                    "read() while another thread is reading: the driver has one reader at a time"
+                )
+            self._reader = me
+        try:
+            while True:
+                with self._lock:
+                    inp = self._in
+                    if inp is None:
+                        raise self._stopped("read()")
+                    rx = inp.rx
+                    if not ready(rx) and self._removed is None and self.poll():
+                        deadline.progressed()
+                    if ready(rx):
+                        # after a surprise removal too: what had completed is handed back
+                        data = take(rx)
+                        if self._removed is None:
+                            self._reprime()
+                        return data
+                    if self._removed is not None:
+                        raise self._removal_error()
+                    if deadline.expired():
+                        raise DbcTimeout(what, timeout)
+                deadline.pause()
+        finally:
+            self._reader = None
 
     def iter_read(self, max_bytes: int = 65536, idle_timeout: float = 1.0) -> Iterator[bytes]:
         """Yield received data as it arrives; stops after ``idle_timeout`` without data."""
@@ -583,10 +667,14 @@ class DbcDriver:
         if error is not None:
             # DCE did not clear: the controller may still use our memory, keep it.
             raise error
-        self._teardown(quiet=False)
+        events_lost = False
+        if self._events is not None and not removed:
+            # DCE = 0: the controller writes nothing more; consume what it wrote
+            events_lost = self._events.drain_before_reinit()
+        self._teardown(quiet=False, events_lost=events_lost)
         return self.take_undelivered()
 
-    def _teardown(self, *, quiet: bool) -> None:
+    def _teardown(self, *, quiet: bool, events_lost: bool = False) -> None:
         """Free every DMA buffer (after DCE = 0) and go back to DISABLED."""
         if self._regs is not None and quiet and self._removed is None:
             try:
@@ -594,7 +682,9 @@ class DbcDriver:
             except DbcError:
                 pass
         if self._out is not None:
-            self._collect_undelivered("disconnect", self._out.flush("driver stopped"))
+            self._collect_undelivered(
+                "disconnect", self._out.flush("driver stopped", events_lost=events_lost)
+            )
         if self._out is not None:
             self._out.close(self.dma)
         if self._in is not None:

@@ -6,7 +6,7 @@ owned by someone else, the cable pulled with data in flight) without parsing mes
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class DbcError(Exception):
@@ -46,17 +46,40 @@ class DbcStateError(DbcError):
 class UndeliveredMessage:
     """One message accepted by ``write()`` that did not (fully) reach the debug host.
 
-    ``data[:delivered]`` reached the host (TRBs that completed before the failure); ``data
-    [delivered:]`` did not. ``message_id`` is the id ``write()`` returned.
+    ``message_id`` is the id ``write()`` returned. How much of ``data`` reached the host:
+
+    * ``delivered``: bytes the controller confirmed (Transfer Events, with the TRB Transfer
+      Length residue of a TRB it stopped in): ``data[:delivered]`` certainly arrived;
+    * ``delivered_max``: the most that may have arrived. It equals ``delivered`` (``exact``)
+      whenever the controller told us; it is larger when the host went away (unplug, port
+      reset, controller reset, surprise removal) while the controller was sending a TRB it
+      never completed: USB acknowledges packets, and no register or event tells software
+      how many packets of that TRB the host took. ``data[delivered_max:]`` certainly did not
+      arrive. Retransmitting ``data[delivered:]`` duplicates nothing only when ``exact``.
+
+    ``writer`` is the ``threading.get_ident()`` of the thread whose ``write()`` accepted it
+    (reports are raised in that thread only).
     """
 
     message_id: int
     data: bytes
     delivered: int
     reason: str
+    delivered_max: int = -1
+    writer: int = field(default=0, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.delivered_max < self.delivered:
+            object.__setattr__(self, "delivered_max", self.delivered)
+
+    @property
+    def exact(self) -> bool:
+        """True when exactly ``delivered`` bytes arrived (the controller said so)."""
+        return self.delivered_max == self.delivered
 
     @property
     def undelivered_bytes(self) -> bytes:
+        """``data[delivered:]``: what is not confirmed (see ``exact``)."""
         return self.data[self.delivered :]
 
 
@@ -91,7 +114,22 @@ class DbcTransferError(DbcUndelivered):
 
 class DbcSurpriseRemoval(DbcError):
     """Register reads return all ones (0xFFFFFFFF): the controller is gone (hot-unplugged,
-    powered off or its BAR disabled). The driver stops touching it."""
+    powered off or its BAR disabled). The driver stops touching its registers; what the
+    controller had already written into our memory (completed transfers) is still consumed:
+    ``read()`` returns the received data first and raises this only once none is left.
+
+    ``undelivered``: the messages of the calling thread's ``write()`` calls that did not
+    (fully) reach the host (see :class:`UndeliveredMessage`), reported once.
+    """
+
+    def __init__(self, message: str, undelivered: tuple[UndeliveredMessage, ...] = ()) -> None:
+        self.undelivered = undelivered
+        super().__init__(message)
+
+
+class DbcConcurrentUse(DbcStateError):
+    """A second thread called ``read()``/``read_message()`` while another thread was reading:
+    the driver has one reader at a time (see the threading contract in :class:`DbcDriver`)."""
 
 
 class DbcDeviceError(DbcError):

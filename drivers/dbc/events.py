@@ -100,8 +100,10 @@ class EventHandler:
         self._erdp_template = 0
 
     # -- the drain -------------------------------------------------------------------------
-    def drain(self, max_events: int | None = None) -> int:
-        """Consume every event software owns (Cycle == CCS), then write DCERDP once."""
+    def drain(self, max_events: int | None = None, *, write_erdp: bool = True) -> int:
+        """Consume every event software owns (Cycle == CCS), then write DCERDP once (not with
+        ``write_erdp=False``: the last drain before a re-initialisation, which reads our
+        memory only and works when the registers are gone)."""
         ring = self.event_ring
         view = ring.view
         limit = ring.trbs if max_events is None else max_events
@@ -121,8 +123,20 @@ class EventHandler:
             consumed += 1
         if consumed:
             self.counters.events += consumed
-            self.write_erdp()
+            if write_erdp:
+                self.write_erdp()
         return consumed
+
+    def drain_before_reinit(self) -> bool:
+        """Before any re-initialisation (DCE lost, host gone, stop, surprise removal): consume
+        every event the controller already wrote, so completed transfers reach ``read()`` and
+        confirmed bytes count as delivered. Reads our memory only (no register access).
+        Returns True when the ring was full: the controller may then have held completions
+        that a reset discards (xHCI 1.2 4.9.4: it never overwrites an unconsumed event), so
+        what is in flight cannot be known exactly."""
+        ring = self.event_ring
+        consumed = self.drain(write_erdp=False)
+        return consumed >= ring.trbs - 1
 
     def write_erdp(self) -> None:
         self.regs.write64(
@@ -216,11 +230,7 @@ class EventHandler:
             msg = out.complete_oldest(moved)
             if msg is not None:
                 if msg.delivered < msg.length:
-                    self._report(
-                        UndeliveredMessage(
-                            msg.message_id, bytes(msg.data), msg.delivered, code_name(code)
-                        )
-                    )
+                    self._report(msg.report(code_name(code)))
                 else:
                     counters.messages_to_host += 1
             return

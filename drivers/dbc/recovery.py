@@ -8,9 +8,10 @@ configure, unplug/replug, host port reset, DCR dropping, HIT/HOT halts.
   removal are handled by the driver: both need the whole bring-up or none of it.)
 
 * :func:`reinit_pipes`: flush both pipes (messages in flight are reported undelivered, received
-  data stays readable), re-initialise both rings and both endpoint contexts, so the controller
-  starts from clean rings when the host configures us again (otherwise rings fill up after a few
-  reconnects, a known field problem).
+  data stays readable; the caller consumed every event the controller wrote first, so nothing
+  the host acknowledged is lost or reported twice), re-initialise both rings and both endpoint
+  contexts, so the controller starts from clean rings when the host configures us again
+  (otherwise rings fill up after a few reconnects, a known field problem).
 * :func:`ack_port_changes`, :func:`ack_run_change`: RW1C acknowledgements by read-modify-write
   (DCPORTSC.PED is written back as read: a bare 0 would disable the port).
 """
@@ -37,10 +38,13 @@ def reinit_pipes(
     memory: DbcContextMemory,
     max_burst: int,
     reason: str,
+    *,
+    events_lost: bool = False,
 ) -> list[UndeliveredMessage]:
     """Flush both pipes, reset both rings, rewrite both endpoint contexts. Returns what was
-    in flight target -> host (not fully delivered), in write order."""
-    undelivered = out_pipe.flush(reason)
+    in flight target -> host (not fully delivered), in write order (``events_lost``: see
+    :meth:`TargetToHostPipe.flush`)."""
+    undelivered = out_pipe.flush(reason, events_lost=events_lost)
     in_pipe.flush()
     memory.fill_endpoints(out_pipe.ring, in_pipe.ring, max_burst)
     return undelivered
@@ -132,8 +136,16 @@ class LinkFollower:
         return regs.dcctrl()
 
     def _lost_host(self, ctrl: int, portsc: int, reason: str) -> None:
-        """Flush and re-initialise both pipes, acknowledge, wait for the host again."""
+        """Consume what the controller wrote, flush and re-initialise both pipes, acknowledge,
+        wait for the host again."""
         regs = self.regs
+        # Events written since the drain that preceded this call (the port changed state in
+        # between: completions of the old rings must not land on the new ones). The DbC is
+        # not reset here, so an event it held on a full ring is written once DCERDP moves:
+        # drain until none comes.
+        for _ in range(8):
+            if not self.events.drain():
+                break
         self._undelivered(reinit_pipes(self.out, self.inp, self.memory, self.max_burst, reason))
         ack_port_changes(regs, portsc)
         if ctrl & DRC:
