@@ -25,7 +25,7 @@ from dbc_harness.drivers.xhci.registers import (
     USBCMD,
 )
 from dbc_harness.drivers.xhci.trb import LINK, NORMAL, CompletionCode, TRBType
-from dbc_harness.fixtures.virtual import RULES, Quirks, SpecViolation, VirtualXhci
+from dbc_harness.fixtures.virtual import RULES, HostTimeout, Quirks, SpecViolation, VirtualXhci
 
 from tests.virtual_helpers import MinimalDbcProducer
 
@@ -354,6 +354,83 @@ def ring_overrun(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     x.advance(100)
 
 
+def erdp_ahead(x: VirtualXhci, b: MinimalDbcProducer) -> None:
+    _configured(x, b)
+    # three TRBs past the DbC's enqueue pointer: events it never wrote
+    b.write64(
+        "DCERDP", b.event_buf.device_address + (b.event_ring.dequeue_index + 3) % b.event_trbs * 16
+    )
+
+
+def erst_seg_overlap(x: VirtualXhci, b: MinimalDbcProducer) -> None:
+    # the event ring segment placed over the OUT transfer ring
+    ERST_ENTRY.pack_into(b.erst.view, 0, ring_segment_base_address=b.out.base, ring_segment_size=16)
+    b.program()
+    b.write64("DCERDP", DCERDP.encode(event_ring_dequeue_pointer=b.out.base))
+    b.enable()
+    x.advance(200_000)
+
+
+def er_full_stall(x: VirtualXhci, b: MinimalDbcProducer) -> None:
+    _configured(x, b)  # 64-TRB event ring, drained
+    for n in (b.out.trbs - 2, 20):  # more completions than the event ring holds (63)
+        for i in range(n):
+            b.queue_out(b"12345678", offset=64 * i)
+        b.ring_doorbell(0)
+        x.advance(100)  # the host takes the data into its buffer: TDs complete
+    for _ in range(3):  # the host waits; nobody drains the event ring
+        with pytest.raises(HostTimeout):
+            x.host.send(b"x", timeout=0.6)
+
+
+def link_rsvdz(x: VirtualXhci, b: MinimalDbcProducer) -> None:
+    _configured(x, b)
+    b.out.put(NORMAL.build(data_buffer_pointer=b.data.device_address, trb_transfer_length=0,
+                           C=0))  # fmt: skip
+    b.out.put(LINK.build(ring_segment_pointer=b.out.base, rsvdz0_0=0x4, TC=1, C=0))
+    b.ring_doorbell(0)
+    x.advance(100)
+
+
+def link_self(x: VirtualXhci, b: MinimalDbcProducer) -> None:
+    _configured(x, b)
+    b.out.put(LINK.build(ring_segment_pointer=b.out.base, TC=1, C=0))  # slot 0 -> slot 0
+    b.ring_doorbell(0)
+    x.advance(100)
+
+
+def ring_seg_64k(x: VirtualXhci, b: MinimalDbcProducer) -> None:
+    buf = x.dma.alloc(1 << 17, align=1 << 16)
+    base = buf.device_address + (1 << 16) - 32  # two TRBs before a 64 KiB line
+    _out_ctx(b, tr_dequeue_pointer=base)
+    _configured(x, b)
+    zero = {"data_buffer_pointer": b.data.device_address, "trb_transfer_length": 0, "C": 1}
+    NORMAL.pack_into(buf.view, (1 << 16) - 32, **zero)
+    NORMAL.pack_into(buf.view, (1 << 16) - 16, **zero)
+    LINK.pack_into(buf.view, 1 << 16, ring_segment_pointer=base, TC=1, C=1)  # past the line
+    b.ring_doorbell(0)
+    x.advance(100)
+
+
+def ring_cycle(x: VirtualXhci, b: MinimalDbcProducer) -> None:
+    _configured(x, b)
+    b.ring_doorbell(0)  # nothing queued: the DbC finds the ring empty
+    x.advance(100)
+    # a TRB written with the consumer's old Cycle bit (0; the ring's DCS is 1), doorbell rung
+    NORMAL.pack_into(b.out.view, 0, data_buffer_pointer=b.data.device_address,
+                     trb_transfer_length=8, IOC=1, C=0)  # fmt: skip
+    b.ring_doorbell(0)
+    x.advance(100)
+
+
+def db_missing(x: VirtualXhci, b: MinimalDbcProducer) -> None:
+    _configured(x, b)
+    b.queue_out(b"waiting")  # handed over (Cycle bit right), but no DCDB write
+    for _ in range(3):
+        with pytest.raises(HostTimeout):
+            x.host.recv(64, timeout=0.6)
+
+
 CASES: dict[str, tuple[Breaker, Quirks | None, bool]] = {
     # rule: (breaker, quirks, ac64)
     "MMIO-SUBDWORD": (mmio_subdword, None, True),
@@ -383,6 +460,9 @@ CASES: dict[str, tuple[Breaker, Quirks | None, bool]] = {
     "DBC-ERST-SEG-64K": (erst_seg_64k, None, True),
     "DBC-ERDP-RANGE": (erdp_range, None, True),
     "DBC-ERDP-ALIGN": (erdp_align, None, True),
+    "DBC-ERDP-AHEAD": (erdp_ahead, None, True),
+    "DBC-ERST-SEG-OVERLAP": (erst_seg_overlap, None, True),
+    "DBC-ER-FULL-STALL": (er_full_stall, None, True),
     "DBC-STR-MISSING": (str_missing, None, True),
     "DBC-STR-DMA": (str_dma, None, True),
     "DBC-STR-BLENGTH": (str_blength, None, True),
@@ -402,6 +482,11 @@ CASES: dict[str, tuple[Breaker, Quirks | None, bool]] = {
     "DBC-TRB-BUF-DMA": (trb_buf_dma, None, True),
     "DBC-TRB-IDT": (trb_idt, None, True),
     "DBC-LINK-TARGET": (link_target, None, True),
+    "DBC-LINK-RSVDZ": (link_rsvdz, None, True),
+    "DBC-LINK-SELF": (link_self, None, True),
+    "DBC-RING-SEG-64K": (ring_seg_64k, None, True),
+    "DBC-RING-CYCLE": (ring_cycle, None, True),
+    "DBC-DB-MISSING": (db_missing, None, True),
     "DBC-RING-LOOP": (ring_loop, None, True),
     "DBC-RING-LOOP/no-toggle": (ring_without_toggle, None, True),
     "DBC-RING-OVERRUN": (ring_overrun, None, True),
