@@ -269,3 +269,22 @@ def test_killing_the_client_mid_run_leaves_the_bench_restored(
         assert "1 passed" in done.stdout
     finally:
         _give_back(farm, "farm-kill-2", token)
+
+
+def test_bench_lab_reports_reserve_to_run_and_the_farm_overhead(farm: LoopbackFarm) -> None:
+    """``dbc-harness bench lab --json`` (quick): its own loopback farm, the same run both ways."""
+    done = subprocess.run(
+        [farm.harness, "bench", "lab", "--json", "--quick"],
+        env=loopback_env(),
+        capture_output=True,
+        timeout=NESTED_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert 0 < report["reserve_s"] < report["reserve_to_run_s"]
+    assert report["farm_run_s"] > 0 and report["local_run_s"] > 0
+    ratio = report["farm_run_s"] / report["local_run_s"]
+    assert report["run_overhead_ratio"] == pytest.approx(ratio, abs=0.01)
+    assert 0 < report["farm_first_progress_s"] < report["farm_run_s"]
+    assert lab_jobs() == []

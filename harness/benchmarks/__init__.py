@@ -19,6 +19,7 @@ BENCHMARKS: dict[str, str] = {
     "usbip": "dbc_harness.harness.benchmarks.usbip",
     "kernel-bench": "dbc_harness.harness.benchmarks.kernel_bench",
     "binding": "dbc_harness.harness.benchmarks.binding",
+    "lab": "dbc_harness.harness.benchmarks.lab",
 }
 
 
