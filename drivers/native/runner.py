@@ -76,8 +76,11 @@ from unicorn import (
     UC_HOOK_INSN_INVALID,
     UC_HOOK_INTR,
     UC_HOOK_MEM_INVALID,
+    UC_HOOK_MEM_READ,
+    UC_HOOK_MEM_WRITE,
     UC_MEM_FETCH_PROT,
     UC_MEM_FETCH_UNMAPPED,
+    UC_MEM_READ,
     UC_MEM_READ_PROT,
     UC_MEM_READ_UNMAPPED,
     UC_MEM_WRITE_PROT,
@@ -203,6 +206,18 @@ class _Region:
         return self.start + self.size
 
 
+@dataclass(eq=False)
+class _MmioWindow:
+    """BAR bytes ``[bar_offset, bar_offset + size)`` seen at ``virt`` by native code."""
+
+    virt: int
+    size: int
+    bar_offset: int
+    view: memoryview
+    pin: Any
+    hook: int = 0
+
+
 @dataclass(frozen=True)
 class DmaAllocation:
     """DMA memory handed to native code: ``virt`` (what C sees), ``phys`` (what the device
@@ -288,12 +303,14 @@ class Machine:
         self._window_base = 0 if self.env.dma == "identity" else self.env.dma.base  # type: ignore[union-attr]
         self._regions: list[_Region] = []
         self._region_starts: list[int] = []
-        self._mmio_maps: list[tuple[int, int, int]] = []  # (virt, size, bar offset)
+        self._mmio_maps: list[_MmioWindow] = []
         self._phys_maps: list[tuple[int, int, int]] = []  # (virt, size, phys) explicit maps
         self._dma_allocs: dict[int, DmaAllocation] = {}
         self._running = False
         self._pending: tuple[BaseException, NativeLocation | None] | None = None
         self._frame_rsp = 0
+        self._entry_rsp = 0
+        self._entry_address = 0
         self._call_name = ""
         self._virtual_spent = 0.0
         self._vmap_next = VMAP_BASE
@@ -410,9 +427,11 @@ class Machine:
                     f"0x{r.start:x}-0x{r.end:x}"
                     + ("; use dma=KernelWindow(base) in the environment" if r.phys is None else "")
                 )
-        for v, n, _ in self._mmio_maps:
-            if v < start + size and start < v + n:
-                raise LayoutConflict(f"{what} at 0x{start:x} overlaps the BAR window at 0x{v:x}")
+        for w in self._mmio_maps:
+            if w.virt < start + size and start < w.virt + w.size:
+                raise LayoutConflict(
+                    f"{what} at 0x{start:x} overlaps the BAR window at 0x{w.virt:x}"
+                )
 
     def _map_owned(self, start: int, content: bytes, prot: int, name: str) -> _Region:
         size = _page_up(max(1, len(content)))
@@ -561,59 +580,85 @@ class Machine:
         self._map_mmio_window(self.phys_to_virt(phys), size, 0)
 
     def _map_mmio_window(self, virt: int, size: int, bar_offset: int) -> None:
-        for v, n, off in self._mmio_maps:
-            if v == virt and n == size and off == bar_offset:
+        """Map ``size`` bytes of the BAR from ``bar_offset`` at ``virt``.
+
+        The window is host RAM with read and write hooks on its range rather than unicorn's
+        ``mmio_map``: its callbacks see 64-bit and misaligned accesses split into dwords and
+        bytes, the hooks see each access as the instruction does it (size and address), which
+        is what the model must judge. A read hook stores the model's value into the window
+        just before the instruction loads it."""
+        for w in self._mmio_maps:
+            if w.virt == virt and w.size == size and w.bar_offset == bar_offset:
                 return
         self._check_free(virt, size, "BAR window")
-        self.uc.mmio_map(_ua(virt), size, self._mmio_read, bar_offset, self._mmio_write, bar_offset)
-        self._mmio_maps.append((virt, size, bar_offset))
+        memory = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        pin = ctypes.c_char.from_buffer(memory)
+        self.uc.mem_map_ptr(_ua(virt), size, UC_PROT_READ | UC_PROT_WRITE, ctypes.addressof(pin))
+        window = _MmioWindow(virt, size, bar_offset, memoryview(memory), (memory, pin))
+        window.hook = self.uc.hook_add(
+            UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, self._on_mmio, window,
+            _ua(virt), _ua(virt) + size - 1,
+        )  # fmt: skip
+        self._mmio_maps.append(window)
 
-    def _mmio_read(self, uc: Uc, offset: int, size: int, base: int) -> int:
-        off = base + offset
-        m = self.mmio
+    def _on_mmio(
+        self, uc: Uc, access: int, address: int, size: int, value: int, w: _MmioWindow
+    ) -> None:
+        local = address - _ua(w.virt)
+        off = w.bar_offset + local
         try:
-            if size == 4:
-                value = m.read32(off)
-            elif size == 8:
-                value = m.read64(off)
-            elif size == 1 and self._read8 is not None:
-                value = self._read8(off)
-            elif size == 2 and self._read16 is not None:
-                value = self._read16(off)
+            if access == UC_MEM_READ:
+                if size == 16:  # SSE: two qwords, low first
+                    v = self._bar_read(off, 8) | (self._bar_read(off + 8, 8) << 64)
+                else:
+                    v = self._bar_read(off, size)
+                w.view[local : local + size] = (v & ((1 << (8 * size)) - 1)).to_bytes(
+                    size, "little"
+                )
+            elif size == 16:
+                self._bar_write(off, 8, value & MASK64)
+                self._bar_write(
+                    off + 8, 8, int.from_bytes(w.view[local + 8 : local + 16], "little")
+                )
             else:
-                aligned = off & ~3
-                value = (m.read32(aligned) >> (8 * (off - aligned))) & ((1 << (8 * size)) - 1)
-            self.mmio_log.append(("r", off, size, value))
+                self._bar_write(off, size, value)
             if self.env.mmio_latency_us:
                 self.clock.sleep(self.env.mmio_latency_us * 1e-6)
-            return int(value)
         except BaseException as exc:
-            self.mmio_log.append(("r", off, size, -1))
             self._stop_with(exc)
-            return 0
 
-    def _mmio_write(self, uc: Uc, offset: int, size: int, value: int, base: int) -> None:
-        off = base + offset
+    def _bar_read(self, off: int, size: int) -> int:
+        m = self.mmio
+        if size == 4:
+            value = m.read32(off)
+        elif size == 8:
+            value = m.read64(off)
+        elif size == 1 and self._read8 is not None:
+            value = self._read8(off)
+        elif size == 2 and self._read16 is not None:
+            value = self._read16(off)
+        else:  # a plain Mmio: read the dword holding it
+            aligned = off & ~3
+            value = (m.read32(aligned) >> (8 * (off - aligned))) & ((1 << (8 * size)) - 1)
+        self.mmio_log.append(("r", off, size, value))
+        return int(value)
+
+    def _bar_write(self, off: int, size: int, value: int) -> None:
         m = self.mmio
         self.mmio_log.append(("w", off, size, value))
-        try:
-            if size == 4:
-                m.write32(off, value)
-            elif size == 8:
-                m.write64(off, value)
-            elif size == 1 and self._write8 is not None:
-                self._write8(off, value)
-            elif size == 2 and self._write16 is not None:
-                self._write16(off, value)
-            else:
-                raise MmioUnavailable(
-                    f"{8 * size}-bit MMIO write to BAR0+0x{off:x}: the bench's MMIO has no "
-                    f"write{8 * size} (a read-modify-write would change other fields)"
-                )
-            if self.env.mmio_latency_us:
-                self.clock.sleep(self.env.mmio_latency_us * 1e-6)
-        except BaseException as exc:
-            self._stop_with(exc)
+        if size == 4:
+            m.write32(off, value)
+        elif size == 8:
+            m.write64(off, value)
+        elif size == 1 and self._write8 is not None:
+            self._write8(off, value)
+        elif size == 2 and self._write16 is not None:
+            self._write16(off, value)
+        else:
+            raise MmioUnavailable(
+                f"{8 * size}-bit MMIO write to BAR0+0x{off:x}: the bench's MMIO has no "
+                f"write{8 * size} (a read-modify-write would change other fields)"
+            )
 
     def mmio_accesses(self) -> list[MmioAccess]:
         """The last MMIO accesses, oldest first."""
@@ -846,6 +891,7 @@ class Machine:
         rsp = args_start - 8
         self.write_u64(rsp, RETURN_ADDRESS)
         self._entry_rsp = rsp
+        self._entry_address = address
         for reg, a in zip(ARG_REGS, args, strict=False):
             uc.reg_write(reg, a & MASK64)
         uc.reg_write(RSP, rsp)
@@ -1100,27 +1146,53 @@ class Machine:
         return None
 
     def _returner(self, rsp: int) -> tuple[int | None, int | None]:
-        """(pc of the ret that went wrong, call site in its caller) by scanning the stack for
-        the caller's frame: the first return address above ``rsp`` into code."""
+        """(pc of the ``ret`` that went wrong, the call site that called its function).
+
+        The smashed return slot was at ``rsp - 8``. If that is the entry's own slot, the entry
+        function returned. Otherwise the first return address above ``rsp`` belongs to the
+        frame of the caller P of the function F that returned: P is the target of the call
+        before it (or the entry function, for the trampoline's slot), and F is found when P
+        calls exactly one function directly."""
+        if rsp - 8 == self._entry_rsp:
+            return self._single_ret(self._entry_address), None
+        parent: int | None = None
         address = rsp
         limit = min(self.stack_top, rsp + 4096)
         while address < limit:
             word = self.read_u64(address)
             if word == RETURN_ADDRESS and address == self._entry_rsp:
-                entry = self.symbol_at_call_entry()
-                return (self._single_ret(entry) if entry is not None else None), None
+                parent = self._entry_address
+                break
             call_pc = self._call_before(word)
             if call_pc is not None:
-                callee = self._direct_target(call_pc)
-                # the caller's frame: the function that returned is the one it called
-                return (self._single_ret(callee) if callee is not None else None), call_pc
+                parent = self._direct_target(call_pc)
+                break
             address += 8
-        return None, None
+        if parent is None:
+            return None, None
+        sites = self._direct_calls(parent)
+        targets = {t for _, t in sites}
+        if len(targets) != 1:
+            return None, None
+        (callee,) = targets
+        return self._single_ret(callee), sites[0][0]
 
-    def symbol_at_call_entry(self) -> int | None:
-        name = self._call_name.split("(", 1)[0]
-        sym = self.image.symbols.get(name)
-        return sym.address if sym is not None else None
+    def _direct_calls(self, function: int) -> list[tuple[int, int]]:
+        """(call site, target) of every direct call in the function at ``function``."""
+        sym = self.srcmap.symbol_at(function)
+        if sym is None or not sym.size:
+            return []
+        try:
+            code = self.read(sym.address, sym.size)
+        except NativeError:
+            return []
+        out = []
+        for insn in self._disasm.disasm(code, sym.address):
+            if insn.mnemonic == "call" and insn.op_str.startswith("0x"):
+                target = int(insn.op_str, 16)
+                if self._in_code(target):
+                    out.append((insn.address, target))
+        return out
 
     def _direct_target(self, call_pc: int) -> int | None:
         try:
@@ -1166,6 +1238,13 @@ class Machine:
             r.pin = None
         self._regions.clear()
         self._region_starts.clear()
+        for w in self._mmio_maps:
+            try:
+                self.uc.hook_del(w.hook)
+                self.uc.mem_unmap(_ua(w.virt), w.size)
+            except UcError:
+                pass
+        self._mmio_maps.clear()
         self._dma_allocs.clear()
 
     def __enter__(self) -> Machine:
