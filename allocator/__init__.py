@@ -5,6 +5,7 @@ One interface (:class:`DmaSpace`), one sub-allocator (:mod:`allocator.heap`), fi
 through pagemap) and iova (memory mapped for one device through a :class:`DmaMapper`).
 """
 
+from dbc_harness.allocator.chunk import Chunk
 from dbc_harness.allocator.emulated import EmulatedDmaSpace
 from dbc_harness.allocator.errors import (
     AddressLimitUnsatisfiable,
@@ -20,7 +21,7 @@ from dbc_harness.allocator.errors import (
     SpaceClosed,
     UseAfterFree,
 )
-from dbc_harness.allocator.heap import Chunk, ChunkSource, HeapDmaSpace
+from dbc_harness.allocator.heap import ChunkSource, HeapDmaSpace
 from dbc_harness.allocator.hugepage import HugepageDmaSpace
 from dbc_harness.allocator.iova import DmaMapper, IovaDmaSpace
 from dbc_harness.allocator.pagemap import Pagemap

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import mmap
 
+from dbc_harness.allocator.chunk import Chunk
 from dbc_harness.allocator.errors import InvalidRequest
 from dbc_harness.allocator.heap import (
     DEFAULT_QUARANTINE_BYTES,
     DEFAULT_SPARE_IDLE_OPS,
-    Chunk,
     HeapDmaSpace,
 )
 from dbc_harness.allocator.window import MSI_WINDOW, AddressWindow

@@ -18,11 +18,11 @@ import ctypes
 import errno
 import mmap
 
+from dbc_harness.allocator.chunk import Chunk
 from dbc_harness.allocator.errors import ContiguityError, HugepagesUnavailable, InvalidRequest
 from dbc_harness.allocator.heap import (
     DEFAULT_QUARANTINE_BYTES,
     DEFAULT_SPARE_IDLE_OPS,
-    Chunk,
     HeapDmaSpace,
 )
 from dbc_harness.allocator.pagemap import BASE_PAGE, Pagemap

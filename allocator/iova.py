@@ -13,11 +13,11 @@ from __future__ import annotations
 import mmap
 from typing import Protocol, runtime_checkable
 
+from dbc_harness.allocator.chunk import Chunk
 from dbc_harness.allocator.errors import InvalidRequest
 from dbc_harness.allocator.heap import (
     DEFAULT_QUARANTINE_BYTES,
     DEFAULT_SPARE_IDLE_OPS,
-    Chunk,
     HeapDmaSpace,
 )
 from dbc_harness.allocator.hugepage import MAP_HUGETLB, MAP_LOCKED, MAP_POPULATE, mapping_address

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from dbc_harness.allocator.chunk import _ZEROS, Chunk, _Extent, _fill, caller_site
 from dbc_harness.allocator.errors import SpaceClosed
-from dbc_harness.allocator.heap import _ZEROS, _Extent, _fill, caller_site
 from dbc_harness.allocator.space import DmaBuffer
 
 if TYPE_CHECKING:
-    from dbc_harness.allocator.heap import Chunk, HeapDmaSpace
+    from dbc_harness.allocator.heap import HeapDmaSpace
 
 MIN_POOL_PAGE = 4096
 

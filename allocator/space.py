@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from dbc_harness.allocator.errors import ForeignBuffer, InvalidRequest
+
 if TYPE_CHECKING:
     from dbc_harness.allocator.pool import DmaPool
 
@@ -48,8 +50,6 @@ class DmaBuffer:
     def device_address_at(self, offset: int) -> int:
         """Device address of ``buffer + offset`` (0 <= offset <= size)."""
         if not 0 <= offset <= self.size:
-            from dbc_harness.allocator.errors import InvalidRequest
-
             raise InvalidRequest(f"offset {offset} outside buffer of {self.size} bytes")
         return self.device_address + offset
 
@@ -59,8 +59,6 @@ class DmaBuffer:
     def contiguous_length(self, device_address: int) -> int:
         """How many bytes stay device-contiguous from ``device_address`` to the buffer's end."""
         if not self.contains(device_address, 0) or device_address == self.end:
-            from dbc_harness.allocator.errors import ForeignBuffer
-
             raise ForeignBuffer(f"0x{device_address:x} is not inside {self!r}")
         return self.end - device_address
 

@@ -32,7 +32,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from dbc_harness.allocator.heap import Chunk, ChunkSource, HeapDmaSpace
+from dbc_harness.allocator.chunk import Chunk
+from dbc_harness.allocator.heap import ChunkSource, HeapDmaSpace
 
 SEED = 20240611
 MIN_SIZE = 64
