@@ -99,6 +99,8 @@ class HarnessGroup(click.Group):
                 raise Interrupted(signal.SIGINT) from None
             code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
         except click.exceptions.ClickException as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx is not None:  # type: ignore[attr-defined]
+                click.echo(exc.ctx.get_help())  # type: ignore[attr-defined]
             if getattr(exc, "ctx", None) is None:  # the option parser gives no context
                 argv = sys.argv[1:] if args is None else [str(a) for a in args]
                 name = next((a for a in argv if a in self.commands), None)
@@ -342,11 +344,18 @@ def console(target: str, mode: str, unsafe: bool, force: bool, timeout: float, i
     from dbc_harness.harness.app.console import run_console
 
     spec = _target_spec(target)
+    try:
+        stdin_fd = sys.stdin.fileno()
+    except (AttributeError, ValueError, OSError):  # closed, or not a file (io.UnsupportedOperation)
+        raise click.UsageError(
+            "the console reads standard input, and this one is closed or not a file: "
+            "give it a terminal, a pipe or a file (< /dev/null for none)"
+        ) from None
     if sys.stdin.isatty():
         ERR.print(f"[dim]console on {escape(spec)}: type; Ctrl-D ends, Ctrl-C aborts[/]")
     result = run_console(
         spec,
-        stdin_fd=sys.stdin.fileno(),
+        stdin_fd=stdin_fd,
         stdout=sys.stdout.buffer,
         timeout=timeout,
         idle=idle,
@@ -659,9 +668,20 @@ cli.add_command(
 
 
 def main() -> None:
-    """The ``dbc-harness`` entry point: signal handlers first, then the command."""
+    """Run one command and exit with its code (``dbc-harness`` starts in :mod:`.entry`, which
+    installs the signal handlers before this module is imported). A signal after the command
+    ended (while the interpreter shuts down) is only recorded, never a traceback."""
     cli_signals.install()
-    cli(obj={}, standalone_mode=True)
+    try:
+        code = cli.main(obj={}, standalone_mode=False)
+        cli_signals.hold()
+    except Interrupted as exc:  # landed between the command's end and hold()
+        cli_signals.hold()
+        code = report_interrupt(exc)
+    late = cli_signals.received()
+    if late is not None and code != late.exit_code:
+        code = report_interrupt(late)
+    sys.exit(int(code))
 
 
 if __name__ == "__main__":

@@ -346,6 +346,10 @@ ERRNO_RULES: dict[int, tuple[ExitCode, str]] = {
         ExitCode.BUSY,
         "another program listens there: pick another --listen port (port 0: any free one)",
     ),
+    errno.EACCES: (
+        ExitCode.PERMISSION,
+        "not permitted: ports below 1024 and device nodes need root (README: bench machine)",
+    ),
     errno.EADDRNOTAVAIL: (
         ExitCode.USAGE,
         "that is not an address of this machine: use 127.0.0.1, or one `ip addr` lists",
@@ -380,7 +384,12 @@ def _explain_click(exc: BaseException) -> Explained | None:
             "check the file named",
             ExitCode(code) if code in ExitCode._value2member_map_ else ExitCode.FAILURE,
         )
+    code = ExitCode.USAGE
     command = getattr(ctx, "command", None)
+    if "NoArgsIsHelpError" in names:  # the help was printed on stdout before this line
+        return Explained(
+            "no command given", f"pick one of the commands above: `{path} COMMAND --help`", code
+        )
     if message.startswith("No such command"):
         hint = f"`{path} --help` lists the commands"
     elif "NoSuchOption" in names or "BadOptionUsage" in names:
@@ -392,7 +401,7 @@ def _explain_click(exc: BaseException) -> Explained | None:
         hint = f"usage: {path} {pieces}; `{path} --help` for more"
     else:
         hint = f"`{path} --help` for the usage"
-    return Explained(message, hint, ExitCode.USAGE)
+    return Explained(message, hint, code)
 
 
 def _explain_os_error(exc: OSError) -> Explained | None:
@@ -419,6 +428,10 @@ def explain(exc: BaseException) -> Explained:
     reasons = getattr(exc, "reasons", None)
     if isinstance(reasons, list | tuple) and len(reasons) > 1:
         message += " (" + "; ".join(str(r) for r in reasons) + ")"
+    cause = exc.__cause__
+    if isinstance(cause, OSError) and cause.errno in ERRNO_RULES:  # e.g. a bind's EADDRINUSE
+        code, hint = ERRNO_RULES[cause.errno]
+        return Explained(message, hint, code)
     if rule is None and isinstance(exc, OSError):
         explained_os = _explain_os_error(exc)
         if explained_os is not None:

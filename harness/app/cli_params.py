@@ -57,6 +57,10 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _fmt_seconds(n: float) -> str:
+    return f"{int(n)} s" if float(n).is_integer() else f"{n:g} s"
+
+
 def _fmt_bytes(n: int) -> str:
     for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
         if n >= 1 << shift and n % (1 << shift) == 0:
@@ -89,7 +93,7 @@ class Seconds(click.ParamType):
         if math.isinf(number):
             raise ValueRefused(
                 f"{_show(value)} is infinite: every wait needs a finite deadline "
-                f"(at most {self.maximum:g} s)",
+                f"(at most {_fmt_seconds(self.maximum)})",
                 ctx,
                 param,
             )
@@ -99,7 +103,9 @@ class Seconds(click.ParamType):
             raise ValueRefused("0 s leaves no time at all: give seconds > 0", ctx, param)
         if number > self.maximum:
             raise ValueRefused(
-                f"{_show(value)} s is more than the limit of {self.maximum:g} s", ctx, param
+                f"{_show(value)} s is more than the limit of {_fmt_seconds(self.maximum)}",
+                ctx,
+                param,
             )
         return number
 

@@ -57,6 +57,7 @@ class _State:
         self.count = 0
         self.shield = 0
         self.pending = False  # ``first`` arrived under a shield and was not raised yet
+        self.holding = False  # the command is over: record, never raise
 
 
 _state = _State()
@@ -75,10 +76,15 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
     if _state.first is not None:
         return  # already unwinding: let cleanup finish
     _state.first = signum
-    if _state.shield:
+    if _state.shield or _state.holding:
         _state.pending = True
         return
     raise Interrupted(signum)
+
+
+def hold() -> None:
+    """From now on a signal is only recorded (the command is over; the process is exiting)."""
+    _state.holding = True
 
 
 def install() -> None:
@@ -107,6 +113,7 @@ def reset() -> None:
     """Forget everything (tests run several commands in one process)."""
     consume()
     _state.shield = 0
+    _state.holding = False
 
 
 @contextlib.contextmanager
