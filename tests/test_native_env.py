@@ -306,7 +306,7 @@ def test_findings_carry_the_c_line_and_strict_mode_raises_with_it() -> None:
     obj = compile_object(SUBDWORD, name="subdword")
     with VirtualXhci(strict=False) as x:
         m = Machine(obj, Environment(), bench=x)
-        m.call("touch", m.phys_to_virt(m.bar_phys))
+        m.call("touch", m.bar_virt)
         assert [f.rule for f in x.findings] == ["MMIO-SUBDWORD"]
         f = x.findings[0]
         assert f.origin is not None and f.origin.startswith("subdword.c:5 (touch+0x")
@@ -314,7 +314,7 @@ def test_findings_carry_the_c_line_and_strict_mode_raises_with_it() -> None:
     with VirtualXhci(strict=True) as x:
         m = Machine(obj, Environment(), bench=x)
         with pytest.raises(SpecViolation) as info:
-            m.call("touch", m.phys_to_virt(m.bar_phys))
+            m.call("touch", m.bar_virt)
         assert info.value.finding.origin is not None
         assert info.value.finding.origin.startswith("subdword.c:5")
         assert info.value.native_location.source == "subdword.c:5"  # type: ignore[attr-defined]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,7 @@ def obj() -> Path:
 
 
 @pytest.fixture
-def m(obj: Path) -> Machine:
+def m(obj: Path) -> Iterator[Machine]:
     machine = Machine(obj, ENV, instructions=2_000_000, wall_time=10.0)
     yield machine
     machine.close()
@@ -153,7 +154,7 @@ def test_faults_carry_the_last_mmio_accesses() -> None:
     src = "void f(volatile unsigned *bar) { bar[1] = 5; (void)bar[2]; *(volatile int *)0 = 1; }\n"
     m = Machine(compile_object(src, name="mmio_then_fault"), mmio=Bar())
     with pytest.raises(InvalidMemoryAccess) as info:
-        m.call("f", m.phys_to_virt(m.bar_phys))
+        m.call("f", m.bar_virt)
     assert [str(a) for a in info.value.mmio] == ["w32 BAR0+0x4 = 0x5", "r32 BAR0+0x8 = 0x0"]
     assert "w32 BAR0+0x4 = 0x5, r32 BAR0+0x8 = 0x0" in str(info.value)
 

@@ -127,6 +127,7 @@ def _patched(data: bytes, section: str, index: int, new_type: int) -> bytes:
 
     elf = ELFFile(io.BytesIO(data))
     sec = elf.get_section_by_name(section)
+    assert sec is not None
     off = sec["sh_offset"] + 24 * index + 8
     (info,) = struct.unpack_from("<Q", data, off)
     out = bytearray(data)

@@ -669,13 +669,13 @@ class ElfFile:
             if not rsec["sh_flags"] & SHF_ALLOC or rsec is not target:
                 continue
             for offset, rtype, symidx, addend in self._relocations(rsec):
-                sym = dyn.get(symidx)
-                if sym is None or symidx == 0:
+                dsym = dyn.get(symidx)
+                if dsym is None or symidx == 0:
                     s_value = 0
-                elif sym.shndx == SHN_UNDEF:
-                    s_value = resolve.get(sym.name, 0)
+                elif dsym.shndx == SHN_UNDEF:
+                    s_value = resolve.get(dsym.name, 0)
                 else:
-                    s_value = sym.value + (0 if sym.shndx == SHN_ABS else bias)
+                    s_value = dsym.value + (0 if dsym.shndx == SHN_ABS else bias)
                 place = offset + bias
                 name = relocation_name(rtype)
                 if rtype == 8:  # RELATIVE: B + A

@@ -197,7 +197,7 @@ class Environment:
     ) -> Environment:
         """A copy with more function bindings and/or other fields changed."""
         merged = {**self.functions, **(functions or {})}
-        fields = {
+        fields: dict[str, Any] = {
             "functions": merged,
             "data": dict(self.data),
             "dma": self.dma,

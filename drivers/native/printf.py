@@ -121,14 +121,14 @@ def _convert(
         value = next_int()
         return f"0x{value:x}" if value else "(nil)"
     if conv in "fFeEgGaA":
-        value = next_float()
+        number = next_float()
         spec = ("+" if "+" in flags else (" " if " " in flags else "")) + (
             "#" if "#" in flags else ""
         )
         if conv in "aA":
-            text = value.hex()
+            text = number.hex()
             return text.upper() if conv == "A" else text
-        return format(value, f"{spec}.{6 if prec is None else prec}{conv}")
+        return str(format(number, f"{spec}.{6 if prec is None else prec}{conv}"))
     if conv == "n":
         next_int()  # %n writes through a pointer: not supported for logging, consumed
         return ""

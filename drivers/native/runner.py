@@ -41,7 +41,12 @@ from dbc_harness.drivers.native.elf import (
     LinkedImage,
     parse_elf,
 )
-from dbc_harness.drivers.native.environment import BoundFunction, DataSlot, Environment
+from dbc_harness.drivers.native.environment import (
+    BoundFunction,
+    DataSlot,
+    Environment,
+    KernelWindow,
+)
 from dbc_harness.drivers.native.errors import (
     BindingError,
     CpuException,
@@ -291,7 +296,7 @@ class Machine:
         name: str = "",
     ) -> None:
         self.env = env if env is not None else Environment()
-        self.mmio = mmio if mmio is not None else getattr(bench, "mmio", None)
+        self.mmio: Any = mmio if mmio is not None else getattr(bench, "mmio", None)
         self.dma: DmaSpace | None = dma if dma is not None else getattr(bench, "dma", None)
         self.clock: Clock = clock or getattr(bench, "clock", None) or ManualClock()
         self.instructions = instructions
@@ -300,7 +305,8 @@ class Machine:
         self.log: list[str] = []
         self.mmio_log: deque[tuple[str, int, int, int]] = deque(maxlen=mmio_log_size)
         self.ports = PortBus(pci, self.env.ports, self.env.unknown_ports)
-        self._window_base = 0 if self.env.dma == "identity" else self.env.dma.base  # type: ignore[union-attr]
+        dma_mode = self.env.dma
+        self._window_base = dma_mode.base if isinstance(dma_mode, KernelWindow) else 0
         self._regions: list[_Region] = []
         self._region_starts: list[int] = []
         self._mmio_maps: list[_MmioWindow] = []
@@ -359,7 +365,8 @@ class Machine:
         self._code_ranges = [(a, a + n) for a, n in self.image.code_ranges]
 
         # 2. the CPU and its memory
-        self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        # unicorn's Python binding is untyped: the engine is handled as Any
+        self.uc: Any = Uc(UC_ARCH_X86, UC_MODE_64)  # type: ignore[no-untyped-call]
         self._disasm = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
         for seg in self.image.segments:
             self._map_owned(seg.address, bytes(seg.data), seg.prot, f"image {seg.name}")
@@ -383,7 +390,7 @@ class Machine:
         self.data_symbols = {n: addr for n, addr, _ in data_layout}
 
         # 3. hooks: binding stubs, faults, ports
-        uc = self.uc
+        uc: Any = self.uc
         if self._stubs:
             uc.hook_add(UC_HOOK_CODE, self._on_stub, None, STUB_BASE,
                         STUB_BASE + STUB_SIZE * len(self._stubs) - 1)  # fmt: skip
@@ -602,7 +609,7 @@ class Machine:
         self._mmio_maps.append(window)
 
     def _on_mmio(
-        self, uc: Uc, access: int, address: int, size: int, value: int, w: _MmioWindow
+        self, uc: Any, access: int, address: int, size: int, value: int, w: _MmioWindow
     ) -> None:
         local = address - _ua(w.virt)
         off = w.bar_offset + local
@@ -668,6 +675,13 @@ class Machine:
     @property
     def identity(self) -> bool:
         return self._window_base == 0
+
+    @property
+    def bar_virt(self) -> int:
+        """Where native code sees BAR0 (``phys_to_virt(bar_phys)``)."""
+        if self.bar_phys is None:
+            raise MmioUnavailable("this machine has no BAR (give bench= or mmio=)")
+        return self.phys_to_virt(self.bar_phys)
 
     def phys_to_virt(self, phys: int) -> int:
         """Where native code sees physical address ``phys`` (identity or base + phys)."""
@@ -883,7 +897,7 @@ class Machine:
         address = self.symbol(target) if isinstance(target, str) else target
         name = target if isinstance(target, str) else self.srcmap.function(address)
         self._drop_stale_dma()
-        uc = self.uc
+        uc: Any = self.uc
         stack_args = [a & MASK64 for a in args[6:]]
         args_start = (self.stack_top - 8 * len(stack_args) - 64) & ~0xF
         for i, a in enumerate(stack_args):
@@ -923,7 +937,7 @@ class Machine:
             self._pending = None
             if not isinstance(exc, NativeFault):
                 where = str(loc) if loc is not None else "native code"
-                exc.native_location = loc  # type: ignore[attr-defined]
+                setattr(exc, "native_location", loc)  # noqa: B010 - any exception type
                 exc.add_note(f"raised while native code ran {self._call_name}: at {where}")
             raise exc
         if error is not None or self._interrupt is not None or self._invalid_insn_pc is not None:
@@ -944,7 +958,7 @@ class Machine:
             return False
 
     # ------------------------------------------------------------------ hooks
-    def _on_stub(self, uc: Uc, address: int, size: int, _: object) -> None:
+    def _on_stub(self, uc: Any, address: int, size: int, _: object) -> None:
         bound = self._stubs[(address - STUB_BASE) >> 4]
         rsp = uc.reg_read(RSP)
         self._frame_rsp = rsp
@@ -982,7 +996,7 @@ class Machine:
         self.uc.emu_stop()
 
     def _on_invalid(
-        self, uc: Uc, access: int, address: int, size: int, value: int, _: object
+        self, uc: Any, access: int, address: int, size: int, value: int, _: object
     ) -> bool:
         address = _canonical(address)
         if access in _UNMAPPED and self._try_lazy_map(address):
@@ -990,22 +1004,22 @@ class Machine:
         self._fault_info = (_ACCESS.get(access, "access"), address, size, int(uc.reg_read(RIP)))
         return False
 
-    def _on_interrupt(self, uc: Uc, intno: int, _: object) -> None:
+    def _on_interrupt(self, uc: Any, intno: int, _: object) -> None:
         self._interrupt = (intno, int(uc.reg_read(RIP)))
         uc.emu_stop()
 
-    def _on_invalid_insn(self, uc: Uc, _: object) -> bool:
+    def _on_invalid_insn(self, uc: Any, _: object) -> bool:
         self._invalid_insn_pc = int(uc.reg_read(RIP))
         return False
 
-    def _on_port_in(self, uc: Uc, port: int, size: int, _: object) -> int:
+    def _on_port_in(self, uc: Any, port: int, size: int, _: object) -> int:
         try:
             return self.ports.read(port, size)
         except BaseException as exc:
             self._stop_with(exc)
             return 0
 
-    def _on_port_out(self, uc: Uc, port: int, size: int, value: int, _: object) -> None:
+    def _on_port_out(self, uc: Any, port: int, size: int, value: int, _: object) -> None:
         try:
             self.ports.write(port, size, value)
         except BaseException as exc:
@@ -1058,6 +1072,7 @@ class Machine:
             if vector == 6:
                 return self._fault(IllegalInstruction, "invalid opcode (#UD)", pc=ipc)
             fault = self._fault(CpuException, f"CPU exception vector {vector}", pc=ipc)
+            assert isinstance(fault, CpuException)
             fault.vector = vector
             return fault
         if self._invalid_insn_pc is not None:
