@@ -47,6 +47,7 @@ class _Extent:
         "free_site",
         "freed_buffer",
         "owner",
+        "reach",
         "size",
         "start",
     )
@@ -59,10 +60,12 @@ class _Extent:
         owner: object,
         size: int = 0,
         alloc_site: tuple[str, int] | None = None,
+        reach: int = 0,
     ) -> None:
         self.chunk = chunk
         self.start = start
-        self.end = end
+        self.end = end  # the reserved extent ends here (a GRANULE multiple for heap buffers)
+        self.reach = reach or end  # the device may access up to here (buffer + guard bytes)
         self.owner = owner  # the space or pool that handed the buffer out
         self.size = size  # the buffer's size (end - start minus guard bytes)
         self.alloc_site = alloc_site

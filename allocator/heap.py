@@ -142,6 +142,11 @@ DEFAULT_SPARE_IDLE_OPS = 1024
 #: still gives half its chunks back)
 DRAIN_SLACK_FRACTION = 0.25
 
+#: heap extents start and end at multiples of this (one cache line, the largest alignment of
+#: an xHCI structure): freed space never leaves slivers too misaligned to hold a 64-byte
+#: aligned request, so best fit's first candidate fits (it scanned dozens of them before)
+GRANULE = 64
+
 #: operations before a draining choice that found no chunk is tried again
 STEER_RETRY_OPS = 32
 
@@ -245,7 +250,10 @@ class HeapDmaSpace(DmaSpace):
     ) -> DmaBuffer:
         with self._lock:
             chunk, address = self._take(size, align, boundary, limit)
-            extent = _Extent(chunk, address, address + size + self.guard, self, size)
+            reach = address + size + self.guard
+            extent = _Extent(
+                chunk, address, (reach + GRANULE - 1) & -GRANULE, self, size, reach=reach
+            )
             if self.sanitize:
                 extent.alloc_site = caller_site()
             base = address - chunk.device_address
@@ -352,7 +360,7 @@ class HeapDmaSpace(DmaSpace):
                 buf = self._live_bufs[idx]
                 offset = address - buf.device_address
                 extent: _Extent = buf.meta
-                if address + length <= extent.end:
+                if address + length <= extent.reach:
                     if offset + length <= buf.size:
                         return buf.view[offset : offset + length]
                     base = extent.start - extent.chunk.device_address
@@ -381,7 +389,7 @@ class HeapDmaSpace(DmaSpace):
         self._check_open()
         guard = self.guard if guard is None else guard
         self._validate(size, align, boundary, limit, guard)
-        need = size + guard
+        need = (size + guard + GRANULE - 1) & -GRANULE
         found = self._best_fit(size, need, align, boundary, limit)
         if found is None:
             found = self._grow(size, need, align, boundary, limit)
