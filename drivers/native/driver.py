@@ -36,6 +36,7 @@ from typing import Any
 
 from dbc_harness.allocator import DmaSpace
 from dbc_harness.drivers.clock import REAL_CLOCK, Clock
+from dbc_harness.drivers.dbc.bringup import find_dbc
 from dbc_harness.drivers.dbc.counters import DbcCounters
 from dbc_harness.drivers.dbc.errors import (
     DbcBusy,
@@ -56,7 +57,46 @@ from dbc_harness.drivers.native.build import REFERENCE_ENV, build_reference
 from dbc_harness.drivers.native.environment import Environment, load_environment
 from dbc_harness.drivers.native.pci_ports import PciConfigSpace
 from dbc_harness.drivers.native.runner import Machine, as_signed
+from dbc_harness.drivers.origin import current_origin, origin_provider
 from dbc_harness.drivers.tracing import TraceSink, null_sink
+
+
+class _DoorbellWitness:
+    """BAR0 as the bench gives it, remembering which native line last wrote the doorbell.
+
+    A virtual controller runs what a doorbell handed over when time passes; between native
+    calls that happens in Python (the driver's waits), where no native code is running. A
+    finding raised then (a bad TRB on a ring) is attributed to the doorbell write that handed
+    the ring over: :meth:`origin` is what :func:`origin_provider` answers during those waits.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.doorbell_offset: int | None = None
+        self.doorbell_origin: str | None = None
+        for name in ("read8", "read16", "write8", "write16", "size"):
+            if hasattr(inner, name):
+                setattr(self, name, getattr(inner, name))
+
+    def read32(self, offset: int) -> int:
+        return int(self._inner.read32(offset))
+
+    def read64(self, offset: int) -> int:
+        return int(self._inner.read64(offset))
+
+    def write32(self, offset: int, value: int) -> None:
+        if offset == self.doorbell_offset:
+            self.doorbell_origin = current_origin()
+        self._inner.write32(offset, value)
+
+    def write64(self, offset: int, value: int) -> None:
+        self._inner.write64(offset, value)
+
+    def origin(self) -> str | None:
+        if self.doorbell_origin is None:
+            return None
+        return f"{self.doorbell_origin}, the doorbell that handed the ring over"
+
 
 # dbc.h
 F_PORT_RESET = 1 << 0
@@ -134,7 +174,7 @@ class NativeDbcDriver:
             env = load_environment(env)
         self.obj = Path(obj) if obj is not None else build_reference()
         self.env = env
-        self.mmio = mmio
+        self.mmio = _DoorbellWitness(mmio)
         self.dma = dma
         self.clock = clock
         self.trace = trace
@@ -150,7 +190,7 @@ class NativeDbcDriver:
         self.machine = Machine(
             self.obj,
             env,
-            mmio=mmio,
+            mmio=self.mmio,
             dma=dma,
             clock=clock,
             pci=pci,
@@ -293,6 +333,7 @@ class NativeDbcDriver:
             )  # fmt: skip
             self._sync_state(f"{self.entry}() returned {err}")
             if err == 0:
+                self._find_doorbell()
                 return
             code = -err
             if code == ENODEV:
@@ -309,6 +350,18 @@ class NativeDbcDriver:
             if code == ENOMEM:
                 raise DbcDmaError(f"{self.entry}(): the DMA allocator failed")
             raise DbcError(f"{self.entry}() returned {ERROR_NAMES.get(code, err)}")
+
+    def _find_doorbell(self) -> None:
+        """DCDB's BAR0 offset (the capability walk, from Python) for :class:`_DoorbellWitness`."""
+        try:
+            self.mmio.doorbell_offset = find_dbc(self.mmio) + 4
+        except DbcError:
+            self.mmio.doorbell_offset = None
+
+    def _pause(self, deadline: Deadline) -> None:
+        """Let time pass between native calls; findings then name the last doorbell."""
+        with origin_provider(self.mmio.origin):
+            deadline.pause()
 
     def poll(self) -> int:
         """``dbc_poll`` once: events consumed. DbcSurpriseRemoval once the controller is gone."""
@@ -416,7 +469,7 @@ class NativeDbcDriver:
                         else f"the debug host to configure the DbC (state {self._state.name})"
                     )
                     raise DbcTimeout(what, timeout)
-            deadline.pause()
+            self._pause(deadline)
 
     def flush(self, timeout: float = 5.0) -> None:
         """Wait until the controller confirmed every accepted byte."""
@@ -432,7 +485,7 @@ class NativeDbcDriver:
                     return
                 if deadline.expired():
                     raise DbcTimeout("the debug host to read every queued message", timeout)
-            deadline.pause()
+            self._pause(deadline)
 
     def read(self, max_bytes: int = 65536, timeout: float = 1.0) -> bytes:
         """Up to ``max_bytes`` bytes from the debug host; DbcTimeout if none came in time."""
@@ -453,7 +506,7 @@ class NativeDbcDriver:
                     return self.machine.read(self._staging, n)
                 if deadline.expired():
                     raise DbcTimeout("data from the debug host", timeout)
-            deadline.pause()
+            self._pause(deadline)
 
     def iter_read(self, max_bytes: int = 65536, idle_timeout: float = 1.0) -> Iterator[bytes]:
         while True:
