@@ -633,8 +633,17 @@ def restore(
 @click.argument("name", type=click.Choice([*benchmarks.BENCHMARKS, "all"]), metavar="NAME")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 @click.option("--quick", is_flag=True, help="Smaller workloads (for smoke tests).")
-def bench(name: str, as_json: bool, quick: bool) -> None:
+@click.option(
+    "--backend",
+    type=click.Choice(["emulated", "hugepage"]),
+    default=None,
+    help="allocator only: DMA backend (default emulated; hugepage reserves and restores pages).",
+)
+def bench(name: str, as_json: bool, quick: bool, backend: str | None) -> None:
     """Run a benchmark (ratios against a baseline measured in the same run)."""
+    if backend is not None and name != "allocator":
+        raise click.UsageError("--backend applies to `bench allocator` only")
+    options: dict[str, Any] = {"backend": backend} if backend is not None else {}
     names = list(benchmarks.BENCHMARKS) if name == "all" else [name]
     results: dict[str, dict[str, Any]] = {}
     failed = False
@@ -646,7 +655,7 @@ def bench(name: str, as_json: bool, quick: bool) -> None:
                 failed = True
                 results[n] = {"error": explain(exc).message}
         else:
-            results[n] = benchmarks.get(n)(quick=quick)
+            results[n] = benchmarks.get(n)(quick=quick, **options)
     out = results[name] if name != "all" else results
     if as_json:
         click.echo(json.dumps(out, sort_keys=True))

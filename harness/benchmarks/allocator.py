@@ -17,15 +17,22 @@ whole chunks the trace's peak needs), ``efficiency_after_churn_2m_chunks`` (the 
 98 %, tighter than best fit packs under random frees, so it holds 11) and the device-side
 access costs.
 
-Backend: ``run(backend=...)`` or the environment variable ``DBC_ALLOCATOR_BENCH_BACKEND``
-("emulated" by default, or "hugepage", which reserves hugepages for the run and restores
-nr_hugepages afterwards).
+Backend: ``dbc-harness bench allocator --backend emulated|hugepage`` (``run(backend=...)``):
+"emulated" by default; "hugepage" reserves hugepages for the run (HugepageReservation) and puts
+nr_hugepages back afterwards.
+
+Sanitizer: the main keys measure the backend's default configuration (sanitizer on for
+emulated, off for hugepage; see :mod:`allocator.heap`). The same trace also runs with the other
+setting, in the same run: ``*_sanitizer_on`` / ``*_sanitizer_off`` for efficiency, alloc median
+and p99, free median, violations and bytes held after free-all, and the ratios
+``sanitizer_efficiency_ratio`` and ``sanitizer_alloc_us_median_ratio`` (on / off). Other
+same-run ratios: ``efficiency_ratio_vs_pmalloc_policy``,
+``alloc_us_median_ratio_vs_pmalloc_policy`` and ``efficiency_ratio_vs_peak_bound``.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import random
 import statistics
 import time
@@ -234,8 +241,23 @@ def _run_pmalloc(source: ChunkSource, initial: list[int], swaps: list[tuple[int,
     }
 
 
-def _spaces(backend: str, pages: int) -> tuple[Callable[[], HeapDmaSpace], Any]:
-    """(factory of a fresh space, context to hold around the run)."""
+#: the backends ``--backend`` offers
+BACKENDS = ("emulated", "hugepage")
+#: keys measured with the sanitizer both on and off
+_SANITIZER_KEYS = (
+    "efficiency_after_churn",
+    "alloc_us_median",
+    "alloc_us_p99",
+    "free_us_median",
+    "alignment_violations",
+    "boundary_violations",
+    "bytes_held_after_free_all",
+)
+
+
+def _spaces(backend: str, pages: int) -> tuple[Callable[..., HeapDmaSpace], Any]:
+    """(factory of a fresh space taking the space's keyword options, context to hold around
+    the run)."""
     if backend == "emulated":
         from contextlib import nullcontext
 
@@ -247,16 +269,31 @@ def _spaces(backend: str, pages: int) -> tuple[Callable[[], HeapDmaSpace], Any]:
         from dbc_harness.allocator.reservation import HugepageReservation
 
         reservation = HugepageReservation(pages)
-        return (lambda: HugepageDmaSpace(reservation=reservation)), reservation
-    raise ValueError(f"unknown allocator bench backend {backend!r}")
+
+        def hugepage_space(**options: Any) -> HeapDmaSpace:
+            return HugepageDmaSpace(reservation=reservation, **options)
+
+        return hugepage_space, reservation
+    raise ValueError(f"unknown allocator bench backend {backend!r} (one of {', '.join(BACKENDS)})")
 
 
-def run(quick: bool = False, backend: str | None = None) -> dict[str, Any]:
-    """Run the churn trace on ``backend`` and return the measurements."""
-    backend = backend or os.environ.get("DBC_ALLOCATOR_BENCH_BACKEND", "emulated")
+def _default_sanitize(factory: Callable[..., HeapDmaSpace]) -> bool:
+    import inspect
+
+    from dbc_harness.allocator.emulated import EmulatedDmaSpace
+    from dbc_harness.allocator.hugepage import HugepageDmaSpace
+
+    cls = EmulatedDmaSpace if factory is EmulatedDmaSpace else HugepageDmaSpace
+    return bool(inspect.signature(cls).parameters["sanitize"].default)
+
+
+def run(quick: bool = False, backend: str = "emulated") -> dict[str, Any]:
+    """Run the churn trace on ``backend`` ("emulated" or "hugepage") and return the
+    measurements."""
     blocks, swaps = (500, 5_000) if quick else (2_000, 20_000)
     initial, churn = trace(blocks, swaps)
     factory, context = _spaces(backend, pages=2 * blocks * MAX_SIZE // (2 << 20) + 8)
+    default_sanitize = _default_sanitize(factory)
     pmalloc_factory = factory
     if backend == "emulated":
         from dbc_harness.allocator.emulated import EmulatedDmaSpace
@@ -268,6 +305,9 @@ def run(quick: bool = False, backend: str | None = None) -> dict[str, Any]:
         with factory() as space:
             ours = _run_ours(space, initial, churn)
             chunk = space.page_sizes[0]
+            quarantine_bytes = space.quarantine_bytes
+        with factory(sanitize=not default_sanitize) as space:
+            other = _run_ours(space, initial, churn)
         # pmalloc's blocks are 2 MiB hugepages (1 GiB above): its policy runs on the same
         # backend at that page size, not at our emulated 64 KiB granule
         with pmalloc_factory() as space:
@@ -278,8 +318,10 @@ def run(quick: bool = False, backend: str | None = None) -> dict[str, Any]:
     # boundary window: separates the policy's fragmentation from the granularity
     from dbc_harness.allocator.emulated import EmulatedDmaSpace
 
-    with EmulatedDmaSpace(chunk_size=HUGEPAGE) as coarse:
+    with EmulatedDmaSpace(chunk_size=HUGEPAGE, sanitize=default_sanitize) as coarse:
         coarse_result = _run_ours(coarse, initial, churn)
+    on, off = (ours, other) if default_sanitize else (other, ours)
+    bound = efficiency_upper_bound(initial, churn, chunk)
     return {
         "backend": backend,
         "blocks": blocks,
@@ -289,7 +331,16 @@ def run(quick: bool = False, backend: str | None = None) -> dict[str, Any]:
         **device,
         "efficiency_after_churn_2m_chunks": coarse_result["efficiency_after_churn"],
         "chunk_bytes": chunk,
-        "efficiency_peak_bound_after_churn": efficiency_upper_bound(initial, churn, chunk),
+        "efficiency_peak_bound_after_churn": bound,
         "efficiency_ratio_vs_pmalloc_policy": ours["efficiency_after_churn"]
         / theirs["pmalloc_policy_efficiency_after_churn"],
+        "efficiency_ratio_vs_peak_bound": ours["efficiency_after_churn"] / bound,
+        "alloc_us_median_ratio_vs_pmalloc_policy": ours["alloc_us_median"]
+        / theirs["pmalloc_policy_alloc_us_median"],
+        "sanitizer_default": default_sanitize,
+        "quarantine_bytes": quarantine_bytes,
+        **{f"{key}_sanitizer_on": on[key] for key in _SANITIZER_KEYS},
+        **{f"{key}_sanitizer_off": off[key] for key in _SANITIZER_KEYS},
+        "sanitizer_efficiency_ratio": on["efficiency_after_churn"] / off["efficiency_after_churn"],
+        "sanitizer_alloc_us_median_ratio": on["alloc_us_median"] / off["alloc_us_median"],
     }
