@@ -318,3 +318,17 @@ def test_findings_carry_the_c_line_and_strict_mode_raises_with_it() -> None:
         assert info.value.finding.origin is not None
         assert info.value.finding.origin.startswith("subdword.c:5")
         assert info.value.native_location.source == "subdword.c:5"  # type: ignore[attr-defined]
+
+
+def test_a_moved_bar_leaves_its_old_place(obj: Path) -> None:
+    bar = RecordingMmio()
+    m = Machine(obj, ENV, mmio=bar, bar_phys=0xFE00_0000)
+    m.attach_mmio(bar, 0xFD00_0000, 0x10000)
+    assert m.bar_virt == 0xFD00_0000
+    m.call("mmio_reads", m.bar_virt)
+    assert bar.log[0] == ("read32", 0x100, 0)
+    from dbc_harness.drivers.native import InvalidMemoryAccess
+
+    with pytest.raises(InvalidMemoryAccess) as info:
+        m.call("mmio_reads", 0xFE00_0000)
+    assert info.value.address == 0xFE00_0100

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import threading
 import time
 from bisect import bisect_right
 from collections import deque
@@ -179,6 +180,56 @@ def as_signed(value: int, bits: int = 64) -> int:
     """Two's complement view of a returned register (``as_signed(m.call("f"), 32)``)."""
     value &= (1 << bits) - 1
     return value - (1 << bits) if value >> (bits - 1) else value
+
+
+class _Watchdog:
+    """Stops the emulator when a call's wall-clock deadline passes.
+
+    One thread per machine, armed per call: unicorn's own ``emu_start(timeout=)`` starts a
+    thread for every call (about 150 us each, more than a whole poll of a driver)."""
+
+    def __init__(self, uc: Any) -> None:
+        self._uc = uc
+        self._cond = threading.Condition()
+        self._deadline: float | None = None
+        self._ticket = 0
+        self._fired = -1
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="native-watchdog", daemon=True)
+        self._thread.start()
+
+    def arm(self, seconds: float) -> int:
+        with self._cond:
+            self._ticket += 1
+            self._deadline = time.monotonic() + seconds
+            self._cond.notify()
+            return self._ticket
+
+    def disarm(self, ticket: int) -> bool:
+        """End call ``ticket``; True if its deadline stopped it."""
+        with self._cond:
+            self._deadline = None
+            return self._fired == ticket
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        with self._cond:
+            while not self._closed:
+                if self._deadline is None:
+                    self._cond.wait()
+                    continue
+                left = self._deadline - time.monotonic()
+                if left > 0:
+                    self._cond.wait(left)
+                    continue
+                self._fired = self._ticket
+                self._deadline = None
+                self._uc.emu_stop()
 
 
 class ManualClock:
@@ -399,6 +450,7 @@ class Machine:
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid_insn)
         uc.hook_add(UC_HOOK_INSN, self._on_port_in, None, 1, 0, x86.UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, self._on_port_out, None, 1, 0, x86.UC_X86_INS_OUT)
+        self._watchdog = _Watchdog(uc)
         uc.reg_write(x86.UC_X86_REG_FS_BASE, self.tls_base)
         uc.reg_write(x86.UC_X86_REG_GS_BASE, self.tls_base)
         self._fault_info: tuple[str, int, int, int] | None = None  # (what, address, size, pc)
@@ -577,6 +629,7 @@ class Machine:
         the environment's address scheme puts it (phys, or base + phys)."""
         if phys % PAGE or size % PAGE or size <= 0:
             raise BindingError(f"BAR at 0x{phys:x}+0x{size:x} must be 4 KiB aligned")
+        self._unmap_mmio_windows()  # a BAR that moves (reprogrammed BAR0) leaves its old place
         self.mmio = mmio
         self.bar_phys = phys
         self.bar_size = size
@@ -607,6 +660,15 @@ class Machine:
             _ua(virt), _ua(virt) + size - 1,
         )  # fmt: skip
         self._mmio_maps.append(window)
+
+    def _unmap_mmio_windows(self) -> None:
+        for w in self._mmio_maps:
+            try:
+                self.uc.hook_del(w.hook)
+                self.uc.mem_unmap(_ua(w.virt), w.size)
+            except UcError:
+                pass
+        self._mmio_maps.clear()
 
     def _on_mmio(
         self, uc: Any, access: int, address: int, size: int, value: int, w: _MmioWindow
@@ -906,11 +968,8 @@ class Machine:
         self.write_u64(rsp, RETURN_ADDRESS)
         self._entry_rsp = rsp
         self._entry_address = address
-        for reg, a in zip(ARG_REGS, args, strict=False):
-            uc.reg_write(reg, a & MASK64)
-        uc.reg_write(RSP, rsp)
-        uc.reg_write(x86.UC_X86_REG_RBP, 0)
-        uc.reg_write(RAX, 0)
+        regs = [(reg, a & MASK64) for reg, a in zip(ARG_REGS, args, strict=False)]
+        uc.reg_write_batch([*regs, (RSP, rsp), (x86.UC_X86_REG_RBP, 0), (RAX, 0)])
         budget = self.instructions if instructions is None else instructions
         wall = self.wall_time if wall_time is None else wall_time
         self._virtual_budget = self.virtual_time if virtual_time is None else virtual_time
@@ -921,16 +980,16 @@ class Machine:
         self._invalid_insn_pc = None
         self._call_name = f"{name}({', '.join(hex(a & MASK64) for a in args)})"
         self._running = True
-        started = time.monotonic()
         error: UcError | None = None
+        ticket = self._watchdog.arm(wall)
         try:
             with origin_provider(self._origin_now):
-                uc.emu_start(address, RETURN_ADDRESS, timeout=int(wall * 1e6), count=budget)
+                uc.emu_start(address, RETURN_ADDRESS, count=budget)
         except UcError as exc:
             error = exc
         finally:
+            timed_out = self._watchdog.disarm(ticket)
             self._running = False
-        elapsed = time.monotonic() - started
         pc = uc.reg_read(RIP)
         if self._pending is not None:
             exc, loc = self._pending
@@ -944,7 +1003,7 @@ class Machine:
             raise self._translate(error, pc)
         if pc == RETURN_ADDRESS:
             return int(uc.reg_read(RAX))
-        if elapsed >= wall * 0.98:
+        if timed_out:
             raise self._fault(WallTimeExhausted, f"still running after {wall} s", pc=pc)
         if self._previous_is_hlt(pc):
             raise self._fault(CpuException, "hlt: the CPU halted (no interrupts here)",
@@ -1243,6 +1302,7 @@ class Machine:
         if self._closed:
             return
         self._closed = True
+        self._watchdog.close()
         for r in list(self._regions):
             try:
                 self.uc.mem_unmap(_ua(r.start), r.size)
@@ -1253,13 +1313,7 @@ class Machine:
             r.pin = None
         self._regions.clear()
         self._region_starts.clear()
-        for w in self._mmio_maps:
-            try:
-                self.uc.hook_del(w.hook)
-                self.uc.mem_unmap(_ua(w.virt), w.size)
-            except UcError:
-                pass
-        self._mmio_maps.clear()
+        self._unmap_mmio_windows()
         self._dma_allocs.clear()
 
     def __enter__(self) -> Machine:
