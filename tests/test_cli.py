@@ -12,7 +12,7 @@ from dbc_harness.allocator.errors import DmaFault, HugepagesUnavailable, Privile
 from dbc_harness.drivers.dbc.errors import DbcBusy, DbcNotFound, DbcTimeout, DbcUndelivered
 from dbc_harness.fixtures.bench import UnknownBench
 from dbc_harness.fixtures.trace import TraceError
-from dbc_harness.fixtures.virtual import Finding, HostTimeout, SpecViolation
+from dbc_harness.fixtures.virtual import DebugHostTimeout, Finding, SpecViolation
 from dbc_harness.harness.app.cli import cli
 from dbc_harness.harness.app.cli_errors import ExitCode, explain
 from dbc_harness.harness.app.inspect import inspect_mmio
@@ -100,7 +100,7 @@ def test_bad_option_values_are_usage_errors() -> None:
             ExitCode.DEVICE_ERROR,
             "spec section",
         ),
-        (HostTimeout("recv: nothing within 1 s"), ExitCode.TIMEOUT, "in time"),
+        (DebugHostTimeout("recv: nothing within 1 s"), ExitCode.TIMEOUT, "in time"),
         (UnknownBench("moon"), ExitCode.USAGE, "hw:BDF"),
         (TraceError("bad"), ExitCode.USAGE, ".pcapng"),
         (RuntimeError("boom"), ExitCode.FAILURE, "bug in dbc-harness"),

@@ -19,8 +19,8 @@ from dbc_harness.drivers.dbc import (
 )
 from dbc_harness.drivers.xhci.registers import CAPLENGTH, OPERATIONAL_REGS, USBCMD, read_register
 from dbc_harness.fixtures.virtual import (
+    DebugHostTimeout,
     HostStall,
-    HostTimeout,
     HostTransferError,
     Quirks,
     SpecViolation,
@@ -64,7 +64,7 @@ def host_read(x: VirtualXhci, drv: DbcDriver, n: int, timeout: float = 5.0) -> b
         drv.poll()
         try:
             chunk = x.host.recv(n - got, timeout=0.001)
-        except HostTimeout:
+        except DebugHostTimeout:
             if x.clock.monotonic() > end:
                 raise
             continue

@@ -13,9 +13,9 @@ from typing import Literal
 from dbc_harness.drivers.dbc import DbcDisconnected, DbcDriver, DbcState, DbcTimeout, DbcUndelivered
 from dbc_harness.drivers.xhci.registers import CAPLENGTH, OPERATIONAL_REGS, USBCMD, read_register
 from dbc_harness.fixtures.virtual import (
+    DebugHostTimeout,
     HostNotConfigured,
     HostStall,
-    HostTimeout,
     HostTransferError,
     Quirks,
     TransferFault,
@@ -111,7 +111,7 @@ class DbcUnderFaults(RuleBasedStateMachine):
                 if "in" in self.halted:
                     return
                 self.x.host.clear_halt("in")
-            except (HostTimeout, HostNotConfigured):
+            except (DebugHostTimeout, HostNotConfigured):
                 return
 
     def collect(self) -> None:

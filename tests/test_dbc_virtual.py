@@ -35,7 +35,7 @@ def started(x: VirtualXhci, **options: object) -> DbcDriver:
 
 def host_recv_exactly(x: VirtualXhci, drv: DbcDriver, n: int, timeout: float = 5.0) -> bytes:
     """What the debug host reads (USB IN) until ``n`` bytes arrived, letting the driver run."""
-    from dbc_harness.fixtures.virtual import HostTimeout
+    from dbc_harness.fixtures.virtual import DebugHostTimeout
 
     parts: list[bytes] = []
     got = 0
@@ -44,7 +44,7 @@ def host_recv_exactly(x: VirtualXhci, drv: DbcDriver, n: int, timeout: float = 5
         drv.poll()
         try:
             chunk = x.host.recv(max(1, n - got), timeout=0.001)
-        except HostTimeout:
+        except DebugHostTimeout:
             if x.clock.monotonic() > end:
                 raise
             continue

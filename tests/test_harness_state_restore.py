@@ -27,9 +27,10 @@ from dbc_harness.harness.binding.errors import (
 )
 from dbc_harness.harness.binding.pci import normalize_bdf
 from dbc_harness.harness.binding.restore import restore_all, restore_state
-from tests.harness_fakesys import fake_sysfs, link_driver, make_device
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from tests.harness_fakesys import fake_sysfs, link_driver, make_device
 
 BDF = "0000:00:04.0"
 
@@ -311,7 +312,7 @@ def test_sysfs_claim_and_release_on_a_fake_tree(
     import struct
 
     from dbc_harness.allocator.emulated import EmulatedDmaSpace
-    from dbc_harness.drivers.xhci.host import HostTimeout
+    from dbc_harness.drivers.xhci.host import HostControllerTimeout
     from dbc_harness.harness.binding import claim as claim_mod
     from dbc_harness.harness.binding.pci import PCI_COMMAND, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY
 
@@ -349,7 +350,7 @@ def test_sysfs_claim_and_release_on_a_fake_tree(
     assert (saved.original_driver, saved.original_driver_override) == ("xhci_hcd", None)
     first = sysfs.log[0]
     assert first == ("bus/pci/devices/0000:00:04.0/driver_override", "dbc-harness-none")
-    with pytest.raises(HostTimeout, match="HCRST"):
+    with pytest.raises(HostControllerTimeout, match="HCRST"):
         c.release()
     assert c.released and c.mmio.closed  # type: ignore[attr-defined]
     assert sysfs.config_read(BDF, PCI_COMMAND, 2) & PCI_COMMAND_MASTER == 0

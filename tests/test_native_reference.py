@@ -13,7 +13,7 @@ import pytest
 from dbc_harness.drivers.dbc import DbcDisconnected, DbcState, DbcTimeout
 from dbc_harness.drivers.native.driver import NativeDbcDriver
 from dbc_harness.drivers.xhci.registers import CAPLENGTH, OPERATIONAL_REGS, USBCMD, read_register
-from dbc_harness.fixtures.virtual import HostTimeout, Quirks, VirtualXhci
+from dbc_harness.fixtures.virtual import DebugHostTimeout, Quirks, VirtualXhci
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -48,7 +48,7 @@ def host_read(x: VirtualXhci, drv: NativeDbcDriver, n: int, timeout: float = 5.0
         drv.poll()
         try:
             chunk = x.host.recv(n - got, timeout=0.001)
-        except HostTimeout:
+        except DebugHostTimeout:
             if x.clock.monotonic() > end:
                 raise
             continue

@@ -21,7 +21,7 @@ from dbc_harness.fixtures.usbip.client import UnlinkResult, UrbResult, UsbipClie
 from dbc_harness.fixtures.usbip.control import answer_standard_request
 from dbc_harness.fixtures.usbip.descriptors import (
     DbcDescriptors,
-    DbcIdentity,
+    DescriptorIdentity,
     build_dbc_descriptors,
 )
 from dbc_harness.fixtures.usbip.errors import (
@@ -35,7 +35,7 @@ from dbc_harness.fixtures.usbip.server import UsbipServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-IDENTITY = DbcIdentity(
+IDENTITY = DescriptorIdentity(
     id_vendor=0x1D6B,
     id_product=0x0010,
     bcd_device=0x0010,
@@ -256,13 +256,13 @@ def test_dbc_descriptors_are_superspeed_diagnostic() -> None:
 
 
 def test_two_langid_string0_is_reproduced() -> None:
-    identity = DbcIdentity(0x1D6B, 0x11, 0, 0, "a", "b", "c", langids=(0x0009, 0x0004))
+    identity = DescriptorIdentity(0x1D6B, 0x11, 0, 0, "a", "b", "c", langids=(0x0009, 0x0004))
     assert build_dbc_descriptors(identity).strings[0] == b"\x06\x03\x09\x00\x04\x00"
 
 
 def test_identity_out_of_range_is_refused() -> None:
     with pytest.raises(ValueError, match="id_vendor"):
-        DbcIdentity(0x10000, 1, 0, 0, "", "", "")
+        DescriptorIdentity(0x10000, 1, 0, 0, "", "", "")
 
 
 # --- operation phase ---------------------------------------------------------------------------

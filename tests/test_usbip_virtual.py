@@ -18,12 +18,12 @@ from dbc_harness.fixtures.bench import VirtualBench
 from dbc_harness.fixtures.usbip import (
     UsbipClient,
     UsbipServer,
-    VirtualDbcDevice,
     ch9,
     devlist,
     wire,
 )
 from dbc_harness.fixtures.usbip.client import UnlinkResult
+from dbc_harness.fixtures.virtual.usbip_device import VirtualDbcDevice
 
 IDENTITY = DbcIdentity(
     vendor_id=0x1D6B,

@@ -9,8 +9,8 @@ import pytest
 from dbc_harness.drivers.xhci.trb import LINK, CompletionCode, TRBType
 from dbc_harness.fixtures.virtual import (
     ConfigError,
-    DbcState,
-    HostTimeout,
+    DbcPortState,
+    DebugHostTimeout,
     ModelClosed,
     SpecViolation,
     VirtualXhci,
@@ -44,7 +44,7 @@ def test_free_running_bring_up_and_echo_with_real_time() -> None:
         b.ring_doorbell(1)
         assert x.host.send(b"running", timeout=2.0) == 7
         assert b.in_data(7) == b"running"
-    assert x.state is DbcState.CONFIGURED
+    assert x.state is DbcPortState.CONFIGURED
 
 
 def test_finding_in_model_thread_surfaces_at_next_call() -> None:
@@ -103,7 +103,7 @@ def test_lenient_mode_records_and_continues() -> None:
         x.mmio.write32(b.base + 0x2C, 1)
         b.bring_up()
         assert [f.rule for f in x.findings] == ["MMIO-RESERVED", "MMIO-RESERVED"]
-        assert x.state is DbcState.CONFIGURED
+        assert x.state is DbcPortState.CONFIGURED
 
 
 def test_closed_model_refuses_calls() -> None:
@@ -153,7 +153,7 @@ def test_send_times_out_without_posted_buffers() -> None:
     with VirtualXhci() as x:
         b = MinimalDbcProducer(x)
         b.bring_up()
-        with pytest.raises(HostTimeout) as info:
+        with pytest.raises(DebugHostTimeout) as info:
             x.host.send(b"nobody listens", timeout=0.05)
         assert info.value.transferred == 0
 

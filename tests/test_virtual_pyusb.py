@@ -7,7 +7,7 @@ import errno
 import pytest
 import usb.core
 import usb.util
-from dbc_harness.fixtures.virtual import DbcState, VirtualXhci
+from dbc_harness.fixtures.virtual import DbcPortState, VirtualXhci
 from dbc_harness.fixtures.virtual.pyusb_backend import get_backend
 
 from tests.virtual_helpers import MinimalDbcProducer
@@ -71,7 +71,7 @@ def test_halt_clear_and_reset(xb: tuple[VirtualXhci, MinimalDbcProducer]) -> Non
     assert b.dcctrl()["HOT"] == 0
     b.ack()
     dev.reset()
-    assert x.state is DbcState.CONFIGURED
+    assert x.state is DbcPortState.CONFIGURED
     assert b.portsc()["PRC"] == 1
 
 

@@ -7,7 +7,7 @@ from dbc_harness.drivers.xhci.contexts import DBC_ENDPOINT_CONTEXT, DBC_OUT_EP_O
 from dbc_harness.drivers.xhci.registers import PORT_REGS_OFFSET, PORTSC
 from dbc_harness.drivers.xhci.trb import CompletionCode
 from dbc_harness.fixtures.virtual import (
-    DbcState,
+    DbcPortState,
     HostNotConfigured,
     HostStall,
     HostTransferError,
@@ -50,7 +50,7 @@ def test_enumeration_only_after_root_port_reset() -> None:
         b.program()
         b.enable()
         x.advance(1_000_000)
-        assert x.state is DbcState.DISCONNECTED
+        assert x.state is DbcPortState.DISCONNECTED
         # reset every not-connected USB3 root port (ports 5..8 per the Supported Protocol cap)
         for port in range(5, 9):
             off = 0x80 + PORT_REGS_OFFSET + 0x10 * (port - 1)
@@ -102,7 +102,7 @@ def test_dcst_er_lags() -> None:
 def test_no_64bit_mmio_part_works_with_32bit_pairs() -> None:
     with VirtualXhci(quirks=Quirks(no_64bit_mmio=True)) as x:
         up(x)  # the helper writes 64-bit registers as two 32-bit writes, low dword first
-        assert x.state is DbcState.CONFIGURED
+        assert x.state is DbcPortState.CONFIGURED
         assert x.findings == []
 
 
@@ -184,7 +184,7 @@ def test_unplug_in_the_middle_of_a_transfer() -> None:
         b.ring_doorbell(0)
         assert x.host.recv(4096, timeout=0.01) == b"a" * 1000
         assert x.host.recv(4096, timeout=0.01) == b"b" * 500  # then the cable goes
-        assert x.state is DbcState.DISCONNECTED
+        assert x.state is DbcPortState.DISCONNECTED
         assert b.portsc()["CCS"] == 0 and b.dcctrl()["DRC"] == 1
         ev = b.transfer_events()
         assert len(ev) == 1  # the second TD was on the wire when the cable went: no event
@@ -199,7 +199,7 @@ def test_unplug_mid_transfer_with_host_buffering() -> None:
         b.queue_out(b"b" * 1000, offset=1024)
         b.ring_doorbell(0)
         x.advance(10)
-        assert x.state is DbcState.DISCONNECTED
+        assert x.state is DbcPortState.DISCONNECTED
         ev = b.transfer_events()
         assert [e.fields["trb_pointer"] for e in ev] == [first]
         # what the host had taken off the wire stays readable, the rest is gone

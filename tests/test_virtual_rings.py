@@ -230,11 +230,11 @@ def test_idt_on_out_ring_sends_immediate_data(xb: tuple[VirtualXhci, MinimalDbcP
 
 
 def test_recv_timeout_advances_virtual_time(xb: tuple[VirtualXhci, MinimalDbcProducer]) -> None:
-    from dbc_harness.fixtures.virtual import HostTimeout
+    from dbc_harness.fixtures.virtual import DebugHostTimeout
 
     x, _ = xb
     t0 = x.now_us
-    with pytest.raises(HostTimeout):
+    with pytest.raises(DebugHostTimeout):
         x.host.recv(16, timeout=0.25)
     assert x.now_us - t0 == pytest.approx(250_000)
 

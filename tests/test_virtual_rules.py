@@ -25,7 +25,7 @@ from dbc_harness.drivers.xhci.registers import (
     USBCMD,
 )
 from dbc_harness.drivers.xhci.trb import LINK, NORMAL, CompletionCode, TRBType
-from dbc_harness.fixtures.virtual import RULES, HostTimeout, Quirks, SpecViolation, VirtualXhci
+from dbc_harness.fixtures.virtual import RULES, DebugHostTimeout, Quirks, SpecViolation, VirtualXhci
 
 from tests.virtual_helpers import MinimalDbcProducer
 
@@ -379,7 +379,7 @@ def er_full_stall(x: VirtualXhci, b: MinimalDbcProducer) -> None:
         b.ring_doorbell(0)
         x.advance(100)  # the host takes the data into its buffer: TDs complete
     for _ in range(3):  # the host waits; nobody drains the event ring
-        with pytest.raises(HostTimeout):
+        with pytest.raises(DebugHostTimeout):
             x.host.send(b"x", timeout=0.6)
 
 
@@ -427,7 +427,7 @@ def db_missing(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     _configured(x, b)
     b.queue_out(b"waiting")  # handed over (Cycle bit right), but no DCDB write
     for _ in range(3):
-        with pytest.raises(HostTimeout):
+        with pytest.raises(DebugHostTimeout):
             x.host.recv(64, timeout=0.6)
 
 

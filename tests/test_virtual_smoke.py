@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from dbc_harness.drivers.xhci.trb import CompletionCode, TRBType
-from dbc_harness.fixtures.virtual import DbcState, VirtualXhci
+from dbc_harness.fixtures.virtual import DbcPortState, VirtualXhci
 
 from tests.virtual_helpers import MinimalDbcProducer
 
@@ -10,7 +10,7 @@ def test_bring_up_and_echo() -> None:
     with VirtualXhci() as x:
         b = MinimalDbcProducer(x)
         b.bring_up()
-        assert x.state is DbcState.CONFIGURED
+        assert x.state is DbcPortState.CONFIGURED
         assert x.host.device is not None
         assert x.host.device.product == "Linux USB Debug Target"
         ev = b.events()

@@ -4,14 +4,14 @@ the state, nothing raises, and a configured DbC always moves data."""
 from __future__ import annotations
 
 from dbc_harness.drivers.xhci.registers import DCCTRL, DCPORTSC
-from dbc_harness.fixtures.virtual import DbcState, HostError, PortLinkState, VirtualXhci
+from dbc_harness.fixtures.virtual import DbcPortState, DebugHostError, PortLinkState, VirtualXhci
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from tests.virtual_helpers import MinimalDbcProducer
 
-LINK_UP = {DbcState.ENABLED, DbcState.CONFIGURED}
+LINK_UP = {DbcPortState.ENABLED, DbcPortState.CONFIGURED}
 
 
 class PortMachine(RuleBasedStateMachine):
@@ -38,21 +38,21 @@ class PortMachine(RuleBasedStateMachine):
     def host_reset(self, kind: str) -> None:
         try:
             self.x.host.reset(kind)  # type: ignore[arg-type]
-        except HostError:
-            assert self.x.state not in LINK_UP | {DbcState.RESETTING, DbcState.ERROR}
+        except DebugHostError:
+            assert self.x.state not in LINK_UP | {DbcPortState.RESETTING, DbcPortState.ERROR}
 
     @rule(kind=st.sampled_from(["inactive", "config"]))
     def link_error(self, kind: str) -> None:
         try:
             self.x.host.link_error(kind)  # type: ignore[arg-type]
-        except HostError:
+        except DebugHostError:
             pass
 
     @rule(value=st.sampled_from([0, 1]))
     def set_configuration(self, value: int) -> None:
         try:
             self.x.host.set_configuration(value)
-        except HostError:
+        except DebugHostError:
             pass
 
     @rule()
@@ -75,20 +75,20 @@ class PortMachine(RuleBasedStateMachine):
     def registers_agree_with_state(self) -> None:
         b, state = self.b, self.x.state
         ctrl, port, dcst = b.dcctrl(), b.portsc(), b.dcst()
-        assert ctrl["DCE"] == int(state is not DbcState.OFF)
-        assert ctrl["DCR"] == int(state is DbcState.CONFIGURED)
-        assert (dcst["debug_port_number"] != 0) == (state is DbcState.CONFIGURED)
-        assert (ctrl["device_address"] != 0) == (state is DbcState.CONFIGURED)
+        assert ctrl["DCE"] == int(state is not DbcPortState.OFF)
+        assert ctrl["DCR"] == int(state is DbcPortState.CONFIGURED)
+        assert (dcst["debug_port_number"] != 0) == (state is DbcPortState.CONFIGURED)
+        assert (ctrl["device_address"] != 0) == (state is DbcPortState.CONFIGURED)
         if state in LINK_UP:
             assert (port["CCS"], port["PED"], port["PLS"]) == (1, 1, PortLinkState.U0)
             assert port["port_speed"] == 4
-        if state is DbcState.RESETTING:
+        if state is DbcPortState.RESETTING:
             assert port["PR"] == 1 and port["PED"] == 0
-        if state is DbcState.ERROR:
+        if state is DbcPortState.ERROR:
             assert port["PLS"] == PortLinkState.Inactive and port["PED"] == 0
-        if state in (DbcState.DISCONNECTED, DbcState.DISABLED, DbcState.OFF):
+        if state in (DbcPortState.DISCONNECTED, DbcPortState.DISABLED, DbcPortState.OFF):
             assert port["CCS"] == 0 and port["PED"] == 0
-        assert self.x.host.configured == (state is DbcState.CONFIGURED and self.x.host.plugged)
+        assert self.x.host.configured == (state is DbcPortState.CONFIGURED and self.x.host.plugged)
         assert self.x.findings == []
 
     def teardown(self) -> None:

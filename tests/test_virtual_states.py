@@ -7,7 +7,7 @@ from dbc_harness.drivers.xhci.contexts import DBC_ENDPOINT_CONTEXT, DBC_OUT_EP_O
 from dbc_harness.drivers.xhci.registers import DCCTRL, DCPORTSC, USBCMD
 from dbc_harness.drivers.xhci.trb import CompletionCode, TRBType
 from dbc_harness.fixtures.virtual import (
-    DbcState,
+    DbcPortState,
     HostNotConfigured,
     PortLinkState,
     Timing,
@@ -32,13 +32,13 @@ def x() -> VirtualXhci:
 def test_off_to_disconnected_without_host() -> None:
     with VirtualXhci(plugged=False) as x:
         b = MinimalDbcProducer(x)
-        assert x.state is DbcState.OFF
+        assert x.state is DbcPortState.OFF
         assert b.portsc()["CCS"] == 0
         b.program()
         b.enable()
         assert b.dcctrl()["DCE"] == 1
         x.advance(1_000_000)
-        assert x.state is DbcState.DISCONNECTED
+        assert x.state is DbcPortState.DISCONNECTED
         p = b.portsc()
         assert (p["CCS"], p["PED"], p["PLS"]) == (0, 0, PortLinkState.RxDetect)
         assert b.dcctrl()["DCR"] == 0
@@ -50,9 +50,9 @@ def test_disconnected_to_enabled_on_link_up(x: VirtualXhci) -> None:
     b.program()
     b.enable()
     x.advance(T.link_up_us - 1)
-    assert x.state is DbcState.DISCONNECTED
+    assert x.state is DbcPortState.DISCONNECTED
     x.advance(1)
-    assert x.state is DbcState.ENABLED
+    assert x.state is DbcPortState.ENABLED
     p = b.portsc()
     assert (p["CCS"], p["PED"], p["CSC"], p["PLS"], p["port_speed"]) == (1, 1, 1, 0, 4)
     assert b.dcctrl()["DCR"] == 0
@@ -68,13 +68,13 @@ def test_enabled_to_resetting_to_enabled(x: VirtualXhci) -> None:
     b.program()
     b.enable()
     x.advance(T.link_up_us + T.host_reset_delay_us)
-    assert x.state is DbcState.RESETTING
+    assert x.state is DbcPortState.RESETTING
     p = b.portsc()
     assert (p["PR"], p["PLS"]) == (1, PortLinkState.HotReset)
     b.events()
     b.ack()
     x.advance(T.hot_reset_us)
-    assert x.state is DbcState.ENABLED
+    assert x.state is DbcPortState.ENABLED
     p = b.portsc()
     assert (p["PR"], p["PRC"], p["PED"], p["PLS"]) == (0, 1, 1, PortLinkState.U0)
     assert psc_events(b) == 1
@@ -85,9 +85,9 @@ def test_enabled_to_configured(x: VirtualXhci) -> None:
     b.program()
     b.enable()
     x.advance(T.link_up_us + T.host_reset_delay_us + T.hot_reset_us + T.enumeration_us - 1)
-    assert x.state is DbcState.ENABLED
+    assert x.state is DbcPortState.ENABLED
     x.advance(1)
-    assert x.state is DbcState.CONFIGURED
+    assert x.state is DbcPortState.CONFIGURED
     ctrl = b.dcctrl()
     assert (ctrl["DCR"], ctrl["DRC"]) == (1, 1)
     assert ctrl["device_address"] != 0
@@ -110,7 +110,7 @@ def test_configured_to_disconnected_on_unplug(x: VirtualXhci) -> None:
     b.bring_up()
     b.events()
     x.host.unplug()
-    assert x.state is DbcState.DISCONNECTED
+    assert x.state is DbcPortState.DISCONNECTED
     p = b.portsc()
     assert (p["CCS"], p["PED"], p["CSC"]) == (0, 0, 1)
     ctrl = b.dcctrl()
@@ -122,7 +122,7 @@ def test_configured_to_disconnected_on_unplug(x: VirtualXhci) -> None:
     b.ack()
     x.host.plug()
     b.wait(lambda: b.dcctrl()["DCR"] == 1, 200_000)
-    assert x.state is DbcState.CONFIGURED
+    assert x.state is DbcPortState.CONFIGURED
 
 
 def test_configured_hot_reset_reenumerates(x: VirtualXhci) -> None:
@@ -130,14 +130,14 @@ def test_configured_hot_reset_reenumerates(x: VirtualXhci) -> None:
     b.bring_up()
     enumerations = x.host.enumerations
     x.host.reset("hot")
-    assert x.state is DbcState.RESETTING
+    assert x.state is DbcPortState.RESETTING
     ctrl = b.dcctrl()
     assert (ctrl["DCR"], ctrl["DRC"]) == (0, 1)
     b.ack()
     x.advance(T.hot_reset_us)
-    assert x.state is DbcState.ENABLED and b.portsc()["PRC"] == 1
+    assert x.state is DbcPortState.ENABLED and b.portsc()["PRC"] == 1
     x.advance(T.enumeration_us)
-    assert x.state is DbcState.CONFIGURED
+    assert x.state is DbcPortState.CONFIGURED
     assert x.host.enumerations == enumerations + 1
 
 
@@ -145,13 +145,13 @@ def test_set_configuration_zero_and_back(x: VirtualXhci) -> None:
     b = MinimalDbcProducer(x)
     b.bring_up()
     x.host.set_configuration(0)
-    assert x.state is DbcState.ENABLED
+    assert x.state is DbcPortState.ENABLED
     ctrl = b.dcctrl()
     assert (ctrl["DCR"], ctrl["DRC"]) == (0, 1)
     assert b.portsc()["CCS"] == 1
     b.ack()
     x.host.set_configuration(1)
-    assert x.state is DbcState.CONFIGURED
+    assert x.state is DbcPortState.CONFIGURED
     assert b.dcctrl()["DRC"] == 1
 
 
@@ -165,15 +165,15 @@ def test_link_error_enters_error_state(lse: int) -> None:
         b.ack()
         b.events()
         x.host.link_error()
-        assert x.state is DbcState.ERROR
+        assert x.state is DbcPortState.ERROR
         p = b.portsc()
         assert (p["PLS"], p["PLC"], p["PED"], p["CCS"]) == (PortLinkState.Inactive, 1, 0, 1)
         assert b.dcctrl()["DCR"] == 0
         assert psc_events(b) == lse  # PLC only generates an event when LSE = 1
         x.host.reset("warm")
-        assert x.state is DbcState.RESETTING
+        assert x.state is DbcPortState.RESETTING
         x.advance(T.warm_reset_us + T.enumeration_us)
-        assert x.state is DbcState.CONFIGURED
+        assert x.state is DbcPortState.CONFIGURED
 
 
 def test_port_config_error_sets_cec(x: VirtualXhci) -> None:
@@ -181,7 +181,7 @@ def test_port_config_error_sets_cec(x: VirtualXhci) -> None:
     b.bring_up()
     b.events()
     x.host.link_error("config")
-    assert x.state is DbcState.ERROR
+    assert x.state is DbcPortState.ERROR
     p = b.portsc()
     assert (p["CEC"], p["PLC"], p["PLS"]) == (1, 0, PortLinkState.Inactive)
     assert psc_events(b) == 1
@@ -193,12 +193,12 @@ def test_software_disable_port(x: VirtualXhci) -> None:
     b = MinimalDbcProducer(x)
     b.bring_up()
     b.write("DCPORTSC", DCPORTSC.replace(b.read("DCPORTSC"), PED=0))
-    assert x.state is DbcState.DISABLED
+    assert x.state is DbcPortState.DISABLED
     p = b.portsc()
     assert (p["PED"], p["PLS"]) == (0, PortLinkState.Disabled)
     assert not x.host.configured
     b.write("DCPORTSC", DCPORTSC.replace(b.read("DCPORTSC"), PED=1))
-    assert x.state is DbcState.DISCONNECTED
+    assert x.state is DbcPortState.DISCONNECTED
     b.wait(lambda: b.dcctrl()["DCR"] == 1, 200_000)
 
 
@@ -213,14 +213,14 @@ def test_change_bits_are_rw1c_and_ped_survives_ack(x: VirtualXhci) -> None:
     b.write("DCPORTSC", value)  # read-modify-write ack keeps PED = 1
     p = b.portsc()
     assert (p["CSC"], p["PED"]) == (0, 1)
-    assert x.state is DbcState.ENABLED
+    assert x.state is DbcPortState.ENABLED
 
 
 def test_dce_clear_turns_dbc_off(x: VirtualXhci) -> None:
     b = MinimalDbcProducer(x)
     b.bring_up()
     b.write("DCCTRL", 0)
-    assert x.state is DbcState.OFF
+    assert x.state is DbcPortState.OFF
     assert DCCTRL.decode(b.read("DCCTRL")) == DCCTRL.decode(DCCTRL.encode(debug_max_burst=15))
     p = b.portsc()
     assert (p["CCS"], p["PED"], p["CSC"], p["PRC"], p["PLC"], p["CEC"]) == (0, 0, 0, 0, 0, 0)
@@ -239,10 +239,10 @@ def test_hcrst_resets_dbc_unless_sbr(sbr: bool, kills: bool, survives: bool) -> 
         assert b.dcst()["SBR"] == int(sbr)
         x.mmio.write32(0x80, USBCMD.encode(HCRST=1))
         if survives:
-            assert x.state is DbcState.CONFIGURED and b.dcctrl()["DCE"] == 1
+            assert x.state is DbcPortState.CONFIGURED and b.dcctrl()["DCE"] == 1
             assert b.read("DCCP") == b.ctx.device_address & 0xFFFFFFFF
         else:
-            assert x.state is DbcState.OFF and b.dcctrl()["DCE"] == 0
+            assert x.state is DbcPortState.OFF and b.dcctrl()["DCE"] == 0
             assert b.read("DCCP") == 0 and b.read("DCERSTSZ") == 0
         usbcmd = x.mmio.read32(0x80)
         assert USBCMD.get(usbcmd, "HCRST") == 1  # reads 1 until the reset completes

@@ -9,8 +9,8 @@ from dbc_harness.allocator import EmulatedDmaSpace
 from dbc_harness.drivers.xhci import registers as R
 from dbc_harness.drivers.xhci.contexts import ERST_ENTRY
 from dbc_harness.drivers.xhci.host import (
-    HostError,
-    HostTimeout,
+    HostControllerError,
+    HostControllerTimeout,
     XhciHost,
     halt_controller,
     probe_capabilities,
@@ -114,14 +114,14 @@ def test_extended_capability_walk_is_bounded() -> None:
         x.regs[off] = 0x0000_0102
     assert len(walk_extended_capabilities(x, 0x20, limit=256)) == 256
     x.regs[0x24] = 0xFFFF_FFFF
-    with pytest.raises(HostError, match="all ones"):
+    with pytest.raises(HostControllerError, match="all ones"):
         walk_extended_capabilities(x, 0x20)
 
 
 def test_probe_refuses_an_all_ones_bar() -> None:
     x = FakeXhci()
     x.regs = {k: 0xFFFF_FFFF for k in x.regs}
-    with pytest.raises(HostError, match="all ones"):
+    with pytest.raises(HostControllerError, match="all ones"):
         probe_capabilities(x)
 
 
@@ -137,18 +137,18 @@ def test_halt_clears_run_stop_then_resets() -> None:
 
 def test_halt_has_deadlines() -> None:
     clock = FakeClock()
-    with pytest.raises(HostTimeout, match="HCHalted"):
+    with pytest.raises(HostControllerTimeout, match="HCHalted"):
         halt_controller(FakeXhci(stuck=True), clock, halt_timeout=0.5)
     assert 0.5 <= clock.now < 0.6
     x = FakeXhci(reset_reads=10**9)
-    with pytest.raises(HostTimeout, match="HCRST"):
+    with pytest.raises(HostControllerTimeout, match="HCRST"):
         halt_controller(x, FakeClock(), reset_timeout=0.2)
 
 
 def test_halt_of_a_vanished_device_is_a_named_error() -> None:
     x = FakeXhci()
     x.regs[USBCMD] = 0xFFFF_FFFF
-    with pytest.raises(HostError, match="all ones"):
+    with pytest.raises(HostControllerError, match="all ones"):
         halt_controller(x, FakeClock())
 
 

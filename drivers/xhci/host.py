@@ -36,8 +36,8 @@ __all__ = [
     "Capabilities",
     "CommandCompletion",
     "ExtendedCapability",
-    "HostError",
-    "HostTimeout",
+    "HostControllerError",
+    "HostControllerTimeout",
     "XhciHost",
     "halt_controller",
     "probe_capabilities",
@@ -55,12 +55,12 @@ _ALL_ONES = 0xFFFF_FFFF
 _TRB = trb.TRB_SIZE
 
 
-class HostError(XhciLayoutError):
+class HostControllerError(XhciLayoutError):
     """The controller did not behave as the xHCI spec says (or BAR0 reads all ones: the device
     is gone or memory decoding is off)."""
 
 
-class HostTimeout(HostError):
+class HostControllerTimeout(HostControllerError):
     """A register or event did not reach the expected state before its deadline."""
 
 
@@ -135,11 +135,11 @@ def walk_extended_capabilities(
     seen: set[int] = set()
     while offset and len(found) < limit:
         if offset in seen:
-            raise HostError(f"extended capability list loops back to 0x{offset:x}")
+            raise HostControllerError(f"extended capability list loops back to 0x{offset:x}")
         seen.add(offset)
         value = mmio.read32(offset)
         if value == _ALL_ONES:
-            raise HostError(f"extended capability at 0x{offset:x} reads all ones")
+            raise HostControllerError(f"extended capability at 0x{offset:x} reads all ones")
         f = R.EXTENDED_CAPABILITY.decode(value)
         found.append(ExtendedCapability(offset, f["capability_id"], value))
         step = f["next_capability_pointer"]
@@ -151,13 +151,15 @@ def probe_capabilities(mmio: Mmio) -> Capabilities:
     """Read and decode the capability registers and the extended capability list."""
     raw = R.CAPABILITY_REGS.read_all(mmio)
     if raw["HCSPARAMS1"] == _ALL_ONES or raw["HCCPARAMS1"] == _ALL_ONES:
-        raise HostError("capability registers read all ones: device gone or MEM decoding off")
+        raise HostControllerError(
+            "capability registers read all ones: device gone or MEM decoding off"
+        )
     p1 = R.HCSPARAMS1.decode(raw["HCSPARAMS1"])
     p2 = R.HCSPARAMS2.decode(raw["HCSPARAMS2"])
     c1 = R.HCCPARAMS1.decode(raw["HCCPARAMS1"])
     caplength = raw["CAPLENGTH"]
     if caplength < 0x20:
-        raise HostError(f"CAPLENGTH 0x{caplength:x} is too small for an xHCI")
+        raise HostControllerError(f"CAPLENGTH 0x{caplength:x} is too small for an xHCI")
     return Capabilities(
         raw=raw,
         caplength=caplength,
@@ -183,7 +185,7 @@ def _wait(
     deadline = clock.monotonic() + timeout
     while not done():
         if clock.monotonic() >= deadline:
-            raise HostTimeout(f"{what} not reached within {timeout:g} s")
+            raise HostControllerTimeout(f"{what} not reached within {timeout:g} s")
         clock.sleep(poll)
 
 
@@ -204,7 +206,7 @@ def halt_controller(
     sts_off, usbsts = _op("USBSTS", caplength)
     cmd = mmio.read32(cmd_off)
     if cmd == _ALL_ONES:
-        raise HostError("USBCMD reads all ones: device gone or MEM decoding off")
+        raise HostControllerError("USBCMD reads all ones: device gone or MEM decoding off")
     if usbcmd.get(cmd, "RS"):
         mmio.write32(cmd_off, usbcmd.replace(cmd, RS=0, HCRST=0))
     _wait(
@@ -285,7 +287,7 @@ class XhciHost:
         try:
             buf = self.dma.alloc(size, align=align, boundary=boundary, limit=self.limit)
         except DmaError as e:
-            raise HostError(f"cannot allocate {size} bytes of DMA memory: {e}") from e
+            raise HostControllerError(f"cannot allocate {size} bytes of DMA memory: {e}") from e
         self._buffers.append(buf)
         return buf
 
@@ -365,12 +367,12 @@ class XhciHost:
     # -- command ring --------------------------------------------------------------------------
     def _enqueue_command(self, layout: Layout, **fields: int) -> int:
         """Write one command TRB with the current Producer Cycle State; returns its address.
-        HostError when every slot waits for its Command Completion Event."""
+        HostControllerError when every slot waits for its Command Completion Event."""
         assert self._cmd is not None
         try:
             return self._cmd.enqueue(layout, **fields)
         except RingFull as e:
-            raise HostError(f"command ring full: {e}") from e
+            raise HostControllerError(f"command ring full: {e}") from e
 
     def ring_command_doorbell(self) -> None:
         self.mmio.write32(self.caps.dboff, R.DOORBELL.encode(db_target=0, db_stream_id=0))
@@ -378,7 +380,7 @@ class XhciHost:
     def no_op(self, timeout: float = COMMAND_TIMEOUT_S) -> CommandCompletion:
         """Submit one No Op Command (TRB type 23) and wait for its Command Completion Event."""
         if not self.running:
-            raise HostError("start() the controller before submitting commands")
+            raise HostControllerError("start() the controller before submitting commands")
         address = self._enqueue_command(trb.NO_OP_COMMAND)
         self.ring_command_doorbell()
         deadline = self.clock.monotonic() + timeout
@@ -390,7 +392,7 @@ class XhciHost:
                     return event
                 self.other_events.append(f"unexpected completion: {event.text}")
             elif self.clock.monotonic() >= deadline:
-                raise HostTimeout(
+                raise HostControllerTimeout(
                     f"no Command Completion Event for the No Op Command at 0x{address:x} "
                     f"within {timeout:g} s"
                 )

@@ -211,7 +211,7 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         "dbc_harness.fixtures",
-        "HostTimeout",
+        "DebugHostTimeout",
         ExitCode.TIMEOUT,
         "the target did not take or send the data in time: is its driver reading/writing?",
     ),

@@ -134,7 +134,8 @@ def _export(
     identity: DbcIdentity,
 ) -> dict[str, int]:
     from dbc_harness.fixtures.bench import VirtualBench
-    from dbc_harness.fixtures.usbip import UsbipServer, VirtualDbcDevice
+    from dbc_harness.fixtures.usbip import UsbipServer
+    from dbc_harness.fixtures.virtual.usbip_device import VirtualDbcDevice
 
     with guarded(lambda: VirtualBench(free_running=True)) as bench:
         driver = bench.make_driver(identity=identity)

@@ -24,7 +24,7 @@ from typing import Any
 from dbc_harness.fixtures.usbip import wire
 from dbc_harness.fixtures.usbip.client import UsbipClient
 from dbc_harness.fixtures.usbip.server import UsbipServer
-from dbc_harness.fixtures.usbip.virtual_dbc import VirtualDbcDevice
+from dbc_harness.fixtures.virtual.usbip_device import VirtualDbcDevice
 
 URB_SIZE = 65536
 IN_FLIGHT = 4

@@ -31,7 +31,8 @@ from typing import TypeVar
 import pytest
 from dbc_harness.drivers.dbc import DbcDriver, DbcIdentity, DbcState
 from dbc_harness.fixtures.bench import VirtualBench
-from dbc_harness.fixtures.usbip import UsbipServer, VirtualDbcDevice
+from dbc_harness.fixtures.usbip import UsbipServer
+from dbc_harness.fixtures.virtual.usbip_device import VirtualDbcDevice
 
 IDENTITY = DbcIdentity(
     vendor_id=0x1D6B,
