@@ -29,7 +29,7 @@ from __future__ import annotations
 import struct
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -53,12 +53,26 @@ from dbc_harness.drivers.dbc.errors import (
 )
 from dbc_harness.drivers.dbc.state import DbcState
 from dbc_harness.drivers.dbc.wait import Deadline
-from dbc_harness.drivers.native.build import REFERENCE_ENV, build_reference
+from dbc_harness.drivers.native.build import EXTRA_FLAGS, REFERENCE_ENV, build_reference
+from dbc_harness.drivers.native.cc import compile_object
 from dbc_harness.drivers.native.environment import Environment, load_environment
 from dbc_harness.drivers.native.pci_ports import PciConfigSpace
 from dbc_harness.drivers.native.runner import Machine, as_signed
 from dbc_harness.drivers.origin import current_origin, origin_provider
 from dbc_harness.drivers.tracing import TraceSink, null_sink
+
+
+def resolve_object(spec: str | Path | None) -> Path | None:
+    """``None`` or ``"reference"``: the reference driver (compiled now, cached); a ``.c`` file:
+    compiled with the freestanding flags (cached); anything else: the object file's path."""
+    if spec is None or str(spec) == "reference":
+        return build_reference()
+    path = Path(spec)
+    if path.suffix == ".c":
+        return compile_object(path, extra_flags=EXTRA_FLAGS)
+    if not path.is_file():
+        raise DbcConfigError(f"native driver {str(spec)!r}: no such file")
+    return path
 
 
 class _DoorbellWitness:
@@ -144,7 +158,8 @@ class NativeDbcDriver:
     reference driver's), ``pci`` (a PCI configuration space for ``scan_pci``), ``scan_pci``
     (``dbc_init(0, ...)``: the C code finds the xHCI itself through ports 0xCF8/0xCFC),
     ``bar_phys`` (where BAR0 sits in the machine's physical address space), ``port_reset``,
-    ``mmio64``, ``takeover`` (dbc.h flags), ``entry`` (the init function's name), ``machine``
+    ``mmio64``, ``takeover`` (dbc.h flags), ``entry`` (the init function's name), ``on_state(old,
+    new)`` (called on every state change the driver reports), ``machine``
     (more :class:`Machine` options: budgets...).
     """
 
@@ -164,6 +179,7 @@ class NativeDbcDriver:
         mmio64: bool = False,
         takeover: bool = False,
         entry: str = "dbc_init",
+        on_state: Callable[[DbcState, DbcState], None] | None = None,
         machine: dict[str, Any] | None = None,
     ) -> None:
         if scan_pci and pci is None:
@@ -180,6 +196,7 @@ class NativeDbcDriver:
         self.trace = trace
         self.scan_pci = scan_pci
         self.entry = entry
+        self.on_state = on_state
         self.flags = (
             (F_PORT_RESET if port_reset else 0)
             | (F_MMIO64 if mmio64 else 0)
@@ -216,6 +233,23 @@ class NativeDbcDriver:
         self.device_errors: list[DbcError] = []
         self.messages_to_host = 0
 
+    @classmethod
+    def on_bench(
+        cls,
+        bench: Any,
+        obj: str | Path | None = None,
+        env: Environment | str | Path | None = None,
+        **options: Any,
+    ) -> NativeDbcDriver:
+        """A driver on ``bench``'s MMIO, DMA space, clock and trace (and its PCI configuration
+        space, if it has one). ``obj``: see :func:`resolve_object`."""
+        options.setdefault("clock", bench.clock)
+        options.setdefault("trace", bench.trace)
+        pci = getattr(bench, "pci", None)
+        if pci is not None:
+            options.setdefault("pci", pci)
+        return cls(bench.mmio, bench.dma, obj=resolve_object(obj), env=env, **options)
+
     # ------------------------------------------------------------------ plumbing
     def _call(self, name: str, *args: int, **budgets: Any) -> int:
         return self.machine.call(name, *args, **budgets)
@@ -229,6 +263,8 @@ class NativeDbcDriver:
             if len(self.state_history) < 10_000:
                 self.state_history.append((old, new, reason))
             self.trace("state", old=old.name, new=new.name, reason=reason)
+            if self.on_state is not None:
+                self.on_state(old, new)
         return new
 
     def _stats(self) -> dict[str, int]:

@@ -261,6 +261,28 @@ _TIMEOUT_HELP = "Bring-up deadline (s); also the longest wait without progress."
     help="Record the session (.pcapng capture or .jsonl).",
 )
 @_session_options
+@click.option(
+    "--driver",
+    "native_driver",
+    default=None,
+    metavar="OBJ",
+    help="Run this C DbC driver under CPU emulation instead of the Python driver: 'reference', "
+    "an x86-64 .o implementing drivers/native/reference/dbc.h, or a .c file.",
+)
+@click.option(
+    "--env",
+    "native_env",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="ENV.py binding the C driver's kernel API (default: the reference driver's).",
+)
+@click.option(
+    "--entry",
+    "native_entry",
+    default="dbc_init",
+    show_default=True,
+    help="The C driver's init function (dbc_init's signature).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def run(
     bench_spec: str,
@@ -277,10 +299,14 @@ def run(
     in_buffer_size: int | None,
     lenient: bool,
     quirks: tuple[str, ...],
+    native_driver: str | None,
+    native_env: str | None,
+    native_entry: str,
     as_json: bool,
 ) -> None:
     """Claim, bring the DbC up (every state transition live), echo and throughput through the
-    debug host, print a summary, give everything back."""
+    debug host, print a summary, give everything back. With --driver the DbC driver is a C
+    object run under CPU emulation; findings name its source lines."""
     from dbc_harness.harness.app.session import SessionOptions, run_command
 
     options = SessionOptions(
@@ -298,6 +324,9 @@ def run(
         quirks=quirks,
         mmio32=mmio32,
         in_buffer_size=in_buffer_size,
+        native_driver=native_driver,
+        native_env=native_env,
+        native_entry=native_entry,
     )
     code = run_command(options, out=ERR if as_json else OUT, as_json=as_json)
     sys.exit(int(code))

@@ -63,6 +63,12 @@ class SessionOptions:
     mmio32: bool = False
     #: driver: bytes per receive buffer posted on the IN ring (None: the driver's default)
     in_buffer_size: int | None = None
+    #: a C DbC driver run under CPU emulation instead of the Python driver: ``reference``, an
+    #: x86-64 ``.o`` implementing drivers/native/reference/dbc.h, or a ``.c`` (compiled now)
+    native_driver: str | None = None
+    #: its environment (ENV.py; None: the reference driver's) and init function
+    native_env: str | None = None
+    native_entry: str = "dbc_init"
 
 
 @dataclass
@@ -427,13 +433,18 @@ def _session_body(
     driver_options: dict[str, Any] = {}
     if options.in_buffer_size is not None:
         driver_options["in_buffer_size"] = options.in_buffer_size
-    driver: DbcDriverApi = bench.make_driver(
-        on_state=state_changed,
-        takeover=options.takeover,
-        port_reset=options.port_reset,
-        mmio64=not options.mmio32,
-        **driver_options,
-    )
+    driver: DbcDriverApi
+    if options.native_driver:
+        driver = _native_driver(bench, options, state_changed)
+        result.bench["driver"] = f"native {Path(getattr(driver, 'obj', '?')).name} (emulated CPU)"
+    else:
+        driver = bench.make_driver(
+            on_state=state_changed,
+            takeover=options.takeover,
+            port_reset=options.port_reset,
+            mmio64=not options.mmio32,
+            **driver_options,
+        )
     step("bringing the DbC up")
     bringup_t0[0] = time.monotonic()
     driver.start(timeout=options.timeout)
@@ -472,6 +483,32 @@ def _session_body(
     step("stopping the DbC")
     driver.stop(timeout=options.timeout)
     result.final_state = getattr(driver.state, "name", str(driver.state))
+    close = getattr(driver, "close", None)
+    if close is not None:  # a native driver's emulated machine
+        close()
+
+
+def _native_driver(
+    bench: Bench, options: SessionOptions, state_changed: Callable[[Any, Any], None]
+) -> DbcDriverApi:
+    """The C driver of ``--driver`` on ``bench`` (README "Bring your own driver")."""
+    from dbc_harness.drivers.dbc import DbcConfigError
+    from dbc_harness.drivers.native.driver import NativeDbcDriver
+
+    if options.in_buffer_size is not None:
+        raise DbcConfigError(
+            "--in-buffer-size applies to the Python driver (a C driver sizes its own buffers)"
+        )
+    return NativeDbcDriver.on_bench(
+        bench,
+        options.native_driver,
+        options.native_env,
+        entry=options.native_entry,
+        on_state=state_changed,
+        takeover=options.takeover,
+        port_reset=options.port_reset,
+        mmio64=not options.mmio32,
+    )
 
 
 def run_command(options: SessionOptions, *, out: Any, as_json: bool) -> ExitCode:
