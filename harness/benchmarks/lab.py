@@ -69,6 +69,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         env = Environment(str(farm.env_yaml(PLACE, farm.root / "env.yaml")))
         try:
             target = env.get_target()
+            assert target is not None  # env_yaml writes the target "main"
             strategy = target.get_driver("DbcStrategy")
             harness = target.get_driver("DbcHarnessDriver")
             strategy.transition("configured")
