@@ -16,9 +16,11 @@ BENCHMARKS: dict[str, str] = {
     "codec": "dbc_harness.harness.benchmarks.codec",
     "model": "dbc_harness.harness.benchmarks.model",
     "dbc": "dbc_harness.harness.benchmarks.dbc",
+    "faults": "dbc_harness.harness.benchmarks.faults",
     "usbip": "dbc_harness.harness.benchmarks.usbip",
     "kernel-bench": "dbc_harness.harness.benchmarks.kernel_bench",
     "binding": "dbc_harness.harness.benchmarks.binding",
+    "native": "dbc_harness.harness.benchmarks.native",
     "lab": "dbc_harness.harness.benchmarks.lab",
 }
 
