@@ -4,6 +4,7 @@ bookkeeping, errors, counters. (Behaviour against the virtual controller: test_d
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
 
 import pytest
 from dbc_harness.allocator import EmulatedDmaSpace
@@ -31,7 +32,7 @@ from hypothesis import strategies as st
 
 
 @pytest.fixture
-def dma() -> EmulatedDmaSpace:
+def dma() -> Iterator[EmulatedDmaSpace]:
     space = EmulatedDmaSpace()
     yield space
     space.close()
@@ -43,10 +44,11 @@ def dma() -> EmulatedDmaSpace:
 def test_state_transitions_call_back_log_and_trace(caplog: pytest.LogCaptureFixture) -> None:
     seen: list[tuple[DbcState, DbcState]] = []
     traced: list[dict[str, object]] = []
-    sm = StateMachine(
-        on_state=lambda old, new: seen.append((old, new)),
-        trace=lambda kind, **f: traced.append({"kind": kind, **f}),
-    )
+
+    def sink(kind: str, /, **fields: object) -> None:
+        traced.append({"kind": kind, **fields})
+
+    sm = StateMachine(on_state=lambda old, new: seen.append((old, new)), trace=sink)
     with caplog.at_level("INFO", logger="dbc_harness.drivers.dbc"):
         for s in (DbcState.INITIALIZED, DbcState.ENABLED, DbcState.CONNECTED, DbcState.CONFIGURED):
             sm.to(s, "test")

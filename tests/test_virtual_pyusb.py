@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from collections.abc import Iterator
 
 import pytest
 import usb.core
@@ -14,7 +15,7 @@ from tests.virtual_helpers import MinimalDbcProducer
 
 
 @pytest.fixture
-def xb() -> tuple[VirtualXhci, MinimalDbcProducer]:
+def xb() -> Iterator[tuple[VirtualXhci, MinimalDbcProducer]]:
     with VirtualXhci() as x:
         b = MinimalDbcProducer(x, protocol=1)
         b.bring_up()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from dbc_harness.drivers.xhci.contexts import DBC_ENDPOINT_CONTEXT, DBC_IN_EP_OFFSET, EPState
 from dbc_harness.drivers.xhci.trb import NORMAL, CompletionCode
@@ -21,7 +23,7 @@ def configured(**kwargs: object) -> tuple[VirtualXhci, MinimalDbcProducer]:
 
 
 @pytest.fixture
-def xb() -> tuple[VirtualXhci, MinimalDbcProducer]:
+def xb() -> Iterator[tuple[VirtualXhci, MinimalDbcProducer]]:
     x, b = configured()
     yield x, b
     x.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from dbc_harness.drivers.xhci.contexts import DBC_ENDPOINT_CONTEXT, DBC_OUT_EP_OFFSET, EPState
 from dbc_harness.drivers.xhci.registers import DCCTRL, DCPORTSC, USBCMD
@@ -24,7 +26,7 @@ def psc_events(b: MinimalDbcProducer) -> int:
 
 
 @pytest.fixture
-def x() -> VirtualXhci:
+def x() -> Iterator[VirtualXhci]:
     with VirtualXhci() as xhci:
         yield xhci
 

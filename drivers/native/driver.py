@@ -202,7 +202,11 @@ class NativeDbcDriver:
             | (F_MMIO64 if mmio64 else 0)
             | (F_TAKEOVER if takeover else 0)
         )
-        options = {"instructions": 500_000_000, "virtual_time": 120.0, "wall_time": 120.0}
+        options: dict[str, Any] = {
+            "instructions": 500_000_000,
+            "virtual_time": 120.0,
+            "wall_time": 120.0,
+        }
         options.update(machine or {})
         self.machine = Machine(
             self.obj,

@@ -388,6 +388,7 @@ class XhciHost:
             event = self._next_event()
             if event is not None:
                 if event.command_trb_pointer == address:
+                    assert self._cmd is not None  # _enqueue_command used it
                     self._cmd.complete(address)
                     return event
                 self.other_events.append(f"unexpected completion: {event.text}")
