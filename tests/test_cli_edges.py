@@ -225,6 +225,8 @@ def test_trace_jsonl_is_described_as_json_lines_not_a_capture(tmp_path: Path) ->
 ENTRY = [sys.executable, "-c", "from dbc_harness.harness.app.entry import main; main()"]
 #: a run whose echo lasts seconds, so a signal lands in the middle of it
 LONG_RUN = ["run", "--echo-sizes", "128M", "--throughput-mib", "0"]
+#: an export that runs until a signal stops it (the documented normal end: exit 0)
+EXPORT = ["usbip", "--listen", "127.0.0.1:0"]
 #: the same CLI with a bench whose close takes a second (a window to signal during shutdown)
 SLOW_CLOSE = [
     sys.executable,
@@ -255,7 +257,9 @@ def _catches(pid: int, sig: int) -> bool:
 
 
 def _signal_run(phase: str, sig: int) -> tuple[str, int, int, str, str]:
-    argv = SLOW_CLOSE if phase == "shutdown" else [*ENTRY, *LONG_RUN]
+    argv = {"shutdown": SLOW_CLOSE, "usbip export": [*ENTRY, *EXPORT]}.get(
+        phase, [*ENTRY, *LONG_RUN]
+    )
     proc = subprocess.Popen(
         argv,
         stdout=subprocess.PIPE,
@@ -272,7 +276,11 @@ def _signal_run(phase: str, sig: int) -> tuple[str, int, int, str, str]:
             while not _catches(proc.pid, signal.SIGTERM) and time.monotonic() < deadline:
                 time.sleep(0.005)
         else:
-            marker = {"mid-run": "> echo of", "shutdown": "closing slowly"}[phase]
+            marker = {
+                "mid-run": "> echo of",
+                "shutdown": "closing slowly",
+                "usbip export": "usbip attach",
+            }[phase]
             for line in proc.stdout:
                 if marker in line:
                     break
@@ -300,11 +308,16 @@ def test_signals_at_start_up_mid_run_and_shutdown_end_cleanly(tmp_path: Path) ->
         *(("mid-run", s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)),
         ("shutdown", signal.SIGINT),
         ("shutdown", signal.SIGTERM),
+        ("usbip export", signal.SIGTERM),
     ]
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(lambda c: _signal_run(*c), cases))
     for phase, sig, code, out, err in results:
         name = signal.Signals(sig).name
+        if phase == "usbip export":  # stopping an export is its normal end
+            assert code == 0 and "stopped: imports 0" in out, (out, err)
+            assert "Traceback" not in err and "error:" not in err, err
+            continue
         lines = [line for line in err.splitlines() if line.strip()]
         assert "Traceback" not in err, (phase, name, err)
         assert code == 128 + sig, (phase, name, code, err)

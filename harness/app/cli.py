@@ -65,6 +65,10 @@ class HarnessGroup(click.Group):
     (unless ``--debug``)."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        if sys.stdout is None:  # started with stdout closed (>&-): results would vanish
+            raise click.UsageError(
+                "standard output is closed: give it a file, a pipe or > /dev/null", ctx
+            )
         try:
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):

@@ -357,6 +357,12 @@ ERRNO_RULES: dict[int, tuple[ExitCode, str]] = {
 }
 _OS_HINT = "an operating-system call failed on the file or device named: check it"
 
+#: the catch-all class of each part's family: their hint is generic
+_FAMILY_ROOTS = frozenset(
+    {"HarnessError", "DbcError", "DmaError", "VirtualXhciError", "BenchError", "UsbipError",
+     "KernelBenchError", "TraceError"}
+)  # fmt: skip
+
 #: click's usage errors (exit 2), matched by name like the parts' errors
 _CLICK_USAGE = frozenset(
     {"UsageError", "BadParameter", "MissingParameter", "NoSuchOption", "BadOptionUsage",
@@ -429,9 +435,12 @@ def explain(exc: BaseException) -> Explained:
     if isinstance(reasons, list | tuple) and len(reasons) > 1:
         message += " (" + "; ".join(str(r) for r in reasons) + ")"
     cause = exc.__cause__
-    if isinstance(cause, OSError) and cause.errno in ERRNO_RULES:  # e.g. a bind's EADDRINUSE
-        code, hint = ERRNO_RULES[cause.errno]
-        return Explained(message, hint, code)
+    if isinstance(cause, OSError) and (rule is None or rule.name in _FAMILY_ROOTS):
+        # a family's catch-all wrapping an OS error (e.g. a bind's EADDRINUSE or a host name
+        # that does not resolve): the OS error's own hint says more
+        by_cause = explain(cause)
+        if "bug" not in by_cause.hint and by_cause.hint != _OS_HINT:
+            return Explained(message, by_cause.hint, by_cause.code)
     if rule is None and isinstance(exc, OSError):
         explained_os = _explain_os_error(exc)
         if explained_os is not None:

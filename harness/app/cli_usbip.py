@@ -153,15 +153,28 @@ def _export(
                 if ident is not None
                 else "?"
             )
-            click.echo(
-                f"exporting the virtual DbC {ids} as bus ID {busid} on {bound_host}:{bound_port}"
-            )
-            click.echo(
-                f"attach it: modprobe vhci-hcd && usbip attach -r {bound_host} -b {busid}"
-                + (f" (usbip --tcp-port {bound_port} attach ...)" if bound_port != 3240 else "")
-            )
-            click.echo("the DbC appears as /dev/ttyUSBn (usb_debug); Ctrl-C stops", err=True)
-            return _serve(driver, server, echo=echo, duration=duration)
+            echoed = [0]
+            try:  # from the first line on, a signal is the documented end of the export: exit 0
+                click.echo(
+                    f"exporting the virtual DbC {ids} as bus ID {busid} on "
+                    f"{bound_host}:{bound_port}"
+                )
+                click.echo(
+                    f"attach it: modprobe vhci-hcd && usbip attach -r {bound_host} -b {busid}"
+                    + (f" (usbip --tcp-port {bound_port} attach ...)" if bound_port != 3240 else "")
+                )
+                click.echo("the DbC appears as /dev/ttyUSBn (usb_debug); Ctrl-C stops", err=True)
+                _serve(driver, server, echo=echo, duration=duration, echoed=echoed)
+            except (Interrupted, KeyboardInterrupt):
+                cli_signals.consume()
+            stats = server.stats
+            return {
+                "imports": stats.imports,
+                "urbs": stats.urbs_completed,
+                "bytes_host_to_target": stats.bytes_host_to_device,
+                "bytes_target_to_host": stats.bytes_device_to_host,
+                "bytes_echoed": echoed[0],
+            }
 
 
 def _identity(usb_id: tuple[int, int], serial: str | None) -> DbcIdentity:
@@ -174,48 +187,38 @@ def _identity(usb_id: tuple[int, int], serial: str | None) -> DbcIdentity:
 
 
 def _serve(
-    driver: TargetStream, server: UsbipServer, *, echo: bool, duration: float | None
-) -> dict[str, int]:
-    """Pump the target side until Ctrl-C or ``duration``; returns what moved."""
+    driver: TargetStream,
+    server: UsbipServer,
+    *,
+    echo: bool,
+    duration: float | None,
+    echoed: list[int],
+) -> None:
+    """Pump the target side until a signal or ``duration``; ``echoed[0]``: bytes echoed."""
     from dbc_harness.drivers.dbc import DbcError
 
     deadline = None if duration is None else time.monotonic() + duration
-    echoed = 0
     imports = 0
     attached = False
-    try:
-        while deadline is None or time.monotonic() < deadline:
-            if server.stats.imports != imports:
-                imports = server.stats.imports
-                click.echo(f"importer attached (import #{imports})", err=True)
-            if server.attached != attached:
-                attached = server.attached
-                if not attached:
-                    click.echo("importer detached (a cable pull for the driver)", err=True)
+    while deadline is None or time.monotonic() < deadline:
+        if server.stats.imports != imports:
+            imports = server.stats.imports
+            click.echo(f"importer attached (import #{imports})", err=True)
+        if server.attached != attached:
+            attached = server.attached
+            if not attached:
+                click.echo("importer detached (a cable pull for the driver)", err=True)
+        try:
+            data = driver.read(65536, timeout=READ_SLICE)
+        except TimeoutError:
+            continue
+        except DbcError as exc:
+            click.echo(f"driver: {exc}", err=True)
+            time.sleep(READ_SLICE)
+            continue
+        if data and echo:
             try:
-                data = driver.read(65536, timeout=READ_SLICE)
-            except TimeoutError:
-                continue
+                driver.write(data)
+                echoed[0] += len(data)
             except DbcError as exc:
                 click.echo(f"driver: {exc}", err=True)
-                time.sleep(READ_SLICE)
-                continue
-            if data and echo:
-                try:
-                    driver.write(data)
-                    echoed += len(data)
-                except DbcError as exc:
-                    click.echo(f"driver: {exc}", err=True)
-    except (
-        Interrupted,
-        KeyboardInterrupt,
-    ):  # the documented way to stop an export without --duration: exit 0
-        cli_signals.consume()
-    stats = server.stats
-    return {
-        "imports": stats.imports,
-        "urbs": stats.urbs_completed,
-        "bytes_host_to_target": stats.bytes_host_to_device,
-        "bytes_target_to_host": stats.bytes_device_to_host,
-        "bytes_echoed": echoed,
-    }
