@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from dbc_harness.harness import benchmarks
@@ -80,7 +80,7 @@ class HarnessGroup(click.Group):
                 raise
             ctx.exit(report_error(exc))
 
-    def main(  # type: ignore[override]
+    def main(
         self,
         args: Any = None,
         prog_name: str | None = None,
@@ -709,7 +709,7 @@ cli.add_command(
 )  # claim a controller
 
 
-def main() -> None:
+def main() -> NoReturn:
     """Run one command and exit with its code (``dbc-harness`` starts in :mod:`.entry`, which
     installs the signal handlers before this module is imported). A signal after the command
     ended (while the interpreter shuts down) is only recorded, never a traceback."""
