@@ -107,6 +107,16 @@ def db_target(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     b.ring_doorbell(2)
 
 
+def pci_bus_master(x: VirtualXhci, b: MinimalDbcProducer) -> None:
+    """Memory Space on, Bus Master off (fixtures/virtual/pci.py), then DCE through the BAR."""
+    from dbc_harness.fixtures.virtual.pci import COMMAND_MEMORY, VirtualPciFunction
+
+    fn = VirtualPciFunction(x)
+    fn.write_config(0, 0x14, 0, 0x04, 2, COMMAND_MEMORY)
+    b.program()
+    fn.mmio.write32(x.regs.dbc_offset + 0x20, 1 << 31)
+
+
 def dce_regs_changed(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     _configured(x, b)
     b.write("DCERSTSZ", DCERSTSZ.encode(event_ring_segment_table_size=2))
@@ -445,6 +455,7 @@ CASES: dict[str, tuple[Breaker, Quirks | None, bool]] = {
     "MMIO-64BIT-UNSUPPORTED": (mmio_64bit_unsupported, Quirks(no_64bit_mmio=True), True),
     "XHCI-HCRST-RUNNING": (hcrst_running, None, True),
     "DBC-DB-TARGET": (db_target, None, True),
+    "PCI-BUS-MASTER": (pci_bus_master, None, True),
     "DBC-DCE-REGS-CHANGED": (dce_regs_changed, None, True),
     "DBC-DCCP-MISSING": (dccp_missing, None, True),
     "DBC-DCCP-ALIGN": (dccp_align, None, True),
