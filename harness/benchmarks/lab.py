@@ -49,6 +49,16 @@ def _local_run(harness: str, args: list[str], env: dict[str, str]) -> float:
     return seconds
 
 
+def _transition(strategy: Any, state: str) -> None:
+    """``strategy.transition(state)``; a failure names its cause (labgrid's StrategyError only
+    says "broken state" and chains the cause)."""
+    try:
+        strategy.transition(state)
+    except Exception as exc:
+        cause = exc.__cause__ or exc
+        raise LabError(f"bench state {state!r}: {type(cause).__name__}: {cause}") from exc
+
+
 def run(quick: bool = False) -> dict[str, Any]:
     # labgrid (the [lab] extra) only for this benchmark; without it LabUnavailable says so
     import dbc_harness.fixtures.lab  # noqa: F401
@@ -72,12 +82,12 @@ def run(quick: bool = False) -> dict[str, Any]:
             assert target is not None  # env_yaml writes the target "main"
             strategy = target.get_driver("DbcStrategy")
             harness = target.get_driver("DbcHarnessDriver")
-            strategy.transition("configured")
+            _transition(strategy, "configured")
             harness.session.write(b"\x5a")
             if harness.session.read_exact(1, timeout=10.0) != b"\x5a":
                 raise LabError("the first byte came back different")
             reserve_to_run_s = time.monotonic() - t0
-            strategy.transition("claimed")
+            _transition(strategy, "claimed")
             farm_s, local_s, first = [], [], []
             for _ in range(rounds):
                 result = harness.run(**options)
@@ -86,7 +96,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 farm_s.append(result.seconds)
                 first.append(result.first_progress_s or result.seconds)
                 local_s.append(_local_run(farm.harness, run_arguments(options), farm.env))
-            strategy.transition("off")
+            _transition(strategy, "off")
         finally:
             env.cleanup()
             farm.client("cancel-reservation", token)
