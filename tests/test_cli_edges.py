@@ -16,13 +16,16 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from dbc_harness.harness.app import cli_signals
 from dbc_harness.harness.app.cli import cli
 from dbc_harness.harness.app.cli_errors import ExitCode, explain
+from dbc_harness.harness.app.cli_signals import Interrupted
 
 USAGE, FAILURE = ExitCode.USAGE, ExitCode.FAILURE
 RUN = ("run", "--throughput-mib", "0")
@@ -327,3 +330,52 @@ def test_signals_at_start_up_mid_run_and_shutdown_end_cleanly(tmp_path: Path) ->
     # nothing left claimed anywhere
     restore = CliRunner().invoke(cli, ["restore", "--json"])
     assert restore.exit_code == 0 and restore.stdout.strip() == "[]", restore.output
+
+
+class Resource:
+    """A bench stand-in that records its life and lets a 'signal' land while it opens/closes."""
+
+    def __init__(self, events: list[str], signal_in: str = "") -> None:
+        self.events, self.signal_in = events, signal_in
+        self._signal_here("open")
+        events.append("opened")
+
+    def _signal_here(self, where: str) -> None:
+        if self.signal_in == where:  # what the handler does when SIGTERM arrives right here
+            cli_signals._on_signal(signal.SIGTERM, None)
+
+    def __enter__(self) -> Resource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._signal_here("close")
+        self._signal_here("close")  # and a second one while giving back
+        self.events.append("closed")
+
+
+@pytest.fixture
+def signals_state() -> Iterator[None]:
+    cli_signals.reset()
+    yield
+    cli_signals.reset()
+
+
+@pytest.mark.parametrize("where", ["open", "close"])
+def test_a_signal_while_opening_or_closing_waits_until_that_is_done(
+    where: str, signals_state: None
+) -> None:
+    events: list[str] = []
+    with pytest.raises(Interrupted) as caught:
+        with cli_signals.guarded(lambda: Resource(events, signal_in=where)):
+            events.append("used")
+    assert caught.value.exit_code == 143
+    # a signal in open: the resource is fully opened, then closed, never used
+    assert events == (["opened", "closed"] if where == "open" else ["opened", "used", "closed"])
+    assert cli_signals.received() is not None
+
+
+def test_after_hold_a_signal_is_only_recorded(signals_state: None) -> None:
+    cli_signals.hold()
+    cli_signals._on_signal(signal.SIGHUP, None)  # no exception
+    late = cli_signals.received()
+    assert late is not None and late.exit_code == 129
