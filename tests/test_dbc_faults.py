@@ -7,6 +7,7 @@ the driver's waits advance virtual time.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any, Literal
 
 import pytest
 from dbc_harness.drivers.dbc import (
@@ -27,10 +28,11 @@ from dbc_harness.fixtures.virtual import (
     TransferFault,
     VirtualXhci,
 )
+from dbc_harness.fixtures.virtual.quirks import EventPointerMode, FaultCompletion
 
 
-def make(quirks: Quirks | None = None, **kw: object) -> VirtualXhci:
-    return VirtualXhci(strict=True, quirks=quirks or Quirks(), **kw)  # type: ignore[arg-type]
+def make(quirks: Quirks | None = None, **kw: Any) -> VirtualXhci:
+    return VirtualXhci(strict=True, quirks=quirks or Quirks(), **kw)
 
 
 @pytest.fixture
@@ -49,8 +51,8 @@ def bench(closer: list[VirtualXhci], quirks: Quirks | None = None, **kw: object)
     return x
 
 
-def driver(x: VirtualXhci, **options: object) -> DbcDriver:
-    drv = DbcDriver(x.mmio, x.dma, clock=x.clock, **options)  # type: ignore[arg-type]
+def driver(x: VirtualXhci, **options: Any) -> DbcDriver:
+    drv = DbcDriver(x.mmio, x.dma, clock=x.clock, **options)
     drv.start(timeout=5.0)
     return drv
 
@@ -158,9 +160,9 @@ def test_firmware_left_enabled_busy_then_takeover(closer: list[VirtualXhci]) -> 
 
 @pytest.mark.parametrize("mode", ["zero", "nonmonotonic"])
 def test_bad_event_pointers_are_named_errors_and_lose_nothing(
-    closer: list[VirtualXhci], mode: str
+    closer: list[VirtualXhci], mode: EventPointerMode
 ) -> None:
-    x = bench(closer, Quirks(transfer_event_pointer=mode))  # type: ignore[arg-type]
+    x = bench(closer, Quirks(transfer_event_pointer=mode))
     drv = driver(x)
     msgs = [bytes([i]) * (100 + i) for i in range(20)]
     for m in msgs:
@@ -226,9 +228,9 @@ def test_spurious_stall_after_clear_halt_keeps_request(closer: list[VirtualXhci]
 
 @pytest.mark.parametrize("completion", ["babble", "transaction_error"])
 def test_target_to_host_transfer_fault_is_retried(
-    closer: list[VirtualXhci], completion: str
+    closer: list[VirtualXhci], completion: FaultCompletion
 ) -> None:
-    x = bench(closer, Quirks(transfer_faults=(TransferFault("out", 1, completion),)))  # type: ignore[arg-type]
+    x = bench(closer, Quirks(transfer_faults=(TransferFault("out", 1, completion),)))
     drv = driver(x)
     drv.write(b"zero")
     drv.write(b"one")  # TD 1 fails on the wire, the endpoint halts (HOT)
@@ -245,8 +247,10 @@ def test_target_to_host_transfer_fault_is_retried(
 
 
 @pytest.mark.parametrize("completion", ["babble", "transaction_error"])
-def test_host_to_target_transfer_fault(closer: list[VirtualXhci], completion: str) -> None:
-    x = bench(closer, Quirks(transfer_faults=(TransferFault("in", 0, completion),)))  # type: ignore[arg-type]
+def test_host_to_target_transfer_fault(
+    closer: list[VirtualXhci], completion: FaultCompletion
+) -> None:
+    x = bench(closer, Quirks(transfer_faults=(TransferFault("in", 0, completion),)))
     drv = driver(x)
     xfer = x.host.submit(b"lost")
     drv.poll()
@@ -281,7 +285,10 @@ def test_unplug_mid_transfer_reports_undelivered_and_recovers(closer: list[Virtu
 
 
 @pytest.mark.parametrize("action", ["unplug", "hot", "warm", "deconfigure", "link_error"])
-def test_host_side_loss_and_return(closer: list[VirtualXhci], action: str) -> None:
+def test_host_side_loss_and_return(
+    closer: list[VirtualXhci],
+    action: Literal["unplug", "hot", "warm", "deconfigure", "link_error"],
+) -> None:
     x = bench(closer)
     drv = driver(x)
     roundtrip(x, drv, b"before")
@@ -289,8 +296,8 @@ def test_host_side_loss_and_return(closer: list[VirtualXhci], action: str) -> No
         x.host.unplug()
         settle(drv, DbcState.ENABLED)
         x.host.plug()
-    elif action in ("hot", "warm"):
-        x.host.reset(action)  # type: ignore[arg-type]
+    elif action == "hot" or action == "warm":
+        x.host.reset(action)
     elif action == "deconfigure":
         x.host.set_configuration(0)
         settle(drv, DbcState.CONNECTED)

@@ -6,6 +6,7 @@ Deterministic mode: the driver's waits advance the model's virtual time (``clock
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from dbc_harness.drivers.dbc import (
@@ -27,8 +28,8 @@ def x() -> Iterator[VirtualXhci]:
     assert findings == []
 
 
-def started(x: VirtualXhci, **options: object) -> DbcDriver:
-    drv = DbcDriver(x.mmio, x.dma, clock=x.clock, **options)  # type: ignore[arg-type]
+def started(x: VirtualXhci, **options: Any) -> DbcDriver:
+    drv = DbcDriver(x.mmio, x.dma, clock=x.clock, **options)
     drv.start(timeout=5.0)
     return drv
 

@@ -16,6 +16,7 @@ from dbc_harness.fixtures.virtual import (
     TransferFault,
     VirtualXhci,
 )
+from dbc_harness.fixtures.virtual.quirks import EventPointerMode, FaultCompletion
 
 from tests.virtual_helpers import MinimalDbcProducer
 
@@ -113,8 +114,8 @@ def test_no_64bit_mmio_read64_is_a_finding() -> None:
 
 
 @pytest.mark.parametrize("mode", ["zero", "nonmonotonic"])
-def test_transfer_event_pointer_quirks(mode: str) -> None:
-    with VirtualXhci(quirks=Quirks(transfer_event_pointer=mode)) as x:  # type: ignore[arg-type]
+def test_transfer_event_pointer_quirks(mode: EventPointerMode) -> None:
+    with VirtualXhci(quirks=Quirks(transfer_event_pointer=mode)) as x:
         b = up(x)
         addrs = [b.queue_out(b"p", offset=64 * i) for i in range(4)]
         b.ring_doorbell(0)
@@ -133,8 +134,8 @@ def test_transfer_event_pointer_quirks(mode: str) -> None:
     [("babble", CompletionCode.BabbleDetectedError),
      ("transaction_error", CompletionCode.USBTransactionError)],
 )  # fmt: skip
-def test_transfer_fault_halts_and_retries(completion: str, code: int) -> None:
-    quirks = Quirks(transfer_faults=(TransferFault("out", 1, completion),))  # type: ignore[arg-type]
+def test_transfer_fault_halts_and_retries(completion: FaultCompletion, code: int) -> None:
+    quirks = Quirks(transfer_faults=(TransferFault("out", 1, completion),))
     with VirtualXhci(quirks=quirks) as x:
         b = up(x)
         b.queue_out(b"zero")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from dbc_harness.drivers.xhci.contexts import DBC_ENDPOINT_CONTEXT, DBC_IN_EP_OFFSET, EPState
@@ -14,8 +15,8 @@ from hypothesis import strategies as st
 from tests.virtual_helpers import MinimalDbcProducer
 
 
-def configured(**kwargs: object) -> tuple[VirtualXhci, MinimalDbcProducer]:
-    x = VirtualXhci(**kwargs)  # type: ignore[arg-type]
+def configured(**kwargs: Any) -> tuple[VirtualXhci, MinimalDbcProducer]:
+    x = VirtualXhci(**kwargs)
     b = MinimalDbcProducer(x)
     b.bring_up()
     b.events()

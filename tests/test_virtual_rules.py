@@ -7,6 +7,7 @@ check the complete list; strict-mode raising has its own tests at the end.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from dbc_harness.drivers.xhci.contexts import (
@@ -513,10 +514,10 @@ def test_every_rule_has_a_scenario() -> None:
 def test_broken_setup_gives_exactly_its_finding(case: str) -> None:
     rule = case.split("/")[0]
     breaker, quirks, ac64 = CASES[case]
-    kwargs: dict[str, object] = {"strict": False, "ac64": ac64}
+    kwargs: dict[str, Any] = {"strict": False, "ac64": ac64}
     if quirks is not None:
         kwargs["quirks"] = quirks
-    with VirtualXhci(**kwargs) as x:  # type: ignore[arg-type]
+    with VirtualXhci(**kwargs) as x:
         b = MinimalDbcProducer(x)
         breaker(x, b)
         assert [f.rule for f in x.findings] == [rule], [str(f) for f in x.findings]

@@ -3,6 +3,8 @@ the state, nothing raises, and a configured DbC always moves data."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from dbc_harness.drivers.xhci.registers import DCCTRL, DCPORTSC
 from dbc_harness.fixtures.virtual import DbcPortState, DebugHostError, PortLinkState, VirtualXhci
 from hypothesis import settings
@@ -35,16 +37,16 @@ class PortMachine(RuleBasedStateMachine):
         self.x.host.plug()
 
     @rule(kind=st.sampled_from(["hot", "warm"]))
-    def host_reset(self, kind: str) -> None:
+    def host_reset(self, kind: Literal["hot", "warm"]) -> None:
         try:
-            self.x.host.reset(kind)  # type: ignore[arg-type]
+            self.x.host.reset(kind)
         except DebugHostError:
             assert self.x.state not in LINK_UP | {DbcPortState.RESETTING, DbcPortState.ERROR}
 
     @rule(kind=st.sampled_from(["inactive", "config"]))
-    def link_error(self, kind: str) -> None:
+    def link_error(self, kind: Literal["inactive", "config"]) -> None:
         try:
-            self.x.host.link_error(kind)  # type: ignore[arg-type]
+            self.x.host.link_error(kind)
         except DebugHostError:
             pass
 
