@@ -25,6 +25,7 @@ from click.testing import CliRunner
 from dbc_harness.harness.app import cli_signals
 from dbc_harness.harness.app.cli import cli
 from dbc_harness.harness.app.cli_errors import ExitCode, explain
+from dbc_harness.harness.app.cli_params import parse_size
 from dbc_harness.harness.app.cli_signals import Interrupted
 
 USAGE, FAILURE = ExitCode.USAGE, ExitCode.FAILURE
@@ -205,6 +206,15 @@ def test_operating_system_errors_are_named_not_reported_as_bugs(
     assert explained.code == code
     assert explained.message.startswith("/some/file: ") and message in explained.message
     assert hint in explained.hint and "bug" not in explained.hint
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("4096", 4096), ("010", 10), ("0x1000", 4096), ("64k", 65536), ("1MiB", 1 << 20),
+     ("2 G", 2 << 30)],
+)  # fmt: skip
+def test_sizes_take_decimal_hex_and_binary_suffixes(text: str, size: int) -> None:
+    assert parse_size(text) == size
 
 
 def test_large_echoes_move_with_flow_control() -> None:

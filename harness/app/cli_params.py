@@ -116,7 +116,7 @@ def parse_size(text: str) -> int:
     if match is None:
         raise ValueError(text)
     digits, suffix = match.groups()
-    number = int(digits, 0)
+    number = int(digits, 16) if digits[:2].lower() == "0x" else int(digits, 10)  # 010 is 10
     if suffix:
         if suffix.lower() not in _SUFFIXES:
             raise ValueError(text)
