@@ -386,20 +386,58 @@ class HeapDmaSpace(DmaSpace):
     ) -> tuple[Chunk, int]:
         """Reserve an extent of ``size`` + guard bytes (lock held); return (chunk, device
         address). ``guard`` defaults to the space's guard bytes."""
-        self._check_open()
+        if self._closed:
+            raise SpaceClosed(f"{self.backend} DMA space is closed")
         guard = self.guard if guard is None else guard
-        self._validate(size, align, boundary, limit, guard)
+        if not (  # the common request, checked in one expression; anything else in full
+            type(size) is int
+            and type(align) is int
+            and type(boundary) is int
+            and limit is None
+            and 0 < size <= size + guard <= LINE
+            and 0 < align <= LINE
+            and not align & (align - 1)
+            and (boundary == 0 or (size <= boundary and not boundary & (boundary - 1)))
+            and LINE <= self._source.page_sizes[-1]
+        ):
+            self._validate(size, align, boundary, limit, guard)
         need = (size + guard + GRANULE - 1) & -GRANULE
-        found = self._best_fit(size, need, align, boundary, limit)
+        free = self._free
+        by_piece = self._by_piece
+        # fast path of _best_fit: the smallest piece that takes ``need``, in a chunk that is
+        # neither empty nor draining, at its first aligned address (granules keep it aligned
+        # for align <= GRANULE; otherwise or for anything else, the full search)
+        found = None
+        if 0 < boundary <= LINE and limit is None:
+            i = bisect_left(by_piece, need * _KEY)
+            if i < len(by_piece):
+                start = by_piece[i] % _KEY
+                end, chunk = free[start]
+                if chunk.used and chunk not in self._draining:
+                    address = (start + align - 1) & -align
+                    if (address ^ (address + size - 1)) & -boundary:
+                        address = (address | (boundary - 1)) + 1
+                    if address + need <= end:
+                        found = start, address
+        if found is None:
+            found = self._best_fit(size, need, align, boundary, limit)
         if found is None:
             found = self._grow(size, need, align, boundary, limit)
         start, address = found
-        end, chunk = self._free[start]
-        self._remove_free(start)
+        # take the extent off the free lists (see _remove_free / _add_free), inline: hot path
+        free_end = self._free_end
+        end, chunk = free.pop(start)
+        del free_end[end]
+        del by_piece[bisect_left(by_piece, _piece(start, end) * _KEY + start)]
         if start < address:
-            self._add_free(start, address, chunk)
-        if address + need < end:
-            self._add_free(address + need, end, chunk)
+            free[start] = (address, chunk)
+            free_end[address] = start
+            insort(by_piece, _piece(start, address) * _KEY + start)
+        stop = address + need
+        if stop < end:
+            free[stop] = (end, chunk)
+            free_end[end] = stop
+            insort(by_piece, _piece(stop, end) * _KEY + stop)
         if chunk.used == 0:
             self._empty.remove(chunk)
             self._nonempty_bytes += chunk.size
@@ -408,7 +446,11 @@ class HeapDmaSpace(DmaSpace):
         self._ops += 1
         self._after_op()
         base = address - chunk.device_address
-        _fill(chunk.view, base, base + need, _ZEROS)
+        clean = chunk.clean_from
+        if base < clean:
+            _fill(chunk.view, base, min(base + need, clean), _ZEROS)
+        if base + need > clean:
+            chunk.clean_from = base + need  # (any clean bytes below base: zeroed when reused)
         self._counters["allocs"] += 1
         return chunk, address
 
