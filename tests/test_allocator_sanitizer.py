@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import sys
 
 import pytest
 from dbc_harness.allocator import (
@@ -26,7 +27,7 @@ HERE = "tests/test_allocator_sanitizer.py"
 
 def _line_of(marker: str) -> int:
     """Line number of the source line of this file that contains ``marker``."""
-    lines = inspect.getsource(inspect.getmodule(_line_of)).splitlines()  # type: ignore[arg-type]
+    lines = inspect.getsource(sys.modules[__name__]).splitlines()
     return next(i for i, text in enumerate(lines, 1) if marker in text and "_line_of" not in text)
 
 
@@ -220,7 +221,7 @@ def test_buffers_of_another_space_and_other_objects_are_refused() -> None:
             one.free(relabelled)
         for junk in (None, "0x1000", 0x1000, mine.view):
             with pytest.raises(ForeignBuffer):
-                one.free(junk)  # type: ignore[arg-type]
+                one.free(junk)  # type: ignore[arg-type]  # not buffers, on purpose
         pool = one.pool(64)
         with pytest.raises(ForeignBuffer):
             pool.free(dataclasses.replace(mine))

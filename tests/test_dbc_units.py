@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from dbc_harness.allocator import EmulatedDmaSpace
@@ -94,9 +95,9 @@ def test_identity_defaults_bind_linux_usb_debug() -> None:
         {"manufacturer": b"bytes"},
     ],
 )
-def test_identity_rejects_impossible_values(kwargs: dict[str, object]) -> None:
+def test_identity_rejects_impossible_values(kwargs: dict[str, Any]) -> None:
     with pytest.raises(DbcConfigError):
-        DbcIdentity(**kwargs)  # type: ignore[arg-type]
+        DbcIdentity(**kwargs)
 
 
 def test_identity_accepts_longest_string() -> None:

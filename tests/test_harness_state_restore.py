@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dbc_harness.harness.binding import checks, state
@@ -335,8 +336,8 @@ def test_sysfs_claim_and_release_on_a_fake_tree(
     run = tmp_path / "run"
     accesses: list[tuple[str, int]] = []
 
-    def sink(kind: str, /, **f: object) -> None:
-        accesses.append((kind, f["offset"]))  # type: ignore[arg-type]
+    def sink(kind: str, /, **f: Any) -> None:
+        accesses.append((kind, f["offset"]))
 
     c = Claim(BDF, "sysfs", unsafe=True, sysfs=sysfs, state_dir=run, clock=sysfs.clock, trace=sink)
     assert (c.info.mode, c.info.ac64, c.info.dbc_offset) == ("sysfs", False, None)
@@ -352,7 +353,7 @@ def test_sysfs_claim_and_release_on_a_fake_tree(
     assert first == ("bus/pci/devices/0000:00:04.0/driver_override", "dbc-harness-none")
     with pytest.raises(HostControllerTimeout, match="HCRST"):
         c.release()
-    assert c.released and c.mmio.closed  # type: ignore[attr-defined]
+    assert c.released and c.mmio.closed  # type: ignore[attr-defined]  # the Mmio is a region
     assert sysfs.config_read(BDF, PCI_COMMAND, 2) & PCI_COMMAND_MASTER == 0
     assert sysfs.driver(BDF) == "xhci_hcd"
     assert sysfs.driver_override(BDF) is None

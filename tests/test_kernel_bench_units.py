@@ -10,7 +10,9 @@ import multiprocessing
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dbc_harness.fixtures.kernel_bench import (
@@ -97,9 +99,9 @@ def test_extra_devices_usb_on_the_xhci_storage_gets_an_image_and_group_peer_shar
         ({"extra_devices": ("usb-kbd bus=x",)}, "not a QEMU -device spec"),
     ],
 )
-def test_impossible_machines_are_refused_by_name(kwargs: dict[str, object], message: str) -> None:
+def test_impossible_machines_are_refused_by_name(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidConfiguration, match=message):
-        MachineConfig(**kwargs)  # type: ignore[arg-type]
+        MachineConfig(**kwargs)
 
 
 def test_kernel_cmdline_carries_stage1_parameters_and_refuses_unsafe_paths(tmp_path: Path) -> None:
@@ -221,12 +223,12 @@ def test_cache_root_follows_the_environment(
 
 
 @pytest.mark.parametrize("compress", [lzma.compress, gzip.compress])
-def test_vmlinux_is_extracted_from_a_bzimage_payload(compress: object) -> None:
+def test_vmlinux_is_extracted_from_a_bzimage_payload(compress: Callable[[bytes], bytes]) -> None:
     elf = b"\x7fELF" + bytes(range(256)) * 64
     setup = b"MZ" + b"\x00" * 500 + b"\x1f\x8b\x08junk-not-a-stream" + b"\x00" * 100
-    bzimage = setup + compress(elf) + b"\x00" * 64  # type: ignore[operator]
+    bzimage = setup + compress(elf) + b"\x00" * 64
     assert pvh.extract_vmlinux(bzimage) == elf
-    assert pvh.extract_vmlinux(setup + compress(b"not an elf")) is None  # type: ignore[operator]
+    assert pvh.extract_vmlinux(setup + compress(b"not an elf")) is None
 
 
 SAFE_TEXT = st.text(

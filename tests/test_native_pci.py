@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from dbc_harness.drivers.dbc import DbcNotFound, DbcState
@@ -27,9 +28,9 @@ def x() -> Iterator[VirtualXhci]:
     ctl.close()
 
 
-def native(x: VirtualXhci, fn: VirtualPciFunction, **options: object) -> NativeDbcDriver:
+def native(x: VirtualXhci, fn: VirtualPciFunction, **options: Any) -> NativeDbcDriver:
     return NativeDbcDriver(fn.mmio, x.dma, clock=x.clock, pci=fn, scan_pci=True,
-                           bar_phys=fn.bar0, **options)  # type: ignore[arg-type]  # fmt: skip
+                           bar_phys=fn.bar0, **options)  # fmt: skip
 
 
 def scan(drv: NativeDbcDriver) -> list[tuple[int, int, int, int]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any, Literal
 
 import pytest
 from dbc_harness.drivers.dbc import DbcDisconnected, DbcState, DbcTimeout
@@ -28,14 +29,14 @@ def closer() -> Iterator[list[VirtualXhci]]:
         assert findings == []
 
 
-def bench(closer: list[VirtualXhci], quirks: Quirks | None = None, **kw: object) -> VirtualXhci:
-    x = VirtualXhci(strict=True, quirks=quirks or Quirks(), **kw)  # type: ignore[arg-type]
+def bench(closer: list[VirtualXhci], quirks: Quirks | None = None, **kw: Any) -> VirtualXhci:
+    x = VirtualXhci(strict=True, quirks=quirks or Quirks(), **kw)
     closer.append(x)
     return x
 
 
-def driver(x: VirtualXhci, **options: object) -> NativeDbcDriver:
-    drv = NativeDbcDriver(x.mmio, x.dma, clock=x.clock, **options)  # type: ignore[arg-type]
+def driver(x: VirtualXhci, **options: Any) -> NativeDbcDriver:
+    drv = NativeDbcDriver(x.mmio, x.dma, clock=x.clock, **options)
     drv.start(timeout=5.0)
     return drv
 
@@ -310,7 +311,10 @@ def test_unplug_mid_transfer_reports_undelivered_and_recovers(closer: list[Virtu
 
 
 @pytest.mark.parametrize("action", ["unplug", "hot", "warm", "deconfigure", "link_error"])
-def test_host_side_loss_and_return(closer: list[VirtualXhci], action: str) -> None:
+def test_host_side_loss_and_return(
+    closer: list[VirtualXhci],
+    action: Literal["unplug", "hot", "warm", "deconfigure", "link_error"],
+) -> None:
     x = bench(closer)
     drv = driver(x)
     roundtrip(x, drv, b"before")
@@ -318,8 +322,8 @@ def test_host_side_loss_and_return(closer: list[VirtualXhci], action: str) -> No
         x.host.unplug()
         settle(drv, DbcState.ENABLED)
         x.host.plug()
-    elif action in ("hot", "warm"):
-        x.host.reset(action)  # type: ignore[arg-type]
+    elif action == "hot" or action == "warm":
+        x.host.reset(action)
     elif action == "deconfigure":
         x.host.set_configuration(0)
         settle(drv, DbcState.CONNECTED)
