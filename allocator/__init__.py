@@ -3,6 +3,12 @@
 One interface (:class:`DmaSpace`), one sub-allocator (:mod:`allocator.heap`), fixed-size pools
 (:class:`DmaPool`) and three backends: emulated (virtual bench), hugepage (physical addresses
 through pagemap) and iova (memory mapped for one device through a :class:`DmaMapper`).
+
+Misuse is named: :class:`DoubleFree`, :class:`ForeignBuffer` (buffers are checked by identity)
+and, with the sanitizer (``sanitize=``; on by default for the emulated backend, the virtual
+bench; off by default for hugepage and iova, where speed and held memory count),
+:class:`UseAfterFree` for freed memory used by the device or written through a stale view (see
+:mod:`allocator.heap`).
 """
 
 from dbc_harness.allocator.chunk import Chunk

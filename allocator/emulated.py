@@ -81,7 +81,9 @@ class EmulatedDmaSpace(HeapDmaSpace):
     below 4 GiB). ``chunk_size``: backing granule (64 KiB, the iova backend's; 2 MiB models the
     hugepage backend); larger requests up to 1 GiB take the smallest power-of-two chunk that
     fits. ``reserved``: ranges never handed out (default: the MSI window
-    0xFEE00000-0xFEEFFFFF).
+    0xFEE00000-0xFEEFFFFF). ``sanitize``: on by default (the virtual bench is where driver
+    bugs should be caught): freed memory is poisoned and quarantined, use after free is named
+    (see :mod:`allocator.heap`); ``quarantine_bytes`` bounds the quarantine.
     """
 
     def __init__(

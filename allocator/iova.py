@@ -117,6 +117,8 @@ class IovaDmaSpace(HeapDmaSpace):
     the granule is kept small for rings and buffers of 64 B-64 KiB; anonymous 4 KiB pages give
     the IOMMU no large pages to use anyway. With ``hugepages=True`` (chunks backed by
     MAP_HUGETLB pages, needs free hugepages, lets the IOMMU use 2 MiB pages) it is 2 MiB.
+    ``sanitize``: off by default, as for the hugepage backend (quarantined memory stays mapped
+    and pinned); the IOMMU already faults device accesses outside mapped chunks.
     """
 
     def __init__(
