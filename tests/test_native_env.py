@@ -232,6 +232,7 @@ def test_other_ports_record_or_error_or_go_to_a_handler(obj: Path) -> None:
     strict = Machine(obj, ENV.extended(unknown_ports="error"))
     with pytest.raises(UnhandledPort, match="out8 0x6f to I/O port 0x3f8") as info:
         strict.call("com1", strict.cstring("o"))
+    # native_location: added by the runner to an error raised in native code
     assert info.value.native_location.function.startswith("com1+0x")  # type: ignore[attr-defined]
 
 
@@ -317,6 +318,7 @@ def test_findings_carry_the_c_line_and_strict_mode_raises_with_it() -> None:
             m.call("touch", m.bar_virt)
         assert info.value.finding.origin is not None
         assert info.value.finding.origin.startswith("subdword.c:5")
+        # native_location: added by the runner to an error raised in native code
         assert info.value.native_location.source == "subdword.c:5"  # type: ignore[attr-defined]
 
 

@@ -169,7 +169,7 @@ def test_binding_exceptions_keep_their_type_and_gain_the_native_place(obj: Path)
     m = Machine(obj, ENV.extended({"printk": printk}))
     with pytest.raises(Boom) as info:
         m.call("log_twice", 3)
-    loc = info.value.native_location  # type: ignore[attr-defined]
+    loc = info.value.native_location  # type: ignore[attr-defined]  # added by the runner
     assert loc.source == line_of("log_twice") and loc.function.startswith("log_twice+0x")
     assert any(line_of("log_twice") in n for n in info.value.__notes__)
 

@@ -214,6 +214,7 @@ class _GreedyHost:
 
 def test_bytes_beyond_the_urb_length_wait_for_the_next_urb() -> None:
     host = _GreedyHost([bytes(range(200)) * 15, b"tail"])
+    # a stand-in controller: the device only reaches its host
     device = VirtualDbcDevice(SimpleNamespace(host=host))  # type: ignore[arg-type]
     cancel = threading.Event()
     pieces = [device.bulk_in(1, 1024, cancel) for _ in range(4)]

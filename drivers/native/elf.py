@@ -360,6 +360,7 @@ class ElfFile:
         out = []
         is_rela = sec["sh_type"] == "SHT_RELA"
         try:
+            # a SHT_REL/SHT_RELA section: pyelftools gives it iter_relocations at run time
             for rel in sec.iter_relocations():  # type: ignore[attr-defined]
                 addend = rel["r_addend"] if is_rela else 0
                 out.append((rel["r_offset"], rel["r_info_type"], rel["r_info_sym"], addend))
@@ -399,7 +400,7 @@ class ElfFile:
                 data=bool(u["data"]),
                 call=bool(u["call"]),
                 weak=bool(u["weak"]),
-                sites=tuple(u["sites"]),  # type: ignore[arg-type]
+                sites=tuple(u["sites"]),  # type: ignore[arg-type]  # the list[str] built above
             )
             for name, u in uses.items()
         }

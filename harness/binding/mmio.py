@@ -67,7 +67,7 @@ class MmioRegion:
         u32 = self._u32
         if u32 is None or offset & 3 or not 0 <= offset <= self._last32:
             self._check(offset, 4)
-        value: int = u32[offset >> 2]  # type: ignore[index]
+        value: int = u32[offset >> 2]  # type: ignore[index]  # None: _check raised
         if self._trace is not None:
             self._trace("mmio", op="r", offset=offset, value=value, width=32)
         return value
@@ -80,7 +80,7 @@ class MmioRegion:
             raise MmioError(f"{self.name}: value 0x{value:x} does not fit 32 bits")
         if self._trace is not None:
             self._trace("mmio", op="w", offset=offset, value=value, width=32)
-        u32[offset >> 2] = value  # type: ignore[index]
+        u32[offset >> 2] = value  # type: ignore[index]  # None: _check raised
 
     def read64(self, offset: int) -> int:
         if self._u32 is None or offset & 3 or not 0 <= offset <= self._last32 - 4:
