@@ -83,7 +83,7 @@ def _run_nested(
     return subprocess.run(
         _nested_argv(farm, where, place, source),
         cwd=where,
-        env={**loopback_env(), "DBC_LAB_OUT": str(where / "out.json")},
+        env={**farm.client_env(), "DBC_LAB_OUT": str(where / "out.json")},
         capture_output=True,
         text=True,
         timeout=NESTED_TIMEOUT,
@@ -239,7 +239,7 @@ def test_killing_the_client_mid_run_leaves_the_bench_restored(
     client = subprocess.Popen(
         [*_nested_argv(farm, first, "farm-kill", INNER_LONG_RUN), "-s"],
         cwd=first,
-        env=loopback_env(),
+        env=farm.client_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -252,7 +252,7 @@ def test_killing_the_client_mid_run_leaves_the_bench_restored(
         client.wait(timeout=10)
         # 4 GiB each way would take far longer: the bench machine stopped the run (and ran
         # dbc-harness restore) as soon as the client's end of the SSH channel closed
-        assert _wait_until_no_lab_jobs(timeout=8) == []
+        assert _wait_until_no_lab_jobs(timeout=12) == []
     finally:
         if client.poll() is None:
             os.killpg(client.pid, signal.SIGKILL)
