@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import mmap
 import struct
+from typing import Any
 
 import pytest
 from dbc_harness.harness.binding import vfio
@@ -12,9 +13,10 @@ from dbc_harness.harness.binding.discovery import describe, list_controllers
 from dbc_harness.harness.binding.dma_mapper import FOUR_GIB, MSI_WINDOW, VfioDmaMapper
 from dbc_harness.harness.binding.errors import MmioError, NoIommu, VfioError
 from dbc_harness.harness.binding.mmio import MmioRegion
-from tests.harness_fakesys import fake_sysfs, make_device
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from tests.harness_fakesys import fake_sysfs, make_device
 
 
 def test_ioctl_request_numbers_match_the_uapi_headers() -> None:
@@ -150,16 +152,16 @@ def test_ioctl_on_a_non_vfio_fd_is_a_vfio_error(tmp_path: pytest.TempPathFactory
     assert dev.closed
 
 
-def _region(size: int = 4096, **kw: object) -> tuple[mmap.mmap, MmioRegion]:
+def _region(size: int = 4096, **kw: Any) -> tuple[mmap.mmap, MmioRegion]:
     mm = mmap.mmap(-1, size)
-    return mm, MmioRegion(mm, **kw)  # type: ignore[arg-type]
+    return mm, MmioRegion(mm, **kw)
 
 
 def test_mmio_dword_access_and_64_bit_order() -> None:
     calls: list[tuple[str, int]] = []
 
-    def sink(kind: str, /, **f: object) -> None:
-        calls.append((str(f["op"]), int(f["offset"])))  # type: ignore[call-overload]
+    def sink(kind: str, /, **f: Any) -> None:
+        calls.append((str(f["op"]), int(f["offset"])))
 
     mm = mmap.mmap(-1, 4096)
     r = MmioRegion(mm, trace=sink)
