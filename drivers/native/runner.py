@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import struct
 import threading
 import time
 from bisect import bisect_right
@@ -307,8 +308,6 @@ class _ArgCursor:
         return value
 
     def next_float(self) -> float:
-        import struct
-
         if self._fp < 8:
             raw = self._m.uc.reg_read(XMM_REGS[self._fp])
             self._fp += 1

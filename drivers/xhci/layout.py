@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+import numpy as np
 from construct import (
     Adapter,
     BitsInteger,
@@ -474,8 +475,6 @@ class Layout:
     def numpy_dtype(self) -> Any:
         """A numpy structured dtype with one little-endian unsigned field per word (for
         vectorised scans of arrays of this layout)."""
-        import numpy as np
-
         return np.dtype([(w.name, f"<u{w.size}") for w in self._words])
 
     def field(self, name: str) -> Field:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from dbc_harness.fixtures.trace import TeeSink, open_trace
 from dbc_harness.harness import benchmarks
 from dbc_harness.harness.app import cli_signals
 from dbc_harness.harness.app.cli_errors import ExitCode, explain
@@ -35,8 +36,21 @@ from dbc_harness.harness.app.cli_params import (
     same_file,
 )
 from dbc_harness.harness.app.cli_signals import Interrupted
+from dbc_harness.harness.app.console import run_console
+from dbc_harness.harness.app.options import SessionOptions
+from dbc_harness.harness.app.session import run_command, run_session
+from dbc_harness.harness.app.transfer import recv_file, send_file
+from dbc_harness.harness.app.views import (
+    controller_rows,
+    controllers_table,
+    inspect_target,
+    render_inspection,
+    session_table,
+)
+from dbc_harness.harness.binding.restore import restore_all
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 #: where tables and live progress go
 OUT = Console(highlight=False, soft_wrap=True)
@@ -149,13 +163,10 @@ def _emit_json(obj: Any) -> None:
 def list_cmd(as_json: bool) -> None:
     """xHCI controllers of this machine (BDF, IDs, driver, IOMMU group, DbC), plus the virtual
     one."""
-    from dbc_harness.harness.app.views import controller_rows
-
     rows = controller_rows()
     if as_json:
         _emit_json(rows)
         return
-    from dbc_harness.harness.app.views import controllers_table
 
     OUT.print(controllers_table(rows))
 
@@ -175,8 +186,6 @@ def info(target: str, as_json: bool, mode: str, unsafe: bool, force: bool, bring
 
     TARGET is ``virtual`` or a PCI address (``0000:00:14.0``). A real controller is claimed
     (its USB devices disconnect while it is away from xhci_hcd), read, and given back."""
-    from dbc_harness.harness.app.views import inspect_target, render_inspection
-
     report = inspect_target(target, mode=mode, unsafe=unsafe, force=force, bring_up=bring_up)
     if as_json:
         _emit_json(report)
@@ -311,8 +320,6 @@ def run(
     """Claim, bring the DbC up (every state transition live), echo and throughput through the
     debug host, print a summary, give everything back. With --driver the DbC driver is a C
     object run under CPU emulation; findings name its source lines."""
-    from dbc_harness.harness.app.session import SessionOptions, run_command
-
     options = SessionOptions(
         bench=bench_spec,
         claim_mode=mode,
@@ -374,8 +381,6 @@ def console(target: str, mode: str, unsafe: bool, force: bool, timeout: float, i
 
     Typed bytes go target -> host; bytes from the debug host are printed. On the virtual bench a
     host echo peer sends everything back. End with Ctrl-D (end of input) or Ctrl-C."""
-    from dbc_harness.harness.app.console import run_console
-
     spec = _target_spec(target)
     try:
         stdin_fd = sys.stdin.fileno()
@@ -406,14 +411,6 @@ def console(target: str, mode: str, unsafe: bool, force: bool, timeout: float, i
 
 
 def _progress_bar(label: str) -> Any:
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TextColumn,
-        TransferSpeedColumn,
-    )
-
     return Progress(
         TextColumn(label),
         BarColumn(),
@@ -454,8 +451,6 @@ def send(
     file: Path, bench_spec: str, mode: str, unsafe: bool, force: bool, timeout: float, as_json: bool
 ) -> None:
     """Send FILE target -> host (the DbC's OUT ring), with a progress bar and the final rate."""
-    from dbc_harness.harness.app.transfer import send_file
-
     with _progress_bar("send") as bar:
         task = bar.add_task("send", total=file.stat().st_size)
         result = send_file(
@@ -505,8 +500,6 @@ def recv(
     as_json: bool,
 ) -> None:
     """Receive into FILE what the debug host sends (host -> target, the DbC's IN ring)."""
-    from dbc_harness.harness.app.transfer import recv_file
-
     if bench_spec == "virtual" and size is None and source is None:
         raise click.UsageError("on the virtual bench give --size N or --source FILE to send")
     if source is not None and same_file(file, source):
@@ -575,9 +568,6 @@ def trace(
     quirks: tuple[str, ...],
 ) -> None:
     """Record a session (bring-up and N echo messages) as a capture Wireshark/tshark open."""
-    from dbc_harness.fixtures.trace import TeeSink, open_trace
-    from dbc_harness.harness.app.session import SessionOptions, run_session
-
     if jsonl_path is not None and same_file(out_path, jsonl_path):
         raise click.BadParameter(
             f"{jsonl_path} is also --out: give two different files", param_hint="'--jsonl'"
@@ -619,8 +609,6 @@ def trace(
     if jsonl_path is not None:
         OUT.print(escape(f"wrote {writers[1].records} records to {jsonl_path}"))
     if not result.ok:
-        from dbc_harness.harness.app.views import session_table
-
         OUT.print(session_table(result))
         sys.exit(int(ExitCode.CHECK_FAILED))
 
@@ -647,8 +635,6 @@ def restore(
 ) -> None:
     """Give controllers back to their original drivers after a killed dbc-harness (reads the
     state files written before anything was changed). Default: every stale claim."""
-    from dbc_harness.harness.binding.restore import restore_all
-
     restored = restore_all(state_dir, include_live=include_live, bdfs=list(bdfs) or None)
     if as_json:
         _emit_json(restored)
@@ -714,6 +700,7 @@ def main() -> NoReturn:
     installs the signal handlers before this module is imported). A signal after the command
     ended (while the interpreter shuts down) is only recorded, never a traceback."""
     cli_signals.install()
+    cli_signals.tolerate_encoding()
     try:
         code = cli.main(obj={}, standalone_mode=False)
         cli_signals.hold()

@@ -16,6 +16,7 @@ import click
 from dbc_harness.harness.app import cli_signals
 from dbc_harness.harness.app.cli_params import MAX_HOLD_SECONDS, Seconds
 from dbc_harness.harness.app.cli_signals import Interrupted
+from dbc_harness.harness.binding.claim import claim
 
 
 def _summary(info: Any) -> dict[str, Any]:
@@ -68,8 +69,6 @@ def claim_cmd(
 
     Every USB device on that controller disconnects while it is claimed. Ctrl-C or SIGTERM end
     the hold; after a kill -9, `dbc-harness restore` gives the controller back."""
-    from dbc_harness.harness.binding.claim import claim
-
     with claim(bdf, mode=mode, unsafe=unsafe, force=force, dma_below_4g=below_4g) as c:
         summary = _summary(c.info)
         if as_json:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -159,3 +160,12 @@ def guarded(opener: Callable[[], AbstractContextManager[T]]) -> Iterator[T]:
     else:
         with shielded():
             cm.__exit__(None, None, None)
+
+
+def tolerate_encoding() -> None:
+    """Text the terminal's encoding cannot show (``PYTHONIOENCODING=ascii``, a C locale) is
+    printed escaped (``\\u2603``) instead of failing the command."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")

@@ -19,8 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+from dbc_harness.drivers.dbc import DbcError, DbcIdentity
 from dbc_harness.drivers.dbc_api import TargetStream
 from dbc_harness.drivers.tracing import TraceSink, null_sink
+from dbc_harness.fixtures.bench import VirtualBench
+from dbc_harness.fixtures.trace import open_trace
+from dbc_harness.fixtures.usbip import UsbipError, UsbipServer
+from dbc_harness.fixtures.usbip.server import check_export_address
+from dbc_harness.fixtures.virtual.usbip_device import VirtualDbcDevice
 from dbc_harness.harness.app import cli_signals
 from dbc_harness.harness.app.cli_params import (
     MAX_HOLD_SECONDS,
@@ -103,9 +109,6 @@ def usbip_cmd(
     trace_path: Path | None,
 ) -> None:
     """Export the virtual DbC over USB/IP (attach it with `usbip attach -r HOST -b BUSID`)."""
-    from dbc_harness.fixtures.usbip import UsbipError
-    from dbc_harness.fixtures.usbip.server import check_export_address
-
     host, port = listen
     try:
         check_export_address(host, allow_remote=allow_remote)
@@ -115,8 +118,6 @@ def usbip_cmd(
     with contextlib.ExitStack() as stack:
         trace: TraceSink = null_sink
         if trace_path is not None:
-            from dbc_harness.fixtures.trace import open_trace
-
             trace = stack.enter_context(open_trace(trace_path))
         summary = _export(host, port, busid, allow_remote, echo, duration, timeout, trace, identity)
     click.echo("stopped: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
@@ -133,10 +134,6 @@ def _export(
     trace: TraceSink,
     identity: DbcIdentity,
 ) -> dict[str, int]:
-    from dbc_harness.fixtures.bench import VirtualBench
-    from dbc_harness.fixtures.usbip import UsbipServer
-    from dbc_harness.fixtures.virtual.usbip_device import VirtualDbcDevice
-
     with guarded(lambda: VirtualBench(free_running=True)) as bench:
         driver = bench.make_driver(identity=identity)
         driver.start(timeout=timeout)
@@ -178,8 +175,6 @@ def _export(
 
 
 def _identity(usb_id: tuple[int, int], serial: str | None) -> DbcIdentity:
-    from dbc_harness.drivers.dbc import DbcIdentity
-
     fields: dict[str, Any] = {"vendor_id": usb_id[0], "product_id": usb_id[1]}
     if serial is not None:
         fields["serial"] = serial
@@ -195,8 +190,6 @@ def _serve(
     echoed: list[int],
 ) -> None:
     """Pump the target side until a signal or ``duration``; ``echoed[0]``: bytes echoed."""
-    from dbc_harness.drivers.dbc import DbcError
-
     deadline = None if duration is None else time.monotonic() + duration
     imports = 0
     attached = False

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from dbc_harness.drivers.tracing import TraceSink, null_sink
+from dbc_harness.fixtures.bench import VirtualBench, open_bench
 from dbc_harness.harness.app.cli_signals import guarded
 from dbc_harness.harness.app.session import read_chunk
 
@@ -86,8 +87,6 @@ def run_console(
 ) -> ConsoleResult:
     """Run the console until end of input (see the module docstring). ``on_ready`` is called
     once the DbC is CONFIGURED (and the echo peer runs), before any input is read."""
-    from dbc_harness.fixtures.bench import VirtualBench, open_bench
-
     result = ConsoleResult()
     t0 = time.monotonic()
     with guarded(lambda: open_bench(bench_spec, trace=trace, **claim)) as bench:

@@ -11,18 +11,9 @@ import sys
 from dbc_harness.harness.app import cli_signals
 
 
-def tolerate_encoding() -> None:
-    """Text the terminal's encoding cannot show (``PYTHONIOENCODING=ascii``, a C locale) is
-    printed escaped (``\\u2603``) instead of failing the command."""
-    for stream in (sys.stdout, sys.stderr):
-        reconfigure = getattr(stream, "reconfigure", None)
-        if reconfigure is not None:
-            reconfigure(errors="backslashreplace")
-
-
 def main() -> None:
     cli_signals.install()
-    tolerate_encoding()
+    cli_signals.tolerate_encoding()
     try:
         # deferred: click, rich and the parts load only once the handlers are in place
         from dbc_harness.harness.app.cli import main as cli_main

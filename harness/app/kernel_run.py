@@ -15,8 +15,9 @@ import shutil
 import sys
 from typing import Any
 
+from dbc_harness.fixtures.kernel_bench import KernelBench
 from dbc_harness.harness.app.cli_errors import ExitCode
-from dbc_harness.harness.app.session import SessionOptions
+from dbc_harness.harness.app.options import SessionOptions
 from rich.markup import escape as esc
 
 #: command deadline inside the guest (boot has its own deadline in the kernel bench)
@@ -53,8 +54,6 @@ def guest_command(options: SessionOptions, as_json: bool) -> str:
 
 
 def run_in_kernel_bench(options: SessionOptions, *, out: Any, as_json: bool) -> ExitCode:
-    from dbc_harness.fixtures.kernel_bench import KernelBench
-
     out.print("[cyan]>[/] booting the QEMU kernel bench (qemu-xhci behind an emulated IOMMU)")
     with KernelBench(controller="qemu-xhci", iommu=True) as bench:
         result = bench.run(guest_command(options, as_json), timeout=GUEST_TIMEOUT)

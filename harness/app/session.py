@@ -17,6 +17,7 @@ IN endpoint; ``host_to_target`` = the host's bulk OUT endpoint = the DbC's IN ri
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -25,10 +26,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dbc_harness.drivers.dbc import DbcConfigError, DbcTimeout, DbcUndelivered
 from dbc_harness.drivers.dbc_api import DbcDriverApi, TargetStream
 from dbc_harness.drivers.tracing import TraceSink, null_sink
+from dbc_harness.fixtures.bench import HostUnavailable, PipeStalled, open_bench
+from dbc_harness.fixtures.trace import open_trace
+from dbc_harness.fixtures.virtual.quirk_options import QuirkError, parse_quirks
 from dbc_harness.harness.app.cli_errors import ExitCode
 from dbc_harness.harness.app.cli_signals import guarded
+from dbc_harness.harness.app.kernel_run import run_in_kernel_bench
+from dbc_harness.harness.app.options import SessionOptions
+from dbc_harness.harness.app.views import session_table
+from rich.markup import escape as esc
 
 if TYPE_CHECKING:
     from dbc_harness.fixtures.bench import Bench, DebugHostPipe
@@ -41,34 +50,6 @@ THROUGHPUT_MESSAGE = 1 << 20
 
 class CheckFailed(Exception):
     """An echo or throughput check saw wrong data (the message says which and where)."""
-
-
-@dataclass
-class SessionOptions:
-    bench: str = "virtual"
-    claim_mode: str = "auto"
-    unsafe: bool = False
-    force: bool = False
-    echo_sizes: list[int] = field(default_factory=lambda: [1, 1023, 1024, 1025, 65536, 1 << 20])
-    throughput_bytes: int = 16 << 20
-    timeout: float = 10.0
-    trace_path: Path | None = None
-    takeover: bool = False
-    port_reset: bool = False
-    #: virtual bench: record spec findings and go on (they fail the summary) instead of stopping
-    lenient: bool = False
-    #: virtual bench: ``--quirk NAME[=VALUE]`` items (see :mod:`fixtures.virtual.quirk_options`)
-    quirks: tuple[str, ...] = ()
-    #: driver: 64-bit registers as two 32-bit accesses (parts without 64-bit MMIO)
-    mmio32: bool = False
-    #: driver: bytes per receive buffer posted on the IN ring (None: the driver's default)
-    in_buffer_size: int | None = None
-    #: a C DbC driver run under CPU emulation instead of the Python driver: ``reference``, an
-    #: x86-64 ``.o`` implementing drivers/native/reference/dbc.h, or a ``.c`` (compiled now)
-    native_driver: str | None = None
-    #: its environment (ENV.py; None: the reference driver's) and init function
-    native_env: str | None = None
-    native_entry: str = "dbc_init"
 
 
 @dataclass
@@ -117,8 +98,6 @@ def _counters_dict(counters: Any) -> dict[str, Any]:
 
 
 def read_chunk(driver: TargetStream, max_bytes: int, timeout: float) -> bytes:
-    from dbc_harness.drivers.dbc import DbcTimeout
-
     try:
         return bytes(driver.read(max_bytes, timeout=timeout))
     except DbcTimeout:
@@ -143,8 +122,6 @@ class TargetEcho:
         self._thread.start()
 
     def _run(self) -> None:
-        from dbc_harness.drivers.dbc import DbcUndelivered
-
         try:
             while not self._stop.is_set():
                 data = read_chunk(self.driver, 1 << 20, 0.05)
@@ -189,8 +166,6 @@ class _EchoReader(threading.Thread):
         self.start()
 
     def run(self) -> None:
-        from dbc_harness.fixtures.bench import PipeStalled
-
         last = time.monotonic()
         try:
             while len(self.got) < self.size and not self._halt.is_set():
@@ -230,8 +205,6 @@ def run_echo(
     message takes as long as it needs and a stuck one fails in ``timeout`` s. When a pipe
     stalls the host clears the halt (as a real host would) and reads again: a message that
     then arrives whole passes with a note (the driver recovered), anything else fails."""
-    from dbc_harness.fixtures.bench import PipeStalled
-
     results: list[EchoResult] = []
     for i, size in enumerate(sizes):
         payload = _pattern(size, i)
@@ -373,8 +346,6 @@ def run_session(
     trace: TraceSink = null_sink,
 ) -> SessionResult:
     """Run one session; the bench is closed (everything restored) before this returns."""
-    from dbc_harness.fixtures.bench import open_bench
-
     result = SessionResult()
     t0 = time.monotonic()
     step = on_step or (lambda text: None)
@@ -392,13 +363,9 @@ def run_session(
     if options.bench == "virtual":  # VirtualXhci options
         bench_options = {"strict": not options.lenient}
         if options.quirks:
-            from dbc_harness.fixtures.virtual.quirk_options import parse_quirks
-
             bench_options["quirks"] = parse_quirks(options.quirks)
     else:  # claim options
         if options.quirks:
-            from dbc_harness.fixtures.virtual.quirk_options import QuirkError
-
             raise QuirkError("--quirk applies to the virtual bench only")
         bench_options = {
             "mode": options.claim_mode,
@@ -427,8 +394,6 @@ def _session_body(
     bringup_t0: list[float],
 ) -> None:
     """Bring-up, echo, throughput and stop on an open bench (closed by the caller)."""
-    from dbc_harness.fixtures.bench import HostUnavailable
-
     result.bench = bench.describe()
     driver_options: dict[str, Any] = {}
     if options.in_buffer_size is not None:
@@ -492,7 +457,7 @@ def _native_driver(
     bench: Bench, options: SessionOptions, state_changed: Callable[[Any, Any], None]
 ) -> DbcDriverApi:
     """The C driver of ``--driver`` on ``bench`` (README "Bring your own driver")."""
-    from dbc_harness.drivers.dbc import DbcConfigError
+    # deferred: unicorn + capstone (the native driver's CPU emulation) are heavy, rarely needed
     from dbc_harness.drivers.native.driver import NativeDbcDriver
 
     if options.in_buffer_size is not None:
@@ -513,21 +478,11 @@ def _native_driver(
 
 def run_command(options: SessionOptions, *, out: Any, as_json: bool) -> ExitCode:
     """``dbc-harness run``: live transitions on ``out``, summary table (or JSON on stdout)."""
-    import json
-
-    from dbc_harness.harness.app.views import session_table
-    from rich.markup import escape as esc
 
     if options.quirks and options.bench != "virtual":
-        from dbc_harness.fixtures.virtual.quirk_options import QuirkError
-
         raise QuirkError("--quirk applies to the virtual bench only")
     if options.bench == "qemu" and os.environ.get("DBC_HARNESS_GUEST") != "1":
-        from dbc_harness.harness.app.kernel_run import run_in_kernel_bench
-
         return run_in_kernel_bench(options, out=out, as_json=as_json)
-
-    from dbc_harness.fixtures.trace import open_trace
 
     writer = open_trace(options.trace_path) if options.trace_path else None
     try:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dbc_harness.drivers.tracing import TraceSink, null_sink
+from dbc_harness.fixtures.bench import VirtualBench, open_bench
 from dbc_harness.harness.app.cli_signals import guarded
 from dbc_harness.harness.app.session import MAX_PACKET, read_chunk
 
@@ -81,8 +82,6 @@ def send_file(
     trace: TraceSink = null_sink,
     **claim: Any,
 ) -> TransferResult:
-    from dbc_harness.fixtures.bench import VirtualBench, open_bench
-
     total = path.stat().st_size
     with (
         guarded(lambda: open_bench(bench_spec, trace=trace, **claim)) as bench,
@@ -157,8 +156,6 @@ def recv_file(
     trace: TraceSink = null_sink,
     **claim: Any,
 ) -> TransferResult:
-    from dbc_harness.fixtures.bench import VirtualBench, open_bench
-
     with (
         guarded(lambda: open_bench(bench_spec, trace=trace, **claim)) as bench,
         path.open("wb") as dst,

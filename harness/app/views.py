@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from dbc_harness.fixtures.bench import Bench, HardwareBench, VirtualBench, parse_bench_spec
+from dbc_harness.harness.app.inspect import inspect_mmio
+from dbc_harness.harness.binding.discovery import list_controllers
 from rich.markup import escape as esc
 from rich.table import Table
 
@@ -31,8 +34,6 @@ VIRTUAL_ROW: dict[str, Any] = {
 
 def controller_rows() -> list[dict[str, Any]]:
     """Every xHCI of this machine (discovery) and the virtual one, as plain dicts."""
-    from dbc_harness.harness.binding.discovery import list_controllers
-
     rows = []
     for c in list_controllers():
         row = c.as_dict()
@@ -114,9 +115,6 @@ def inspect_target(
     """Decoded registers of ``target`` ("virtual" or a PCI address) as a plain dict. With
     ``bring_up`` the DbC is started first (so DCCTRL/DCPORTSC show a configured DbC) and
     stopped after reading."""
-    from dbc_harness.fixtures.bench import Bench, HardwareBench, VirtualBench, parse_bench_spec
-    from dbc_harness.harness.app.inspect import inspect_mmio
-
     bench: Bench
     if target == "virtual":
         bench = VirtualBench(free_running=bring_up)

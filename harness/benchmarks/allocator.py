@@ -32,15 +32,20 @@ same-run ratios: ``efficiency_ratio_vs_pmalloc_policy``,
 
 from __future__ import annotations
 
+import inspect
 import math
 import random
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 from dbc_harness.allocator.chunk import Chunk
+from dbc_harness.allocator.emulated import EmulatedDmaSpace
 from dbc_harness.allocator.heap import ChunkSource, HeapDmaSpace
+from dbc_harness.allocator.hugepage import HugepageDmaSpace
+from dbc_harness.allocator.reservation import HugepageReservation
 
 SEED = 20240611
 MIN_SIZE = 64
@@ -259,15 +264,8 @@ def _spaces(backend: str, pages: int) -> tuple[Callable[..., HeapDmaSpace], Any]
     """(factory of a fresh space taking the space's keyword options, context to hold around
     the run)."""
     if backend == "emulated":
-        from contextlib import nullcontext
-
-        from dbc_harness.allocator.emulated import EmulatedDmaSpace
-
         return EmulatedDmaSpace, nullcontext()
     if backend == "hugepage":
-        from dbc_harness.allocator.hugepage import HugepageDmaSpace
-        from dbc_harness.allocator.reservation import HugepageReservation
-
         reservation = HugepageReservation(pages)
 
         def hugepage_space(**options: Any) -> HeapDmaSpace:
@@ -278,10 +276,6 @@ def _spaces(backend: str, pages: int) -> tuple[Callable[..., HeapDmaSpace], Any]
 
 
 def _default_sanitize(factory: Callable[..., HeapDmaSpace]) -> bool:
-    import inspect
-
-    from dbc_harness.allocator.emulated import EmulatedDmaSpace
-    from dbc_harness.allocator.hugepage import HugepageDmaSpace
 
     cls = EmulatedDmaSpace if factory is EmulatedDmaSpace else HugepageDmaSpace
     return bool(inspect.signature(cls).parameters["sanitize"].default)
@@ -296,7 +290,6 @@ def run(quick: bool = False, backend: str = "emulated") -> dict[str, Any]:
     default_sanitize = _default_sanitize(factory)
     pmalloc_factory = factory
     if backend == "emulated":
-        from dbc_harness.allocator.emulated import EmulatedDmaSpace
 
         def pmalloc_factory() -> HeapDmaSpace:
             return EmulatedDmaSpace(chunk_size=HUGEPAGE)
@@ -316,7 +309,6 @@ def run(quick: bool = False, backend: str = "emulated") -> dict[str, Any]:
             device = _device_access(space, 500 if quick else 2000)
     # the same policy when the backing granule is a 2 MiB hugepage instead of one 64 KiB
     # boundary window: separates the policy's fragmentation from the granularity
-    from dbc_harness.allocator.emulated import EmulatedDmaSpace
 
     with EmulatedDmaSpace(chunk_size=HUGEPAGE, sanitize=default_sanitize) as coarse:
         coarse_result = _run_ours(coarse, initial, churn)

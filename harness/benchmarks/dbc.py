@@ -36,8 +36,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import usb.core
 from dbc_harness.drivers.dbc.driver import DbcDriver
 from dbc_harness.drivers.dbc.errors import DbcTimeout
+from dbc_harness.fixtures.virtual import VirtualXhci
+from dbc_harness.fixtures.virtual.pyusb_backend import get_backend
+from dbc_harness.harness.benchmarks import model as model_bench
 
 MiB = 1 << 20
 SUPERSPEED_CEILING_MBPS = 450
@@ -55,9 +59,6 @@ class _Peer:
         if not use_pyusb:
             return
         try:
-            import usb.core
-            from dbc_harness.fixtures.virtual.pyusb_backend import get_backend
-
             dev = usb.core.find(idVendor=0x1D6B, idProduct=0x0010, backend=get_backend(x))
             if dev is not None:
                 dev.set_configuration()
@@ -153,8 +154,6 @@ def _best(runs: list[tuple[float, float]]) -> tuple[float, float]:
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    from dbc_harness.fixtures.virtual import VirtualXhci
-
     big = 16 if quick else 64
     small = 2000 if quick else 20000
     repeats = 1 if quick else 3
@@ -183,7 +182,6 @@ def run(quick: bool = False) -> dict[str, Any]:
         findings = len(x.findings)
     finally:
         x.close()
-    from dbc_harness.harness.benchmarks import model as model_bench
 
     floor_bytes = big * MiB
     floor_out = max(model_bench.bench_out(floor_bytes)[0] for _ in range(repeats))

@@ -60,7 +60,7 @@ def _transition(strategy: Any, state: str) -> None:
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    # labgrid (the [lab] extra) only for this benchmark; without it LabUnavailable says so
+    # deferred: labgrid (the [lab] extra) is optional; without it LabUnavailable says so
     import dbc_harness.fixtures.lab  # noqa: F401
     from dbc_harness.fixtures.lab.driver import run_arguments
     from dbc_harness.fixtures.lab.loopback import LoopbackFarm, parse_token

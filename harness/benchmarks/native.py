@@ -30,6 +30,7 @@ from dbc_harness.drivers.native.build import build_reference
 from dbc_harness.drivers.native.cc import compile_object
 from dbc_harness.drivers.native.driver import DEFAULT_BAR_PHYS, NativeDbcDriver
 from dbc_harness.drivers.native.runner import Machine
+from dbc_harness.fixtures.virtual import VirtualXhci
 from dbc_harness.harness.benchmarks.dbc import MiB, _best, _in, _out, _Peer
 
 #: the reference driver as both directions are measured
@@ -50,8 +51,6 @@ DCCTRL = 0x20
 
 def _mmio_costs(n: int) -> tuple[float, float]:
     """(native us, Python driver us) per DCCTRL read, same model, same run."""
-    from dbc_harness.fixtures.virtual import VirtualXhci
-
     x = VirtualXhci(strict=True)
     try:
         m = Machine(compile_object(MMIO_LOOP, name="mmio_loop"), mmio=x.mmio, dma=x.dma,
@@ -77,8 +76,6 @@ def _mmio_costs(n: int) -> tuple[float, float]:
 
 def _throughput(make: Any, big: int, repeats: int) -> tuple[float, float, float, int]:
     """(out MB/s, in MB/s, bring-up s, findings) for the driver ``make(x)`` builds."""
-    from dbc_harness.fixtures.virtual import VirtualXhci
-
     x = VirtualXhci(strict=True)
     try:
         with x.run_free():
@@ -109,7 +106,6 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     loads: list[float] = []
     bringups: list[float] = []
-    from dbc_harness.fixtures.virtual import VirtualXhci
 
     for _ in range(repeats):
         x = VirtualXhci(strict=True)

@@ -21,6 +21,7 @@ import time
 from collections import deque
 from typing import Any
 
+from dbc_harness.fixtures.bench import VirtualBench
 from dbc_harness.fixtures.usbip import wire
 from dbc_harness.fixtures.usbip.client import UsbipClient
 from dbc_harness.fixtures.usbip.server import UsbipServer
@@ -116,8 +117,6 @@ def _direct_receive(host: Any, size: int) -> int:
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    from dbc_harness.fixtures.bench import VirtualBench
-
     size = (1 if quick else 8) << 20
     small = (256 if quick else 1024) << 10
     data = bytes(range(256)) * (size // 256)

@@ -34,10 +34,13 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
+from dbc_harness.allocator.hugepage import HugepageDmaSpace
+from dbc_harness.allocator.iova import IovaDmaSpace
 from dbc_harness.allocator.space import DmaSpace
 from dbc_harness.drivers.clock import REAL_CLOCK, Clock
 from dbc_harness.drivers.mmio import Mmio
 from dbc_harness.drivers.tracing import TraceSink
+from dbc_harness.drivers.xhci.host import halt_controller, probe_capabilities
 from dbc_harness.harness.binding import checks, state
 from dbc_harness.harness.binding.dma_mapper import VfioDmaMapper
 from dbc_harness.harness.binding.errors import (
@@ -60,6 +63,7 @@ from dbc_harness.harness.binding.pci import (
     PCI_COMMAND_MEMORY,
     normalize_bdf,
 )
+from dbc_harness.harness.binding.restore import restore_state
 from dbc_harness.harness.binding.sysfs import DRIVER_MODULE, PciSysfs, modprobe
 from dbc_harness.harness.binding.vfio import (
     VFIO_PCI_BAR0_REGION_INDEX,
@@ -357,8 +361,6 @@ class Claim:
 
     # -- shared --------------------------------------------------------------------------------
     def _probe(self) -> Any:
-        from dbc_harness.drivers.xhci.host import probe_capabilities
-
         assert self._region is not None
         return probe_capabilities(self._region)
 
@@ -423,7 +425,6 @@ class Claim:
         reset (VFIO resets it on close then)."""
         if self._region is None or self._region.closed:
             return
-        from dbc_harness.drivers.xhci.host import halt_controller
 
         reset = not (self._device is not None and self._device.info().has_reset)
         halt_controller(self._region, self.clock, reset=reset)
@@ -457,7 +458,6 @@ class Claim:
         if self._state is not None:
             if self._state.mode == "sysfs":
                 step(self._disable_if_enabled)
-            from dbc_harness.harness.binding.restore import restore_state
 
             step(restore_state, self._state, self.sysfs, self.state_dir)
         self._restore_signal_handlers()
@@ -506,8 +506,6 @@ def _permission_problem(what: str) -> NotPermitted:
 
 
 def _iova_space(mapper: VfioDmaMapper) -> DmaSpace:
-    from dbc_harness.allocator.iova import IovaDmaSpace
-
     return IovaDmaSpace(mapper, iova_base=mapper.iova_base)
 
 
@@ -518,8 +516,6 @@ SYSFS_HUGEPAGES = 4
 def _hugepage_space(ac64: bool) -> DmaSpace:
     """Hugepages at physical addresses; with AC64 = 0 the driver passes ``limit=1 << 32`` to
     every allocation and the allocator refuses pages above 4 GiB."""
-    from dbc_harness.allocator.hugepage import HugepageDmaSpace
-
     return HugepageDmaSpace(reserve=SYSFS_HUGEPAGES)
 
 

@@ -68,6 +68,7 @@ class ControllerInfo:
 
 
 def _xhci_bdfs_pyudev() -> list[str]:
+    # deferred: pyudev loads libudev, which a minimal container may lack (sysfs is the fallback)
     import pyudev
 
     try:

@@ -6,6 +6,8 @@ Each error says what went wrong and what the user can do about it. Refusals
 
 from __future__ import annotations
 
+import os
+
 
 class HarnessError(Exception):
     """Base class of every error raised by the binding layer (:mod:`harness`)."""
@@ -70,8 +72,6 @@ class VfioError(HarnessError, OSError):
     """A VFIO or iommufd ioctl failed; ``errno`` is the kernel's answer."""
 
     def __init__(self, what: str, errno_: int, hint: str = "") -> None:
-        import os
-
         text = f"{what} failed: {os.strerror(errno_)} (errno {errno_})"
         if hint:
             text += f"; {hint}"
