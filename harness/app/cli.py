@@ -117,11 +117,13 @@ class HarnessGroup(click.Group):
                 raise Interrupted(signal.SIGINT) from None
             code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
         except click.exceptions.ClickException as exc:
-            if type(exc).__name__ == "NoArgsIsHelpError" and exc.ctx is not None:  # type: ignore[attr-defined]
-                click.echo(exc.ctx.get_help())  # type: ignore[attr-defined]
+            no_args = type(exc).__name__ == "NoArgsIsHelpError"  # a UsageError (click >= 8.2)
+            if no_args and isinstance(exc, click.UsageError) and exc.ctx is not None:
+                click.echo(exc.ctx.get_help())
             if getattr(exc, "ctx", None) is None:  # the option parser gives no context
                 argv = sys.argv[1:] if args is None else [str(a) for a in args]
                 name = next((a for a in argv if a in self.commands), None)
+                # read back by cli_errors.report_error (getattr) to name the command
                 exc.command_path = f"dbc-harness {name}" if name else "dbc-harness"  # type: ignore[attr-defined]
             code = report_error(exc)
         except Interrupted as exc:
