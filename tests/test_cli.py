@@ -157,7 +157,7 @@ class ArrayMmio:
 
 
 def qemu_like_bar0(with_dbc: bool) -> ArrayMmio:
-    """Registers as QEMU's qemu-xhci shows them (qemu-bench.md), optionally a DbC at 0x500."""
+    """Registers as QEMU's qemu-xhci shows them (hw/usb/hcd-xhci.c), optionally a DbC at 0x500."""
     m = ArrayMmio(0x10000)
     m.write32(0x00, 0x0100_0040)  # CAPLENGTH 0x40, HCIVERSION 0x0100
     m.write32(0x04, 0x0800_1040)  # HCSPARAMS1: 64 slots, 16 interrupters, 8 ports

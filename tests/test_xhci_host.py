@@ -1,5 +1,5 @@
 """Host-side tests of drivers/xhci/host.py against a small register file that behaves like the
-capability and operational registers of QEMU's qemu-xhci (values from qemu-bench.md). The full
+capability and operational registers of QEMU's qemu-xhci (values from hw/usb/hcd-xhci.c). The full
 No Op path against a real controller runs in the kernel bench guest (tests/guest/test_vfio.py)."""
 
 from __future__ import annotations

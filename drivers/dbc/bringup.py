@@ -1,5 +1,5 @@
-"""Finding the DbC and the reference bring-up sequence (xHCI 1.2 section 7.6.4, the Linux
-runtime order; see /work/shared/reference/xhci-dbc.md "Bring-up sequence").
+"""Finding the DbC and the reference bring-up sequence (xHCI 1.2 section 7.6.4 "DbC
+Initialization", in the order of Linux's runtime DbC driver, drivers/usb/host/xhci-dbgcap.c).
 
 1. :func:`find_dbc`: walk the extended capability list from HCCPARAMS1.xECP (bounded).
 2. :func:`disable`: DCCTRL = 0, wait for DCE to read 0.

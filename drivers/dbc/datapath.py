@@ -1,6 +1,7 @@
 """Transfer bookkeeping for both DbC pipes: DMA buffers, TRBs in flight, ordering, back-pressure.
 
-Directions are named from both sides to avoid guessing (see /work/shared/reference/xhci-dbc.md):
+Directions are named from both sides to avoid guessing (xHCI 1.2 section 7.6.3: the DbC's OUT
+ring carries the target's output, as in Linux's xhci-dbgcap.c, which queues writes on BULK_OUT):
 
 * :class:`TargetToHostPipe` drives the DbC **OUT** transfer ring (endpoint context at +64,
   EP Type 2 Bulk OUT, doorbell target 0). ``write()`` data goes here; the debug host reads it

@@ -22,7 +22,7 @@ from guest_helpers import usb_devices_come_back
 
 pytestmark = [pytest.mark.kernel_bench, pytest.mark.usefixtures(usb_devices_come_back.__name__)]
 
-#: HCCPARAMS1 of the two emulated controllers (qemu-bench.md): both set AC64.
+#: HCCPARAMS1 of the two emulated controllers (QEMU hw/usb/hcd-xhci.c): both set AC64.
 HCCPARAMS1 = {"qemu-xhci": 0x00087001, "nec-usb-xhci": 0x00080001}
 
 
