@@ -102,6 +102,32 @@ def hcrst_running(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     x.mmio.write32(0x80, USBCMD.encode(RS=1, HCRST=1))
 
 
+# ---------------------------------------------------------------- USB Legacy Support (firmware)
+def _bios_owned(x: VirtualXhci) -> int:
+    """The firmware owns the controller (fixtures/virtual/firmware.py); USBLEGSUP's offset."""
+    from dbc_harness.fixtures.virtual.firmware import FirmwareConfig
+
+    x.firmware.config = FirmwareConfig(bios_owned=True, handoff_ms=2.0)
+    x.firmware.power_on()
+    assert x.regs.legacy_offset is not None
+    return x.regs.legacy_offset
+
+
+def legsup_bios_semaphore(x: VirtualXhci, b: MinimalDbcProducer) -> None:
+    off = _bios_owned(x)
+    x.mmio.write32(off, x.mmio.read32(off) & ~(1 << 16))  # clears the BIOS's bit, no request
+
+
+def legsup_wrong_byte(x: VirtualXhci, b: MinimalDbcProducer) -> None:
+    off = _bios_owned(x)
+    x.mmio.write8(off + 2, 0x01)  # HC OS Owned is bit 0 of byte 3, not byte 2
+
+
+def legsup_no_handoff(x: VirtualXhci, b: MinimalDbcProducer) -> None:
+    _bios_owned(x)
+    _enumerate(x, b)  # DCE set while the BIOS still owns the controller
+
+
 # ---------------------------------------------------------------- DbC registers
 def db_target(x: VirtualXhci, b: MinimalDbcProducer) -> None:
     _configured(x, b)
@@ -455,6 +481,9 @@ CASES: dict[str, tuple[Breaker, Quirks | None, bool]] = {
     "MMIO-64-ORDER": (mmio_64_order, None, True),
     "MMIO-64BIT-UNSUPPORTED": (mmio_64bit_unsupported, Quirks(no_64bit_mmio=True), True),
     "XHCI-HCRST-RUNNING": (hcrst_running, None, True),
+    "XHCI-LEGSUP-BIOS-SEMAPHORE": (legsup_bios_semaphore, None, True),
+    "XHCI-LEGSUP-WRONG-BYTE": (legsup_wrong_byte, None, True),
+    "XHCI-LEGSUP-NO-HANDOFF": (legsup_no_handoff, None, True),
     "DBC-DB-TARGET": (db_target, None, True),
     "PCI-BUS-MASTER": (pci_bus_master, None, True),
     "DBC-DCE-REGS-CHANGED": (dce_regs_changed, None, True),
