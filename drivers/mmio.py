@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+#: what a 32-bit MMIO read returns when the device is gone, memory decoding is off or the link is
+#: down (a PCIe master abort / Unsupported Request completes reads with all ones)
+ALL_ONES = 0xFFFF_FFFF
+
 
 @runtime_checkable
 class Mmio(Protocol):

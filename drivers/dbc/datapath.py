@@ -26,13 +26,12 @@ from dbc_harness.allocator import DmaBuffer, DmaError, DmaPool, DmaSpace
 from dbc_harness.drivers.dbc.errors import DbcDmaError, UndeliveredMessage
 from dbc_harness.drivers.dbc.rings import allocate_transfer_ring
 from dbc_harness.drivers.tracing import TraceSink
+from dbc_harness.drivers.xhci.contexts import DBC_MAX_PACKET_SIZE
 from dbc_harness.drivers.xhci.trb import TRB_SIZE, render_trb
 
 #: a Normal TRB moves at most 64 KiB and its buffer must not cross a 64 KiB line (table 6-1)
 TRB_MAX_BYTES = 0x10000
 LINE_64K = 0x10000
-#: DbC max packet size (SuperSpeed bulk)
-MPS = 1024
 #: blocks for small messages (no 64 KiB line can be crossed inside a pool block either)
 SMALL_BLOCK = 2048
 
@@ -176,7 +175,7 @@ class TargetToHostPipe:
         if not isinstance(data, bytes):
             view = memoryview(bytes(view))  # the caller may reuse its buffer
         msg = OutMessage(self.next_id, view, writer=writer)
-        msg.zlp = self.zlp and msg.length > 0 and msg.length % MPS == 0
+        msg.zlp = self.zlp and msg.length > 0 and msg.length % DBC_MAX_PACKET_SIZE == 0
         self.next_id += 1
         self.backlog.append(msg)
         return msg

@@ -87,6 +87,7 @@ from dbc_harness.drivers.dbc.state import DbcState, StateCallback, StateMachine
 from dbc_harness.drivers.dbc.wait import Deadline
 from dbc_harness.drivers.mmio import Mmio
 from dbc_harness.drivers.tracing import TraceSink, null_sink
+from dbc_harness.drivers.xhci.contexts import DBC_MAX_PACKET_SIZE
 from dbc_harness.drivers.xhci.registers import DCCTRL, DCDB, DCID, XECP_ID_DEBUG_CAPABILITY
 from dbc_harness.drivers.xhci.ring import EventRing
 
@@ -95,8 +96,6 @@ log = logging.getLogger("dbc_harness.drivers.dbc")
 _RUNNING = (DbcState.ENABLED, DbcState.CONNECTED, DbcState.CONFIGURED)
 #: states poll() accepts once start() has begun (INITIALIZED: re-bring-up after a reset)
 _POLLABLE = (DbcState.INITIALIZED, *_RUNNING)
-#: the DbC max packet size: IN buffers must be a multiple of it (a packet never straddles one)
-_MPS = 1024
 
 
 class DbcDriver:
@@ -141,7 +140,7 @@ class DbcDriver:
         ring_trbs: int = 256,
         event_ring_trbs: int | None = None,
         in_buffers: int | None = None,
-        in_buffer_size: int = _MPS,
+        in_buffer_size: int = DBC_MAX_PACKET_SIZE,
         max_bytes_in_flight: int = 8 << 20,
         rx_limit: int = 16 << 20,
         takeover: bool = False,
@@ -162,12 +161,12 @@ class DbcDriver:
             )
         if (
             not isinstance(in_buffer_size, int)
-            or not _MPS <= in_buffer_size <= TRB_MAX_BYTES
-            or in_buffer_size % _MPS
+            or not DBC_MAX_PACKET_SIZE <= in_buffer_size <= TRB_MAX_BYTES
+            or in_buffer_size % DBC_MAX_PACKET_SIZE
         ):
             raise DbcConfigError(
-                f"in_buffer_size must be a multiple of {_MPS} up to {TRB_MAX_BYTES}, "
-                f"got {in_buffer_size!r}"
+                f"in_buffer_size must be a multiple of {DBC_MAX_PACKET_SIZE} up to "
+                f"{TRB_MAX_BYTES}, got {in_buffer_size!r}"
             )
         if max_bytes_in_flight < TRB_MAX_BYTES:
             raise DbcConfigError(f"max_bytes_in_flight must be >= {TRB_MAX_BYTES}")
@@ -259,9 +258,6 @@ class DbcDriver:
             raise DbcStateError(f"start() in state {self._sm.state.name}; stop() first")
         deadline = Deadline(self.clock, timeout)
         base = self.find_dbc()
-        handoff = bringup.bios_handoff(self.mmio, self.clock, min(1.0, deadline.remaining()))
-        if handoff == "timeout":  # the firmware never let go: going on, as Linux does
-            self.counters.recoveries["bios_handoff_timeout"] += 1
         regs = DbcRegisters(self.mmio, base, mmio64=self.mmio64, trace=self.trace)
         limit = bringup.address_limit(self.mmio)
         ctrl = regs.dcctrl()

@@ -10,6 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dbc_harness.drivers.dbc.errors import DbcConfigError
+from dbc_harness.drivers.xhci.registers import (
+    DBC_DEFAULT_DEVICE_REVISION,
+    DBC_DEFAULT_PRODUCT_ID,
+    DBC_DEFAULT_VENDOR_ID,
+)
 
 #: a USB string descriptor is at most 255 bytes: 2 header bytes + 126 UTF-16 code units
 MAX_STRING_UNITS = 126
@@ -25,9 +30,9 @@ class DbcIdentity:
     1 = GNU Remote Debug Command Set).
     """
 
-    vendor_id: int = 0x1D6B
-    product_id: int = 0x0010
-    bcd_device: int = 0x0010
+    vendor_id: int = DBC_DEFAULT_VENDOR_ID
+    product_id: int = DBC_DEFAULT_PRODUCT_ID
+    bcd_device: int = DBC_DEFAULT_DEVICE_REVISION
     protocol: int = 0
     manufacturer: str = "Linux Foundation"
     product: str = "Linux USB Debug Target"

@@ -9,12 +9,10 @@ used. A DCCTRL read of all ones means the controller is gone (surprise removal).
 from __future__ import annotations
 
 from dbc_harness.drivers.dbc.errors import DbcSurpriseRemoval
-from dbc_harness.drivers.mmio import Mmio
+from dbc_harness.drivers.mmio import ALL_ONES, Mmio
 from dbc_harness.drivers.tracing import TraceSink, null_sink
 from dbc_harness.drivers.xhci.layout import Layout
 from dbc_harness.drivers.xhci.registers import DBC_REGS, DCCTRL
-
-ALL_ONES = 0xFFFF_FFFF
 
 
 def flag_mask(layout: Layout, name: str) -> int:

@@ -128,6 +128,9 @@ DBC_CONTEXT_SIZE: int = DBC_CONTEXT.sizeof()
 DBC_INFO_OFFSET = 0
 DBC_OUT_EP_OFFSET: int = DBC_CONTEXT.subcons[0].sizeof()
 DBC_IN_EP_OFFSET: int = DBC_OUT_EP_OFFSET + DBC_CONTEXT.subcons[1].sizeof()
+#: Max Packet Size of both DbC endpoints: SuperSpeed bulk, 1024 bytes (xHCI 1.2 section 7.6.9.2
+#: "DbC Endpoint Context"; the debug host sees it as wMaxPacketSize)
+DBC_MAX_PACKET_SIZE = 1024
 
 ERST_ENTRY = Layout(
     "ERSTEntry",

@@ -24,7 +24,7 @@ from types import TracebackType
 from dbc_harness.allocator.errors import DmaError
 from dbc_harness.allocator.space import DmaBuffer, DmaSpace
 from dbc_harness.drivers.clock import REAL_CLOCK, Clock
-from dbc_harness.drivers.mmio import Mmio
+from dbc_harness.drivers.mmio import ALL_ONES, Mmio
 from dbc_harness.drivers.xhci import registers as R
 from dbc_harness.drivers.xhci import trb
 from dbc_harness.drivers.xhci.contexts import ERST_ENTRY
@@ -34,6 +34,9 @@ from dbc_harness.drivers.xhci.ring import SEGMENT_ALIGN, SEGMENT_BOUNDARY, Event
 
 __all__ = [
     "Capabilities",
+    "CapabilityListBroken",
+    "CapabilityListLoops",
+    "CapabilityReadsAllOnes",
     "CommandCompletion",
     "ExtendedCapability",
     "HostControllerError",
@@ -51,7 +54,6 @@ HALT_TIMEOUT_S = 1.0
 #: Linux waits up to 10 s for HCRST on some parts; 5 s is plenty for QEMU and common silicon.
 RESET_TIMEOUT_S = 5.0
 COMMAND_TIMEOUT_S = 2.0
-_ALL_ONES = 0xFFFF_FFFF
 _TRB = trb.TRB_SIZE
 
 
@@ -62,6 +64,28 @@ class HostControllerError(XhciLayoutError):
 
 class HostControllerTimeout(HostControllerError):
     """A register or event did not reach the expected state before its deadline."""
+
+
+class CapabilityListBroken(HostControllerError):
+    """The extended capability list cannot be followed to its end. ``found``: the entries read
+    before the break, in list order."""
+
+    def __init__(self, message: str, found: list[ExtendedCapability]) -> None:
+        super().__init__(message)
+        self.found = found
+
+
+class CapabilityListLoops(CapabilityListBroken):
+    """A Next Capability Pointer leads back to an entry already read."""
+
+
+class CapabilityReadsAllOnes(CapabilityListBroken):
+    """An entry reads 0xFFFFFFFF: the device is gone (or memory decoding is off). ``offset``:
+    that entry's BAR0 offset."""
+
+    def __init__(self, message: str, found: list[ExtendedCapability], offset: int) -> None:
+        super().__init__(message, found)
+        self.offset = offset
 
 
 @dataclass(frozen=True)
@@ -129,17 +153,22 @@ class Capabilities:
 def walk_extended_capabilities(
     mmio: Mmio, first_offset: int, limit: int = MAX_EXTENDED_CAPABILITIES
 ) -> list[ExtendedCapability]:
-    """Follow the Next Capability Pointers from ``first_offset`` (bytes; 0 = empty list)."""
+    """Follow the Next Capability Pointers from ``first_offset`` (bytes; 0 = empty list), at most
+    ``limit`` entries (a corrupt list of forward pointers ends there). The one walk of the code
+    base (xHCI 1.2 section 7). CapabilityListLoops / CapabilityReadsAllOnes (both with the
+    entries read so far) when the list cannot be followed."""
     found: list[ExtendedCapability] = []
     offset = first_offset
     seen: set[int] = set()
     while offset and len(found) < limit:
         if offset in seen:
-            raise HostControllerError(f"extended capability list loops back to 0x{offset:x}")
+            raise CapabilityListLoops(f"extended capability list loops back to 0x{offset:x}", found)
         seen.add(offset)
         value = mmio.read32(offset)
-        if value == _ALL_ONES:
-            raise HostControllerError(f"extended capability at 0x{offset:x} reads all ones")
+        if value == ALL_ONES:
+            raise CapabilityReadsAllOnes(
+                f"extended capability at 0x{offset:x} reads all ones", found, offset
+            )
         f = R.EXTENDED_CAPABILITY.decode(value)
         found.append(ExtendedCapability(offset, f["capability_id"], value))
         step = f["next_capability_pointer"]
@@ -150,7 +179,7 @@ def walk_extended_capabilities(
 def probe_capabilities(mmio: Mmio) -> Capabilities:
     """Read and decode the capability registers and the extended capability list."""
     raw = R.CAPABILITY_REGS.read_all(mmio)
-    if raw["HCSPARAMS1"] == _ALL_ONES or raw["HCCPARAMS1"] == _ALL_ONES:
+    if raw["HCSPARAMS1"] == ALL_ONES or raw["HCCPARAMS1"] == ALL_ONES:
         raise HostControllerError(
             "capability registers read all ones: device gone or MEM decoding off"
         )
@@ -205,7 +234,7 @@ def halt_controller(
     cmd_off, usbcmd = _op("USBCMD", caplength)
     sts_off, usbsts = _op("USBSTS", caplength)
     cmd = mmio.read32(cmd_off)
-    if cmd == _ALL_ONES:
+    if cmd == ALL_ONES:
         raise HostControllerError("USBCMD reads all ones: device gone or MEM decoding off")
     if usbcmd.get(cmd, "RS"):
         mmio.write32(cmd_off, usbcmd.replace(cmd, RS=0, HCRST=0))

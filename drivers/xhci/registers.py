@@ -308,6 +308,12 @@ DCCP = _reg(
     qword(0, address_bits("dbc_context_pointer", 60, 4,
                           "Debug Capability Context Pointer (7.6.8.7)"), RZ(4)),
 )  # fmt: skip
+#: the identity a DbC presents unless told otherwise (DCDDI1/DCDDI2): Linux Foundation 1d6b:0010,
+#: bcdDevice 0x0010, as Linux's DbC driver sets it and ``usb_debug`` binds to
+DBC_DEFAULT_VENDOR_ID = 0x1D6B
+DBC_DEFAULT_PRODUCT_ID = 0x0010
+DBC_DEFAULT_DEVICE_REVISION = 0x0010
+
 DCDDI1 = _reg(
     "DCDDI1",
     dword(0, bits("vendor_id", 16, "DbC Vendor ID (7.6.8.8): idVendor"), RZ(8),

@@ -11,13 +11,17 @@ from __future__ import annotations
 from typing import Any
 
 from dbc_harness.drivers.mmio import Mmio
+from dbc_harness.drivers.xhci.host import (
+    CapabilityListLoops,
+    CapabilityReadsAllOnes,
+    walk_extended_capabilities,
+)
 from dbc_harness.drivers.xhci.registers import (
     CAPABILITY_REGS,
     DBC_REGS,
     DCCTRL,
     DCID,
     DCPORTSC,
-    EXTENDED_CAPABILITY,
     HCCPARAMS1,
     SUPPORTED_PROTOCOL,
     USBLEGSUP,
@@ -25,10 +29,6 @@ from dbc_harness.drivers.xhci.registers import (
     XECP_ID_SUPPORTED_PROTOCOL,
     XECP_ID_USB_LEGACY_SUPPORT,
 )
-
-#: bound on the extended capability walk (a corrupt list must not loop forever)
-MAX_XECP_STEPS = 256
-ALL_ONES = 0xFFFF_FFFF
 
 XECP_NAMES = {
     XECP_ID_USB_LEGACY_SUPPORT: "USB Legacy Support",
@@ -52,19 +52,19 @@ def _xecp_name(cap_id: int) -> str:
     return "vendor defined" if cap_id >= 0xC0 else "reserved"
 
 
-def walk_extended_capabilities(mmio: Mmio, xecp_dwords: int) -> list[dict[str, Any]]:
-    """Every extended capability from ``xECP`` (in dwords), at most :data:`MAX_XECP_STEPS`."""
+def describe_extended_capabilities(mmio: Mmio, xecp_dwords: int) -> list[dict[str, Any]]:
+    """Every extended capability from ``xECP`` (in dwords), decoded (the xHCI walk, bounded; a
+    list that loops ends where it loops back; an all-ones entry ends it as a pseudo-entry)."""
+    try:
+        found = walk_extended_capabilities(mmio, xecp_dwords * 4)
+        broken_at = None
+    except CapabilityListLoops as exc:
+        found, broken_at = exc.found, None
+    except CapabilityReadsAllOnes as exc:
+        found, broken_at = exc.found, exc.offset
     caps: list[dict[str, Any]] = []
-    offset = xecp_dwords * 4
-    seen: set[int] = set()
-    while offset and len(caps) < MAX_XECP_STEPS and offset not in seen:
-        seen.add(offset)
-        dword0 = mmio.read32(offset)
-        if dword0 == ALL_ONES:
-            caps.append({"offset": offset, "id": 0xFF, "name": "all-ones read", "decoded": ""})
-            break
-        header = EXTENDED_CAPABILITY.decode(dword0)
-        cap_id = header["capability_id"]
+    for cap in found:
+        offset, cap_id, dword0 = cap.offset, cap.capability_id, cap.dword0
         decoded = ""
         if cap_id == XECP_ID_USB_LEGACY_SUPPORT:
             decoded = _decoded(USBLEGSUP, dword0)
@@ -79,8 +79,8 @@ def walk_extended_capabilities(mmio: Mmio, xecp_dwords: int) -> list[dict[str, A
         caps.append(
             {"offset": offset, "id": cap_id, "name": _xecp_name(cap_id), "decoded": decoded}
         )
-        step = header["next_capability_pointer"]
-        offset = offset + step * 4 if step else 0
+    if broken_at is not None:
+        caps.append({"offset": broken_at, "id": 0xFF, "name": "all-ones read", "decoded": ""})
     return caps
 
 
@@ -114,7 +114,7 @@ def inspect_mmio(mmio: Mmio) -> dict[str, Any]:
         for name, value in values.items()
     ]
     hcc1 = HCCPARAMS1.decode(values["HCCPARAMS1"])
-    ext = walk_extended_capabilities(mmio, hcc1["xECP"])
+    ext = describe_extended_capabilities(mmio, hcc1["xECP"])
     report: dict[str, Any] = {
         "capability_registers": capability_rows,
         "ac64": bool(hcc1["AC64"]),

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from dbc_harness.drivers.dbc import DbcConfigError, DbcTimeout, DbcUndelivered
 from dbc_harness.drivers.dbc_api import DbcDriverApi, TargetStream
 from dbc_harness.drivers.tracing import TraceSink, null_sink
+from dbc_harness.drivers.xhci.contexts import DBC_MAX_PACKET_SIZE
 from dbc_harness.fixtures.bench import HostUnavailable, PipeStalled, open_bench
 from dbc_harness.fixtures.trace import open_trace
 from dbc_harness.fixtures.virtual.quirk_options import QuirkError, parse_quirks
@@ -42,8 +43,6 @@ from rich.markup import escape as esc
 if TYPE_CHECKING:
     from dbc_harness.fixtures.bench import Bench, DebugHostPipe
 
-#: USB SuperSpeed bulk max packet size (what the DbC reports)
-MAX_PACKET = 1024
 #: message size of the throughput checks
 THROUGHPUT_MESSAGE = 1 << 20
 
@@ -144,7 +143,7 @@ class TargetEcho:
 
 def _request_size(remaining: int) -> int:
     """A target -> host request: whole max-packet multiples, at most one throughput message."""
-    return min(-(-remaining // MAX_PACKET) * MAX_PACKET, THROUGHPUT_MESSAGE)
+    return min(-(-remaining // DBC_MAX_PACKET_SIZE) * DBC_MAX_PACKET_SIZE, THROUGHPUT_MESSAGE)
 
 
 class _EchoReader(threading.Thread):
@@ -421,7 +420,7 @@ def _session_body(
         pipe = None
     # receive buffers larger than a packet only complete on a short packet: the host must
     # end packet-multiple messages with a zero-length packet
-    zlp = (options.in_buffer_size or MAX_PACKET) > MAX_PACKET
+    zlp = (options.in_buffer_size or DBC_MAX_PACKET_SIZE) > DBC_MAX_PACKET_SIZE
     if pipe is not None:
         result.bench["debug host"] = pipe.via + (" (ZLP after packet multiples)" if zlp else "")
         if options.echo_sizes:

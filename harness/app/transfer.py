@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dbc_harness.drivers.tracing import TraceSink, null_sink
+from dbc_harness.drivers.xhci.contexts import DBC_MAX_PACKET_SIZE
 from dbc_harness.fixtures.bench import VirtualBench, open_bench
 from dbc_harness.harness.app.cli_signals import guarded
-from dbc_harness.harness.app.session import MAX_PACKET, read_chunk
+from dbc_harness.harness.app.session import read_chunk
 
 if TYPE_CHECKING:
     from dbc_harness.fixtures.bench import DebugHostPipe
@@ -65,7 +66,10 @@ class _HostReader(threading.Thread):
     def run(self) -> None:
         try:
             while self.count < self.total and time.monotonic() < self.deadline:
-                want = min(-(-(self.total - self.count) // MAX_PACKET) * MAX_PACKET, CHUNK)
+                want = min(
+                    -(-(self.total - self.count) // DBC_MAX_PACKET_SIZE) * DBC_MAX_PACKET_SIZE,
+                    CHUNK,
+                )
                 data = self.pipe.recv(want, timeout=0.2)
                 self.digest.update(data)
                 self.count += len(data)

@@ -39,6 +39,7 @@ from typing import Any
 import usb.core
 from dbc_harness.drivers.dbc.driver import DbcDriver
 from dbc_harness.drivers.dbc.errors import DbcTimeout
+from dbc_harness.drivers.xhci.registers import DBC_DEFAULT_PRODUCT_ID, DBC_DEFAULT_VENDOR_ID
 from dbc_harness.fixtures.virtual import VirtualXhci
 from dbc_harness.fixtures.virtual.pyusb_backend import get_backend
 from dbc_harness.harness.benchmarks import model as model_bench
@@ -59,7 +60,11 @@ class _Peer:
         if not use_pyusb:
             return
         try:
-            dev = usb.core.find(idVendor=0x1D6B, idProduct=0x0010, backend=get_backend(x))
+            dev = usb.core.find(
+                idVendor=DBC_DEFAULT_VENDOR_ID,
+                idProduct=DBC_DEFAULT_PRODUCT_ID,
+                backend=get_backend(x),
+            )
             if dev is not None:
                 dev.set_configuration()
                 self.dev = dev

@@ -17,11 +17,11 @@ from __future__ import annotations
 import threading
 from typing import Protocol
 
+from dbc_harness.allocator.window import MSI_WINDOW
 from dbc_harness.harness.binding.errors import VfioError
 from dbc_harness.harness.binding.vfio import IommuInfo
 
 FOUR_GIB = 1 << 32
-MSI_WINDOW = (0xFEE0_0000, 0xFEF0_0000)
 #: IOVA space we offer when AC64 = 1 (enough for any test; the IOMMU's own width may be 39/48).
 IOVA_SPAN_AC64 = 1 << 36
 
