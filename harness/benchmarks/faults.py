@@ -50,6 +50,7 @@ from dbc_harness.fixtures.virtual import (
     VirtualXhci,
 )
 from dbc_harness.fixtures.virtual.faults import FAULT_KINDS, FaultKind, Ledger, Tally
+from dbc_harness.fixtures.virtual.host import HostDirection
 
 #: wall-clock limit of one run (a run that needs more counts as a hang)
 RUN_LIMIT_S = 60.0
@@ -60,8 +61,9 @@ class _Hang(Exception):
     """A recovery or a flush did not finish within its deadline."""
 
 
-class _Run:
-    """One run: one fault kind, one seed."""
+class FaultRun:
+    """One run: one fault kind (its quirks and options), one seed; the stateful test drives
+    the same peer with hypothesis."""
 
     def __init__(self, kind: FaultKind, seed: int, steps: int) -> None:
         self.kind = kind
@@ -76,7 +78,7 @@ class _Run:
         self.ledger = Ledger()
         self.retransmit: list[bytes] = []
         self.removed = False
-        self.halted: set[str] = set()
+        self.halted: set[HostDirection] = set()
         self.host_reads = True
         self.target_reads = True
         self.inexact = 0
@@ -191,36 +193,71 @@ class _Run:
             self.kind.recover(self.x)
             self.settle()
 
-    def inject(self) -> None:
-        kind, x = self.kind, self.x
-        # data in flight both ways: writes the host has not read, a TRB half read
+    def fault(self, kind: FaultKind) -> None:
+        """Inject a runtime fault now, with data in flight both ways, and recover from it (the
+        stateful test's rule)."""
+        x = self.x
+        if kind.inject is None or self.removed or not x.host.configured:
+            return
+        xfer = self._in_flight()
+        kind.inject(x)
+        self.halted.clear()  # the host's own halts end with the fault (or it clears them)
+        self._end_transfer(xfer, 0.0)
+        self.host_drain()  # the host reads what it had taken off the wire
+        for _ in range(3):
+            self.poll()
+        if kind.terminal:
+            self.target_read()
+            return
+        kind.recover(x)
+        self.heal()
+        self.settle()
+
+    def _in_flight(self) -> Any:
+        """Data in flight both ways: writes the host has not read (one TRB half read), a host
+        transfer landing; the model runs a little so completions wait on the event ring."""
+        x = self.x
         for _ in range(3):
             self.write(self.rng.randbytes(self.rng.choice((3000, 1024, 70_000))))
         self.host_drain(max_bytes=self.rng.choice((100, 1500)))
-        if x.host.configured:
-            xfer = x.host.submit(self.rng.randbytes(3000))
-            x.advance(1)
+        if not x.host.configured or "out" in self.halted:
+            return None
+        xfer = x.host.submit(self.rng.randbytes(3000))
+        x.advance(1)
+        return xfer
+
+    def _end_transfer(self, xfer: Any, timeout: float) -> None:
+        """Record how the host transfer from :meth:`_in_flight` ended."""
+        if xfer is None:
+            return
+        x = self.x
+        try:
+            x.host.wait(xfer, timeout=timeout)
+        except DebugHostTimeout as exc:
+            self.ledger.sent.append((bytes(xfer.data), False, exc.transferred))
+        except DebugHostError as exc:
+            with x.operation():
+                if xfer in x.host.tx:
+                    x.host.tx.remove(xfer)  # cancelled
+            self.ledger.sent.append((bytes(xfer.data), False, xfer.pos))
+            if (
+                isinstance(exc, HostTransferError)
+                and "out" not in self.halted
+                and x.host.configured
+            ):
+                x.host.clear_halt("out")
         else:
-            xfer = None
+            self.ledger.sent.append((bytes(xfer.data), True, len(xfer.data)))
+
+    def inject(self) -> None:
+        kind, x = self.kind, self.x
+        xfer = self._in_flight()
         if kind.halt is not None:
-            x.host.halt(kind.halt)  # type: ignore[arg-type]
+            x.host.halt(kind.halt)
             self.halted.add(kind.halt)
         if kind.inject is not None:
             kind.inject(x)
-        if xfer is not None:
-            try:
-                x.host.wait(xfer, timeout=0.0 if kind.inject else 0.05)
-            except DebugHostTimeout as exc:
-                self.ledger.sent.append((bytes(xfer.data), False, exc.transferred))
-            except DebugHostError as exc:
-                with x.operation():
-                    if xfer in x.host.tx:
-                        x.host.tx.remove(xfer)  # cancelled
-                self.ledger.sent.append((bytes(xfer.data), False, xfer.pos))
-                if isinstance(exc, HostTransferError) and "out" not in self.halted:
-                    x.host.clear_halt("out")
-            else:
-                self.ledger.sent.append((bytes(xfer.data), True, len(xfer.data)))
+        self._end_transfer(xfer, 0.0 if kind.inject else 0.05)
         # the host keeps what it had taken off the wire: read it before it re-enumerates
         self.host_drain()
         self.host_reads = not kind.host_stops_reading
@@ -237,7 +274,7 @@ class _Run:
         for _ in range(5):
             self.poll()
         for direction in sorted(self.halted):
-            x.host.clear_halt(direction)  # type: ignore[arg-type]
+            x.host.clear_halt(direction)
         self.halted.clear()
         self.host_reads = self.target_reads = True
         if kind.inject is not None and not kind.terminal:
@@ -285,7 +322,7 @@ class _Run:
         x = self.x
         if not self.removed:
             for direction in sorted(self.halted):
-                x.host.clear_halt(direction)  # type: ignore[arg-type]
+                x.host.clear_halt(direction)
             self.halted.clear()
             self.host_reads = self.target_reads = True
             while self.retransmit:
@@ -321,7 +358,7 @@ class _Run:
 
 def run_kind(kind: FaultKind, seed: int, steps: int) -> dict[str, Any]:
     """One run; returns its tally as a dict (plus hangs, tracebacks, findings)."""
-    r = _Run(kind, seed, steps)
+    r = FaultRun(kind, seed, steps)
     hangs = tracebacks = 0
     problems: list[str] = []
     try:
