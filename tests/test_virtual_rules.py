@@ -7,6 +7,7 @@ check the complete list; strict-mode raising has its own tests at the end.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -600,3 +601,9 @@ def test_bad_trb_type_completes_with_trb_error_and_halts() -> None:
         assert b.dcctrl()["HOT"] == 1
         ctx = DBC_ENDPOINT_CONTEXT.parse(b.ctx.view, DBC_OUT_EP_OFFSET)
         assert ctx["ep_state"] == 2 and ctx["tr_dequeue_pointer"] == addr
+
+
+def test_readme_lists_every_rule() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    missing = [rule for rule in RULES if f"| `{rule}` |" not in readme]
+    assert missing == []
