@@ -61,7 +61,7 @@ def test_console_script_and_pytest_plugin_use_the_namespace() -> None:
     from importlib.metadata import entry_points
 
     scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
-    assert scripts["dbc-harness"] == "dbc_harness.harness.app.cli:main"
+    assert scripts["dbc-harness"] == "dbc_harness.harness.app.entry:main"
     plugins = {e.name: e.value for e in entry_points(group="pytest11")}
     assert plugins["dbc_harness"] == "dbc_harness.fixtures.plugin"
     assert importlib.util.find_spec("dbc_harness.fixtures.plugin") is not None
