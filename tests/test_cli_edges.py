@@ -389,3 +389,18 @@ def test_after_hold_a_signal_is_only_recorded(signals_state: None) -> None:
     cli_signals._on_signal(signal.SIGHUP, None)  # no exception
     late = cli_signals.received()
     assert late is not None and late.exit_code == 129
+
+
+def test_a_claims_own_signal_exit_is_reported_like_ours(monkeypatch: pytest.MonkeyPatch) -> None:
+    """harness.binding.claim's handler ends SIGTERM with SystemExit(143) while it holds a
+    controller (after giving it back): the same one line as our own handler."""
+    import click
+
+    @click.command("held")
+    def held() -> None:
+        raise SystemExit(128 + signal.SIGTERM)
+
+    monkeypatch.setitem(cli.commands, "held", held)
+    result = CliRunner().invoke(cli, ["held"])
+    assert result.exit_code == 143
+    assert result.stderr == "interrupted by SIGTERM: everything taken was given back\n"

@@ -132,6 +132,9 @@ class HarnessGroup(click.Group):
             return report_interrupt(Interrupted(signal.SIGINT))
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            if code in {128 + sig for sig in cli_signals.SIGNALS}:
+                # a claim's own handler (harness.binding.claim) ends a SIGTERM/SIGHUP this way
+                return report_interrupt(Interrupted(code - 128))
         received = cli_signals.received()
         if received is not None and code != received.exit_code:
             return report_interrupt(received)  # unwound by another error on the way
