@@ -42,7 +42,7 @@ from dbc_harness.drivers.dbc.errors import DbcTimeout
 from dbc_harness.drivers.xhci.registers import DBC_DEFAULT_PRODUCT_ID, DBC_DEFAULT_VENDOR_ID
 from dbc_harness.fixtures.virtual import VirtualXhci
 from dbc_harness.fixtures.virtual.pyusb_backend import get_backend
-from dbc_harness.harness.benchmarks import model as model_bench
+from dbc_harness.harness.benchmarks import model as model_benchmark
 
 MiB = 1 << 20
 SUPERSPEED_CEILING_MBPS = 450
@@ -189,8 +189,8 @@ def run(quick: bool = False) -> dict[str, Any]:
         x.close()
 
     floor_bytes = big * MiB
-    floor_out = max(model_bench.bench_out(floor_bytes)[0] for _ in range(repeats))
-    floor_in = max(model_bench.bench_in(floor_bytes)[0] for _ in range(repeats))
+    floor_out = max(model_benchmark.measure_out(floor_bytes)[0] for _ in range(repeats))
+    floor_in = max(model_benchmark.measure_in(floor_bytes)[0] for _ in range(repeats))
     mb = big * MiB / 1e6
     out_mbps = mb / t_out
     in_mbps = mb / t_in

@@ -56,7 +56,7 @@ def _normal(b: MinimalDbcProducer, i: int) -> bytes:
     return trb
 
 
-def bench_out(total: int) -> tuple[float, float, int]:
+def measure_out(total: int) -> tuple[float, float, int]:
     """(MB/s, MB per CPU second, events) for ``total`` bytes target -> host."""
     x, b = _setup()
     trbs = total // TRB_BYTES
@@ -96,7 +96,7 @@ def bench_out(total: int) -> tuple[float, float, int]:
     return total / elapsed / 1e6, total / cpu / 1e6, events
 
 
-def bench_in(total: int) -> tuple[float, float, int]:
+def measure_in(total: int) -> tuple[float, float, int]:
     """(MB/s, MB per CPU second, events) for ``total`` bytes host -> target."""
     x, b = _setup()
     # a real pattern (not zero pages) so the copies touch memory
@@ -132,8 +132,8 @@ def bench_in(total: int) -> tuple[float, float, int]:
 def run(quick: bool = False) -> dict[str, Any]:
     total = (256 if quick else 2048) << 20
     t0 = time.perf_counter()
-    out_mbps, out_cpu_mbps, out_events = bench_out(total)
-    in_mbps, in_cpu_mbps, in_events = bench_in(total)
+    out_mbps, out_cpu_mbps, out_events = measure_out(total)
+    in_mbps, in_cpu_mbps, in_events = measure_in(total)
     t_all = time.perf_counter() - t0
     try:
         load = round(os.getloadavg()[0], 2)

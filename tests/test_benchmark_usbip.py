@@ -26,7 +26,8 @@ def test_quick_run_reports_both_directions() -> None:
 
 def test_registered_with_the_cli() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "dbc_harness.harness.app.cli", "bench", "usbip", "--quick", "--json"],
+        [sys.executable, "-m", "dbc_harness.harness.app.cli",
+         "bench", "usbip", "--quick", "--json"],
         capture_output=True, text=True, timeout=120, check=True,
     ).stdout  # fmt: skip
     assert json.loads(out)["bytes"] == 1 << 20
