@@ -309,7 +309,7 @@ class RegionInfo:
 
 
 @dataclass(frozen=True)
-class DeviceInfo:
+class VfioDeviceInfo:
     flags: int
     num_regions: int
     num_irqs: int
@@ -322,11 +322,11 @@ class DeviceInfo:
 class VfioDevice(_Fd):
     """A VFIO device fd (from a group, or a ``/dev/vfio/devices/vfioN`` cdev)."""
 
-    def info(self) -> DeviceInfo:
+    def info(self) -> VfioDeviceInfo:
         buf = bytearray(DEVICE_INFO.pack(DEVICE_INFO.size, 0, 0, 0, 0, 0))
         _ioctl(self.fd, VFIO_DEVICE_GET_INFO, buf, "VFIO_DEVICE_GET_INFO")
         _argsz, flags, nreg, nirq, _cap, _pad = DEVICE_INFO.unpack(buf)
-        return DeviceInfo(flags, nreg, nirq)
+        return VfioDeviceInfo(flags, nreg, nirq)
 
     def region_info(self, index: int) -> RegionInfo:
         buf = bytearray(REGION_INFO.pack(REGION_INFO.size, 0, index, 0, 0, 0))
