@@ -146,8 +146,6 @@ _STATS = struct.Struct(f"<{len(STATS_FIELDS)}Q")
 DEFAULT_BAR_PHYS = 0xF000_0000
 #: scratch memory staging write()/read() data
 STAGING = 1 << 20
-#: max packet size: a message that is a multiple of it ends without a short packet
-MPS = 1024
 
 
 class NativeDbcDriver:
