@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, str] = {
     "binding": "dbc_harness.harness.benchmarks.binding",
     "native": "dbc_harness.harness.benchmarks.native",
     "lab": "dbc_harness.harness.benchmarks.lab",
+    "parts": "dbc_harness.harness.benchmarks.parts",
 }
 
 
