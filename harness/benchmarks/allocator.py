@@ -276,7 +276,7 @@ def _spaces(backend: str, pages: int) -> tuple[Callable[..., HeapDmaSpace], Any]
 
 
 def _default_sanitize(factory: Callable[..., HeapDmaSpace]) -> bool:
-
+    """Whether the backend behind ``factory`` sanitizes by default."""
     cls = EmulatedDmaSpace if factory is EmulatedDmaSpace else HugepageDmaSpace
     return bool(inspect.signature(cls).parameters["sanitize"].default)
 
