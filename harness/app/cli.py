@@ -165,15 +165,41 @@ def _emit_json(obj: Any) -> None:
 
 @cli.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list on stdout.")
-def list_cmd(as_json: bool) -> None:
+@click.option(
+    "--parts", is_flag=True, help="The named parts of the virtual bench (for --part NAME)."
+)
+def list_cmd(as_json: bool, parts: bool) -> None:
     """xHCI controllers of this machine (BDF, IDs, driver, IOMMU group, DbC), plus the virtual
-    one."""
+    one. With --parts: the virtual bench's named parts, what each reproduces and its sources."""
+    if parts:
+        _list_parts(as_json)
+        return
     rows = controller_rows()
     if as_json:
         _emit_json(rows)
         return
 
     OUT.print(controllers_table(rows))
+
+
+def _list_parts(as_json: bool) -> None:
+    from dbc_harness.fixtures.virtual.parts import all_parts
+    from rich.table import Table
+
+    records = [p.describe() for p in all_parts().values()]
+    if as_json:
+        _emit_json(records)
+        return
+    table = Table(title="virtual bench parts (dbc-harness run --part NAME)")
+    for column in ("part", "PCI ID", "BAR0", "DbC", "firmware", "quirks", "reproduces"):
+        table.add_column(column, overflow="fold")
+    for r in records:
+        table.add_row(
+            r["name"], f"{r['pci_id']} at {r['bdf']}", f"{r['bar0_size'] >> 10} KiB",
+            f"0x{r['dbc_offset']:x}" + (" (shared page)" if r["dbc_shares_page"] else ""),
+            r["firmware"], ", ".join(r["quirks"]) or "-", r["reproduces"],
+        )  # fmt: skip
+    OUT.print(table)
 
 
 # --------------------------------------------------------------------------------------- info
@@ -215,9 +241,29 @@ def _bench_options(f: Any) -> Any:
     return f
 
 
+def _check_part(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--part NAME``: a known part profile (fixtures/virtual/parts), else a usage error."""
+    if value is not None:
+        from dbc_harness.fixtures.virtual.parts import PartError, load_part
+
+        try:
+            load_part(value)
+        except PartError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
 def _session_options(f: Any) -> Any:
     """Driver and virtual-bench options shared by ``run`` and ``trace``."""
     options = [
+        click.option(
+            "--part",
+            default=None,
+            metavar="NAME",
+            callback=_check_part,
+            help="virtual: the controller is this named part, e.g. intel-tiger-lake, amd-renoir "
+            "(`dbc-harness list --parts`).",
+        ),
         click.option(
             "--quirk",
             "quirks",
@@ -317,6 +363,7 @@ def run(
     in_buffer_size: int | None,
     lenient: bool,
     quirks: tuple[str, ...],
+    part: str | None,
     native_driver: str | None,
     native_env: str | None,
     native_entry: str,
@@ -338,6 +385,7 @@ def run(
         port_reset=port_reset,
         lenient=lenient,
         quirks=quirks,
+        part=part,
         mmio32=mmio32,
         in_buffer_size=in_buffer_size,
         native_driver=native_driver,
@@ -571,6 +619,7 @@ def trace(
     in_buffer_size: int | None,
     lenient: bool,
     quirks: tuple[str, ...],
+    part: str | None,
 ) -> None:
     """Record a session (bring-up and N echo messages) as a capture Wireshark/tshark open."""
     if jsonl_path is not None and same_file(out_path, jsonl_path):
@@ -596,6 +645,7 @@ def trace(
             in_buffer_size=in_buffer_size,
             lenient=lenient,
             quirks=quirks,
+            part=part,
         )
         result = run_session(options, trace=TeeSink(writers))
     finally:

@@ -23,6 +23,8 @@ class SessionOptions:
     lenient: bool = False
     #: virtual bench: ``--quirk NAME[=VALUE]`` items (see :mod:`fixtures.virtual.quirk_options`)
     quirks: tuple[str, ...] = ()
+    #: virtual bench: ``--part NAME``, a named part (:mod:`fixtures.virtual.parts`)
+    part: str | None = None
     #: driver: 64-bit registers as two 32-bit accesses (parts without 64-bit MMIO)
     mmio32: bool = False
     #: driver: bytes per receive buffer posted on the IN ring (None: the driver's default)

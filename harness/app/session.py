@@ -32,6 +32,7 @@ from dbc_harness.drivers.tracing import TraceSink, null_sink
 from dbc_harness.drivers.xhci.contexts import DBC_MAX_PACKET_SIZE
 from dbc_harness.fixtures.bench import HostUnavailable, PipeStalled, open_bench
 from dbc_harness.fixtures.trace import open_trace
+from dbc_harness.fixtures.virtual.parts import PartError
 from dbc_harness.fixtures.virtual.quirk_options import QuirkError, parse_quirks
 from dbc_harness.harness.app.cli_errors import ExitCode
 from dbc_harness.harness.app.cli_signals import guarded
@@ -363,7 +364,11 @@ def run_session(
         bench_options = {"strict": not options.lenient}
         if options.quirks:
             bench_options["quirks"] = parse_quirks(options.quirks)
+        if options.part:
+            bench_options["part"] = options.part
     else:  # claim options
+        if options.part:
+            raise PartError("--part applies to the virtual bench only")
         if options.quirks:
             raise QuirkError("--quirk applies to the virtual bench only")
         bench_options = {
