@@ -131,6 +131,9 @@ DBC_IN_EP_OFFSET: int = DBC_OUT_EP_OFFSET + DBC_CONTEXT.subcons[1].sizeof()
 #: Max Packet Size of both DbC endpoints: SuperSpeed bulk, 1024 bytes (xHCI 1.2 section 7.6.9.2
 #: "DbC Endpoint Context"; the debug host sees it as wMaxPacketSize)
 DBC_MAX_PACKET_SIZE = 1024
+#: what a SuperSpeed (5 Gb/s) DbC link carries at best, in MB/s (10^6 bytes): 8b/10b coding leaves
+#: 500 MB/s, packet and link overhead about 450; the context for every measured rate
+SUPERSPEED_CEILING_MBPS = 450
 
 ERST_ENTRY = Layout(
     "ERSTEntry",

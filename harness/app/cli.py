@@ -284,8 +284,8 @@ def _session_options(f: Any) -> Any:
             "--in-buffer-size",
             type=click.IntRange(1, 65536),
             default=None,
-            help="Driver: bytes per receive buffer on the IN ring (default: the driver's, 1024); "
-            "larger ones need a ZLP after packet-multiple messages, the host here sends.",
+            help="Driver: bytes per receive buffer on the IN ring (default 65536; the host here "
+            "ends packet-multiple messages with a ZLP, so message boundaries are kept).",
         ),
         click.option("--port-reset", is_flag=True, help="Reset root ports before enumeration."),
         click.option("--takeover", is_flag=True, help="Take over a DbC that is already enabled."),

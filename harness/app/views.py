@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from dbc_harness.drivers.xhci.contexts import SUPERSPEED_CEILING_MBPS
 from dbc_harness.fixtures.bench import Bench, HardwareBench, VirtualBench, parse_bench_spec
 from dbc_harness.harness.app.inspect import inspect_mmio
 from dbc_harness.harness.binding.discovery import list_controllers
@@ -93,7 +94,12 @@ def session_table(result: SessionResult) -> Table:
                 colour = "yellow" if e.ok else "red"
                 table.add_row(f"echo {e.size} B", f"[{colour}]{esc(e.detail)}[/]")
     for direction, mbps in result.throughput_MBps.items():
-        table.add_row(f"throughput {direction}", f"{mbps:.1f} MB/s")
+        ratio = mbps / SUPERSPEED_CEILING_MBPS
+        table.add_row(
+            f"throughput {direction}",
+            f"{mbps:.1f} MB/s ({ratio:.2f} x the SuperSpeed ceiling of "
+            f"{SUPERSPEED_CEILING_MBPS} MB/s)",
+        )
     if result.counters:
         shown = ", ".join(f"{k}={v}" for k, v in result.counters.items() if v not in (0, {}, []))
         table.add_row("driver counters", esc(shown) or "-")

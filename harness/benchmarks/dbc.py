@@ -39,13 +39,13 @@ from typing import Any
 import usb.core
 from dbc_harness.drivers.dbc.driver import DbcDriver
 from dbc_harness.drivers.dbc.errors import DbcTimeout
+from dbc_harness.drivers.xhci.contexts import SUPERSPEED_CEILING_MBPS
 from dbc_harness.drivers.xhci.registers import DBC_DEFAULT_PRODUCT_ID, DBC_DEFAULT_VENDOR_ID
 from dbc_harness.fixtures.virtual import VirtualXhci
 from dbc_harness.fixtures.virtual.pyusb_backend import get_backend
 from dbc_harness.harness.benchmarks import model as model_benchmark
 
 MiB = 1 << 20
-SUPERSPEED_CEILING_MBPS = 450
 SMALL = 64
 
 
