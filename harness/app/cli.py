@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 import click
 from dbc_harness.fixtures.trace import TeeSink, open_trace
+from dbc_harness.fixtures.virtual.parts import PartError, all_parts, load_part
 from dbc_harness.harness import benchmarks
 from dbc_harness.harness.app import cli_signals
 from dbc_harness.harness.app.cli_errors import ExitCode, explain
@@ -51,6 +52,7 @@ from dbc_harness.harness.binding.restore import restore_all
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.table import Table
 
 #: where tables and live progress go
 OUT = Console(highlight=False, soft_wrap=True)
@@ -183,9 +185,6 @@ def list_cmd(as_json: bool, parts: bool) -> None:
 
 
 def _list_parts(as_json: bool) -> None:
-    from dbc_harness.fixtures.virtual.parts import all_parts
-    from rich.table import Table
-
     records = [p.describe() for p in all_parts().values()]
     if as_json:
         _emit_json(records)
@@ -244,8 +243,6 @@ def _bench_options(f: Any) -> Any:
 def _check_part(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """``--part NAME``: a known part profile (fixtures/virtual/parts), else a usage error."""
     if value is not None:
-        from dbc_harness.fixtures.virtual.parts import PartError, load_part
-
         try:
             load_part(value)
         except PartError as exc:
