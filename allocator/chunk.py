@@ -30,9 +30,6 @@ class Chunk:
     used: int = 0
     #: the heap's operation count when the chunk last became empty (spare expiry)
     idle_since: int = 0
-    #: offset from which the chunk was never handed out: still zero as the source gave it, so
-    #: an allocation there needs no zeroing (calloc's trick; populated hugepages are zero)
-    clean_from: int = 0
 
     @property
     def end(self) -> int:

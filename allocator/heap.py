@@ -5,7 +5,9 @@ Backends only supply *chunks* (device-contiguous memory with a device address, s
 
 * best-fit placement over coalescing free lists, honouring ``align``, ``boundary`` (no buffer
   straddles a multiple of it) and an address ``limit`` (the buffer and its guard end at or below);
-* zeroing on allocation (buffer and guard bytes);
+* zeroed memory: free space is kept zero (an extent is zeroed as it returns to the free lists,
+  fresh chunks come zeroed from their source), so an allocation hands out zeroed buffer and
+  guard bytes without a memset on its path (Linux's init_on_free);
 * optional guard bytes after every buffer, for controllers that over-fetch past a segment end
   (VIA VL805): they belong to the same chunk, are zero, and the device may read them;
 * page return: an empty chunk goes back to its source, except that up to ``spare_chunks`` empty
@@ -257,8 +259,13 @@ class HeapDmaSpace(DmaSpace):
             if self.sanitize:
                 extent.alloc_site = caller_site()
             base = address - chunk.device_address
-            buf = DmaBuffer(self, address, size, chunk.view[base : base + size], meta=extent)
-            self._register(buf)
+            buf = DmaBuffer(self, address, size, chunk.view[base : base + size], extent)
+            # self._register(buf), inline: the allocation path
+            starts = self._live_starts
+            idx = bisect_left(starts, address)
+            starts.insert(idx, address)
+            self._live_bufs.insert(idx, buf)
+            self._live_bytes += size
             return buf
 
     def free(self, buf: DmaBuffer) -> None:
@@ -445,12 +452,6 @@ class HeapDmaSpace(DmaSpace):
         self._used_bytes += need
         self._ops += 1
         self._after_op()
-        base = address - chunk.device_address
-        clean = chunk.clean_from
-        if base < clean:
-            _fill(chunk.view, base, min(base + need, clean), _ZEROS)
-        if base + need > clean:
-            chunk.clean_from = base + need  # (any clean bytes below base: zeroed when reused)
         self._counters["allocs"] += 1
         return chunk, address
 
@@ -577,6 +578,8 @@ class HeapDmaSpace(DmaSpace):
         """Return an extent to the free lists (lock held), coalescing and returning pages."""
         chunk = extent.chunk
         start, end = extent.start, extent.end
+        base = chunk.device_address
+        _fill(chunk.view, start - base, end - base, _ZEROS)  # free space stays zero
         chunk.used -= end - start
         self._used_bytes -= end - start
         self._ops += 1
