@@ -170,6 +170,8 @@ def test_echo_through_pyusb(size: int) -> None:
             def host() -> None:
                 try:
                     assert dev.write(0x01, payload, timeout=20_000) == size
+                    if size % 1024 == 0:  # ends the transfer in the driver's 64 KiB buffers
+                        dev.write(0x01, b"", timeout=20_000)
                     while len(echoed) < size:
                         echoed.extend(dev.read(0x81, size - len(echoed), timeout=20_000))
                 except BaseException as exc:
