@@ -233,6 +233,7 @@ class HeapDmaSpace(DmaSpace):
         # LINE multiples (what a request bounded by a LINE can actually use; see _best_fit)
         self._by_piece: list[int] = []
         self._steer_after = 0  # _ops before which _steer is not tried again (it found nothing)
+        self._line_fits = LINE <= source.page_sizes[-1]  # a LINE-sized request is never too large
         # live device-visible buffers, sorted by device address
         self._live_starts: list[int] = []
         self._live_bufs: list[DmaBuffer] = []
@@ -405,7 +406,7 @@ class HeapDmaSpace(DmaSpace):
             and 0 < align <= LINE
             and not align & (align - 1)
             and (boundary == 0 or (size <= boundary and not boundary & (boundary - 1)))
-            and LINE <= self._source.page_sizes[-1]
+            and self._line_fits
         ):
             self._validate(size, align, boundary, limit, guard)
         need = (size + guard + GRANULE - 1) & -GRANULE
@@ -415,6 +416,7 @@ class HeapDmaSpace(DmaSpace):
         # neither empty nor draining, at its first aligned address (granules keep it aligned
         # for align <= GRANULE; otherwise or for anything else, the full search)
         found = None
+        i = -1
         if 0 < boundary <= LINE and limit is None:
             i = bisect_left(by_piece, need * _KEY)
             if i < len(by_piece):
@@ -427,15 +429,18 @@ class HeapDmaSpace(DmaSpace):
                     if address + need <= end:
                         found = start, address
         if found is None:
+            i = -1
             found = self._best_fit(size, need, align, boundary, limit)
-        if found is None:
-            found = self._grow(size, need, align, boundary, limit)
+            if found is None:
+                found = self._grow(size, need, align, boundary, limit)
         start, address = found
         # take the extent off the free lists (see _remove_free / _add_free), inline: hot path
         free_end = self._free_end
         end, chunk = free.pop(start)
         del free_end[end]
-        del by_piece[bisect_left(by_piece, _piece(start, end) * _KEY + start)]
+        if i < 0:  # the fast path knows where its key is
+            i = bisect_left(by_piece, _piece(start, end) * _KEY + start)
+        del by_piece[i]
         if start < address:
             free[start] = (address, chunk)
             free_end[address] = start
