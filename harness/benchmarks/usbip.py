@@ -28,6 +28,9 @@ from dbc_harness.fixtures.usbip.server import UsbipServer
 from dbc_harness.fixtures.virtual.usbip_device import VirtualDbcDevice
 
 URB_SIZE = 65536
+#: the driver as a user after throughput sets it up (``dbc-harness run``'s defaults): 64 KiB
+#: receive buffers, 64 posted, 1024-TRB rings
+DRIVER_OPTIONS = {"in_buffer_size": 64 << 10, "in_buffers": 64, "ring_trbs": 1024}
 IN_FLIGHT = 4
 DEADLINE = 120.0
 
@@ -122,7 +125,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     data = bytes(range(256)) * (size // 256)
     result: dict[str, Any] = {"bytes": size}
     with VirtualBench(free_running=True) as bench:
-        driver = bench.make_driver()
+        driver = bench.make_driver(**DRIVER_OPTIONS)
         driver.start(timeout=10)
         host = bench.controller.host
         direct_out = _host_to_target(driver, lambda d: _direct_send(host, d), data)
