@@ -13,6 +13,7 @@ from __future__ import annotations
 import shlex
 import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
 from dbc_harness.fixtures.kernel_bench import KernelBench
@@ -39,8 +40,27 @@ def guest_argv(options: SessionOptions, as_json: bool) -> list[str]:
         argv += ["--in-buffer-size", str(options.in_buffer_size)]
     if options.claim_mode != "auto":
         argv += ["--mode", options.claim_mode]
+    if options.native_driver:
+        argv += native_argv(options)
     if as_json:
         argv.append("--json")
+    return argv
+
+
+def native_argv(options: SessionOptions) -> list[str]:
+    """``--driver`` (and ``--env``/``--entry``) for the guest. The object is compiled here on
+    the host (a ``.c`` or ``reference``: fast, cached) and handed over by its absolute path:
+    the guest sees the host's files read-only, and gcc under TCG would take minutes."""
+    # deferred: unicorn + capstone (the native driver's CPU emulation) are heavy, rarely needed
+    from dbc_harness.drivers.native.driver import resolve_object
+
+    obj = resolve_object(options.native_driver)
+    assert obj is not None  # resolve_object gives None only for None
+    argv = ["--driver", str(obj.resolve())]
+    if options.native_env:
+        argv += ["--env", str(Path(options.native_env).resolve())]
+    if options.native_entry != "dbc_init":
+        argv += ["--entry", options.native_entry]
     return argv
 
 
