@@ -5,7 +5,7 @@ surviving, surprise removal), on a bench configured as one fault kind of
 :data:`~fixtures.virtual.faults.FAULT_KINDS` (every quirk, back-pressure each way, a small
 event ring; each kind gets its own examples).
 
-Checked at the end, exactly, both ways (:class:`~fixtures.virtual.faults.Ledger`): what the
+Checked at the end, exactly, both ways (:class:`~fixtures.ledger.Ledger`): what the
 host received is the written messages in order, each whole unless reported undelivered, and
 then exactly ``delivered`` bytes of it when the report says ``exact`` (else within
 ``delivered..delivered_max``); what the target read is every transfer the host saw succeed,

@@ -41,6 +41,7 @@ from dbc_harness.drivers.dbc import (
     DbcUndelivered,
     UndeliveredMessage,
 )
+from dbc_harness.fixtures.ledger import Ledger, Tally
 from dbc_harness.fixtures.virtual import (
     DebugHostError,
     DebugHostTimeout,
@@ -49,7 +50,7 @@ from dbc_harness.fixtures.virtual import (
     HostTransferError,
     VirtualXhci,
 )
-from dbc_harness.fixtures.virtual.faults import FAULT_KINDS, FaultKind, Ledger, Tally
+from dbc_harness.fixtures.virtual.faults import FAULT_KINDS, FaultKind
 from dbc_harness.fixtures.virtual.host import HostDirection
 
 #: wall-clock limit of one run (a run that needs more counts as a hang)
