@@ -48,8 +48,9 @@ Backends only supply *chunks* (device-contiguous memory with a device address, s
     when the memory could be handed out again; writes into memory already handed out to a new
     owner cannot be told apart from the owner's own.
 
-  Costs: one memset per free, one compare per buffer leaving quarantine, a frame walk per
-  alloc/free; the quarantined bytes stay held (``stats()["quarantined_bytes"]``).
+  Costs: one poison fill per free, one compare per buffer leaving quarantine, a frame walk per
+  alloc/free (churn trace: alloc median x1.2-1.3); the quarantined bytes stay held
+  (``stats()["quarantined_bytes"]``).
 """
 
 from __future__ import annotations
