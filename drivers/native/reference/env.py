@@ -3,14 +3,19 @@
 Load it with ``--native-env drivers/native/reference/env.py`` (the default for the reference
 driver) or copy it as the starting point of your own driver's ENV.py: each ``dbc_env_*`` name
 is one line binding it to the engine's library (:mod:`dbc_harness.drivers.native.bindings`).
-Virtual and physical addresses are the same ("identity"); a kernel-style split would be
-``dma=KernelWindow(0xFFFF_8880_0000_0000)`` and changes nothing in the C code.
+Kernel-virtual addresses are a direct map of physical (device) addresses at
+``KERNEL_WINDOW`` (virt = base + phys), as in a kernel: the C code never assumes virt == phys.
+With ``dma="identity"`` DMA memory would appear at its device address itself, which collides
+with the engine's own regions below 2 GiB when a claimed controller's DMA space hands out low
+addresses (IOVAs from 1 MiB for AC64 = 0, hugepages at physical addresses).
 """
 
 from __future__ import annotations
 
-from dbc_harness.drivers.native import Environment, Machine, bindings
+from dbc_harness.drivers.native import Environment, KernelWindow, Machine, bindings
 
+#: where physical memory is mapped for the C code (Linux x86-64's direct map base)
+KERNEL_WINDOW = KernelWindow(0xFFFF_8880_0000_0000)
 #: a ring segment or TRB buffer must not cross a 64 KiB boundary (xHCI 1.2 table 6-1)
 LINE_64K = 0x10000
 
@@ -47,5 +52,5 @@ ENV = Environment(
         "dbc_env_map_mmio": bindings.ioremap,
         "dbc_env_udelay": bindings.udelay,
     },
-    dma="identity",
+    dma=KERNEL_WINDOW,
 )
