@@ -139,7 +139,8 @@ class NoOpReport:
 
 
 class NativeXhciProbe:
-    """``xhci_noop.o`` in a :class:`Machine` on ``mmio`` (BAR0) / ``dma`` / ``clock``.
+    """``xhci_noop.o`` in a :class:`Machine` on ``mmio`` (BAR0) / ``dma`` / ``clock``
+    (``dma`` None: only :meth:`cap_walk` works).
 
     ``obj``: the object (default: :func:`build_xhci_noop`); ``env``: an Environment or ENV.py
     (default: the reference driver's, ``reference/env.py``); ``bar_phys``: where BAR0 sits in
@@ -148,7 +149,7 @@ class NativeXhciProbe:
     def __init__(
         self,
         mmio: Any,
-        dma: DmaSpace,
+        dma: DmaSpace | None,
         clock: Clock = REAL_CLOCK,
         *,
         obj: str | Path | None = None,
