@@ -69,6 +69,11 @@ Findings: while native code runs, :func:`dbc_harness.drivers.origin.current_orig
 native access (``"dbc.c:212 (dbc_init+0x4c)"``); the virtual xHCI attaches it to each
 ``Finding.origin``.
 
+The generic xHCI host path of the reference driver (``xhci_noop.py``, not imported here):
+:class:`~dbc_harness.drivers.native.xhci_noop.NativeXhciProbe` runs ``reference/xhci_noop.c``
+(extended capability walk, No Op Commands on the command ring) on a bench's ``mmio``/``dma``:
+what native code proves on a controller without a DbC (QEMU's xHCIs).
+
 Errors (``errors.py``): :class:`NativeError` > :class:`ElfLoadError` (:class:`NotX86_64Elf`,
 :class:`TruncatedElf`, :class:`MalformedElf`, :class:`UnsupportedRelocation`,
 :class:`RelocationOverflow`, :class:`LayoutConflict`), :class:`BindingError`
