@@ -7,14 +7,25 @@ Initialization", in the order of Linux's runtime DbC driver, drivers/usb/host/xh
    context, both endpoint contexts; DCCP, DCDDI1, DCDDI2.
 4. :func:`enable`: DCE (and LSE); wait for DCE to read back 1.
 5. :func:`reset_usb3_ports` (option): reset not-connected USB3 root ports.
+
+Before all of it, :func:`bios_handoff` takes the controller from the firmware (xHCI 1.2 4.22.1,
+USB Legacy Support 7.1): request OS ownership, wait (bounded) for the BIOS to let go, go on with a
+logged warning if it never does, then turn the firmware's SMIs off.
 Waiting for CCS and DCR is the event handler's job (the driver polls for it).
 """
 
 from __future__ import annotations
 
+import logging
+
 from dbc_harness.allocator import DmaBuffer, DmaError, DmaSpace
 from dbc_harness.drivers.clock import Clock
-from dbc_harness.drivers.dbc.errors import DbcDmaError, DbcNotFound, DbcSurpriseRemoval
+from dbc_harness.drivers.dbc.errors import (
+    DbcDmaError,
+    DbcNotFound,
+    DbcSurpriseRemoval,
+    DbcTimeout,
+)
 from dbc_harness.drivers.dbc.identity import DbcIdentity
 from dbc_harness.drivers.dbc.registers import DbcRegisters
 from dbc_harness.drivers.dbc.wait import Deadline, wait_for
@@ -50,8 +61,11 @@ from dbc_harness.drivers.xhci.registers import (
     PORTSC,
     PORTSC_RW1C,
     SUPPORTED_PROTOCOL,
+    USBLEGCTLSTS,
+    USBLEGSUP,
     XECP_ID_DEBUG_CAPABILITY,
     XECP_ID_SUPPORTED_PROTOCOL,
+    XECP_ID_USB_LEGACY_SUPPORT,
     read_register,
 )
 from dbc_harness.drivers.xhci.ring import EventRing, ProducerRing
@@ -260,3 +274,66 @@ def reset_usb3_ports(mmio: Mmio, clock: Clock, timeout: float) -> list[int]:
         while PORTSC.get(mmio.read32(offset), "PR") and not deadline.expired():
             deadline.pause()
     return [p for p, _ in reset]
+
+
+# ---------------------------------------------------------------------- BIOS handoff (4.22.1)
+
+_log = logging.getLogger("dbc_harness.drivers.dbc")
+#: USBLEGSUP: HC BIOS Owned Semaphore (bit 16) and HC OS Owned Semaphore (bit 24), 7.1.1
+HC_BIOS_OWNED = USBLEGSUP.encode(hc_bios_owned_semaphore=1)
+HC_OS_OWNED = USBLEGSUP.encode(hc_os_owned_semaphore=1)
+#: how long the firmware gets to release the controller (Linux's xhci-pci waits 1 s)
+HANDOFF_TIMEOUT = 1.0
+
+
+def bios_handoff(mmio: Mmio, clock: Clock, timeout: float = HANDOFF_TIMEOUT) -> str:
+    """Take the controller from the firmware (xHCI 1.2 4.22.1).
+
+    If USBLEGSUP says the BIOS owns it: set HC OS Owned (read-modify-write, RsvdP bits kept; the
+    BIOS's bit is never written), then wait at most ``timeout`` for HC BIOS Owned to clear. A
+    BIOS that never lets go is logged and the bring-up goes on (as Linux's xhci-pci does).
+    Then the firmware's SMIs are disabled and their pending status bits cleared (RW1C), with
+    the reserved bits as read. Returns ``"absent"`` (no USB Legacy Support capability),
+    ``"os-owned"`` (the BIOS did not own it), ``"released"`` or ``"timeout"``."""
+    legacy = [off for off, cid in extended_capabilities(mmio) if cid == XECP_ID_USB_LEGACY_SUPPORT]
+    offset = legacy[0] if legacy else None
+    if offset is None:
+        return "absent"
+    value = mmio.read32(offset)
+    if value == ALL_ONES:
+        raise DbcSurpriseRemoval(f"USBLEGSUP at BAR0+0x{offset:x} read 0xFFFFFFFF")
+    result = "os-owned"
+    if value & HC_BIOS_OWNED:
+        mmio.write32(offset, value | HC_OS_OWNED)
+        try:
+            wait_for(
+                clock,
+                timeout,
+                lambda: not mmio.read32(offset) & HC_BIOS_OWNED,
+                "HC BIOS Owned to clear after requesting OS ownership",
+            )
+            result = "released"
+        except DbcTimeout:
+            _log.warning(
+                "xHCI BIOS handoff failed: HC BIOS Owned still set %.3f s after the request "
+                "(USBLEGSUP=0x%08x); going on (BIOS bug?)",
+                timeout,
+                mmio.read32(offset),
+            )
+            result = "timeout"
+    control = mmio.read32(offset + 4)
+    mmio.write32(
+        offset + 4,
+        USBLEGCTLSTS.replace(
+            control,
+            usb_smi_enable=0,
+            smi_on_host_system_error_enable=0,
+            smi_on_os_ownership_enable=0,
+            smi_on_pci_command_enable=0,
+            smi_on_bar_enable=0,
+            smi_on_os_ownership_change=1,
+            smi_on_pci_command=1,
+            smi_on_bar=1,
+        ),
+    )
+    return result

@@ -258,6 +258,9 @@ class DbcDriver:
             raise DbcStateError(f"start() in state {self._sm.state.name}; stop() first")
         deadline = Deadline(self.clock, timeout)
         base = self.find_dbc()
+        handoff = bringup.bios_handoff(self.mmio, self.clock, min(1.0, deadline.remaining()))
+        if handoff == "timeout":  # the firmware never let go: going on, as Linux does
+            self.counters.recoveries["bios_handoff_timeout"] += 1
         regs = DbcRegisters(self.mmio, base, mmio64=self.mmio64, trace=self.trace)
         limit = bringup.address_limit(self.mmio)
         ctrl = regs.dcctrl()
