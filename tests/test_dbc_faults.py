@@ -116,12 +116,30 @@ def test_both_endpoint_id_schemes(closer: list[VirtualXhci], ids: tuple[int, int
 
 def test_enumeration_needs_root_port_reset(closer: list[VirtualXhci]) -> None:
     x = bench(closer, Quirks(enumerate_after_root_port_reset=True))
-    drv = DbcDriver(x.mmio, x.dma, clock=x.clock)
+    drv = DbcDriver(x.mmio, x.dma, clock=x.clock, port_reset=False)
     with pytest.raises(DbcTimeout, match="DCR"):
         drv.start(timeout=0.5)
     assert drv.state is DbcState.DISABLED and x.dma.stats()["live_bytes"] == 0
     drv = driver(x, port_reset=True)
     roundtrip(x, drv, b"after port reset")
+    assert drv.counters.recoveries["root_port_reset"] == 0  # asked for: not a recovery
+    drv.stop()
+
+
+def test_root_port_reset_learned_when_nothing_connects(closer: list[VirtualXhci]) -> None:
+    """Default options, no PCI Vendor ID: DCPORTSC.CCS stays 0 for PORT_RESET_AFTER after DCE,
+    so the driver resets the not-connected USB3 root ports once, logs and counts it."""
+    x = bench(closer, Quirks(enumerate_after_root_port_reset=True))
+    drv = driver(x)
+    assert drv.counters.recoveries["root_port_reset"] == 1
+    roundtrip(x, drv, b"learned")
+    # an unplug and replug needs no second reset (the ports were reset while DCE = 1)
+    x.host.unplug()
+    settle(drv, DbcState.ENABLED)
+    x.host.plug()
+    settle(drv)
+    roundtrip(x, drv, b"replugged")
+    assert drv.counters.recoveries["root_port_reset"] == 1
     drv.stop()
 
 
@@ -134,7 +152,7 @@ def test_dcst_er_lag_does_not_matter(closer: list[VirtualXhci]) -> None:
 
 def test_no_64bit_mmio_needs_dword_writes(closer: list[VirtualXhci]) -> None:
     x = bench(closer, Quirks(no_64bit_mmio=True))
-    drv = driver(x, mmio64=False)
+    drv = driver(x)  # dword pairs by default; qword writes only when asked (below)
     roundtrip(x, drv, b"32-bit only")
     drv.stop()
     y = make(Quirks(no_64bit_mmio=True))

@@ -55,6 +55,7 @@ def test_release_comes_handoff_ms_after_the_request(x: VirtualXhci) -> None:
     assert x.mmio.read32(off) & HC_BIOS_OWNED
     x.advance(1.5 * MS)
     assert not x.mmio.read32(off) & HC_BIOS_OWNED
+    assert x.firmware.requested_at_us is not None
     assert x.firmware.released_at_us == pytest.approx(x.firmware.requested_at_us + 20 * MS)
     x.mmio.write32(off + 4, ctl)  # write 1 to clear
     assert USBLEGCTLSTS.get(x.mmio.read32(off + 4), "smi_on_os_ownership_change") == 0

@@ -13,8 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dbc_harness.drivers.dbc import DbcDriver, DbcState, DbcSurpriseRemoval
-from dbc_harness.drivers.dbc.bringup import extended_capabilities, find_dbc
+from dbc_harness.drivers.dbc import DbcDriver, DbcState, DbcSurpriseRemoval, DbcTimeout
+from dbc_harness.drivers.dbc.bringup import (
+    HANDOFF_TIMEOUT,
+    PCI_VENDOR_ID_INTEL,
+    PORT_RESET_AFTER,
+    extended_capabilities,
+    find_dbc,
+)
 from dbc_harness.drivers.xhci.registers import (
     CAPLENGTH,
     DCCTRL,
@@ -57,7 +63,9 @@ def x(part: PartProfile) -> Iterator[VirtualXhci]:
 
 
 def started(x: VirtualXhci, part: PartProfile, **options: Any) -> DbcDriver:
-    drv = DbcDriver(x.mmio, x.dma, clock=x.clock, **{**part.driver_options(), **options})
+    """The driver with its DEFAULT options (nothing about the part is passed: it works out
+    dword-only MMIO and the root-port reset itself) plus what a test sizes."""
+    drv = DbcDriver(x.mmio, x.dma, clock=x.clock, **options)
     drv.start(timeout=5.0)
     assert drv.state is DbcState.CONFIGURED
     return drv
@@ -176,16 +184,22 @@ def test_pci_function_carries_the_profile(part: PartProfile) -> None:
 
     with VirtualBench(part=part.name, free_running=False) as bench:
         assert bench.pci is not None
-        bus, dev, fn = part.bdf
-        assert bench.pci.read_config(bus, dev, fn, 0, 4) == part.device_id << 16 | part.vendor_id
-        assert bench.pci.read_config(bus, dev, fn, 8, 4) >> 8 == 0x0C0330
-        bench.pci.write_config(bus, dev, fn, 0x10, 4, 0xFFFF_FFFF)
-        bench.pci.write_config(bus, dev, fn, 0x14, 4, 0xFFFF_FFFF)
-        mask = bench.pci.read_config(bus, dev, fn, 0x10, 4) & ~0xF
-        mask |= (bench.pci.read_config(bus, dev, fn, 0x14, 4) or 0) << 32
+        pci = bench.pci
+
+        def cfg(where: tuple[int, int, int], offset: int) -> int:
+            value = pci.read_config(*where, offset, 4)
+            assert value is not None, f"nothing at {where}"
+            return value
+
+        assert cfg(part.bdf, 0) == part.device_id << 16 | part.vendor_id
+        assert cfg(part.bdf, 8) >> 8 == 0x0C0330
+        pci.write_config(*part.bdf, 0x10, 4, 0xFFFF_FFFF)
+        pci.write_config(*part.bdf, 0x14, 4, 0xFFFF_FFFF)
+        mask = cfg(part.bdf, 0x10) & ~0xF | cfg(part.bdf, 0x14) << 32
         assert (~mask & (1 << 64) - 1) + 1 == part.bar0_size
         for comp in part.companions:
-            assert bench.pci.read_config(*comp.bdf, 8, 4) >> 8 == comp.class_code
+            assert cfg(comp.bdf, 8) >> 8 == comp.class_code
+        assert bench.pci_vendor_id == part.vendor_id  # what make_driver passes the driver
         assert "part" in bench.describe()
 
 
@@ -195,6 +209,85 @@ def test_endpoint_ids_of_the_part_reach_the_driver(x: VirtualXhci, part: PartPro
     roundtrip(x, drv, b"ids %d/%d" % part.endpoint_ids)
     assert drv.device_errors == []
     drv.stop()
+
+
+# -- what the driver works out by itself ----------------------------------------------------------
+
+
+def test_root_port_reset_is_learned_only_where_the_part_needs_it(
+    x: VirtualXhci, part: PartProfile
+) -> None:
+    """Default options, no PCI ID: a part that only enumerates after a USB3 root-port reset
+    gets exactly one, after DCPORTSC.CCS stayed 0 for PORT_RESET_AFTER; every other part
+    connects by itself and its root ports are never touched."""
+    fw = part.firmware
+    handoff = (HANDOFF_TIMEOUT if fw.handoff_ms is None else fw.handoff_ms / 1000) * fw.bios_owned
+    t0 = x.clock.monotonic()
+    drv = started(x, part)
+    took = x.clock.monotonic() - t0 - handoff  # from about DCE to Configured
+    needs = part.quirks.enumerate_after_root_port_reset
+    assert drv.counters.recoveries["root_port_reset"] == int(needs)
+    assert x.dbc.root_port_reset_seen == needs
+    if needs:
+        assert took >= PORT_RESET_AFTER
+    else:
+        assert took < PORT_RESET_AFTER
+    roundtrip(x, drv, b"learned")
+    drv.stop()
+
+
+def test_the_pci_vendor_id_decides_the_reset_at_once_as_linux_early_printk(
+    x: VirtualXhci, part: PartProfile
+) -> None:
+    """With the PCI Vendor ID (what a bench reads from the function): Intel parts get the
+    reset right after DCE (no waiting, no recovery counted); others are left alone."""
+    drv = started(x, part, pci_vendor_id=part.vendor_id)
+    intel = part.vendor_id == PCI_VENDOR_ID_INTEL
+    assert x.dbc.root_port_reset_seen == intel
+    assert drv.counters.recoveries["root_port_reset"] == 0
+    roundtrip(x, drv, b"by vendor id")
+    drv.stop()
+
+
+def test_explicit_port_reset_false_is_obeyed(part: PartProfile) -> None:
+    """``port_reset=False`` never resets: a part that needs it never enumerates (bounded)."""
+    y = build_controller(part, strict=True)
+    try:
+        drv = DbcDriver(y.mmio, y.dma, clock=y.clock, port_reset=False)
+        if part.quirks.enumerate_after_root_port_reset:
+            with pytest.raises(DbcTimeout, match="DCR"):
+                drv.start(timeout=1.0)
+            assert not y.dbc.root_port_reset_seen
+        else:
+            drv.start(timeout=2.0)  # the broken BIOS alone costs the 1 s handoff timeout
+            drv.stop()
+        assert y.findings == []
+    finally:
+        y.close()
+
+
+def test_64_bit_registers_are_dword_pairs_by_default(part: PartProfile) -> None:
+    """Every part takes two dword writes, low then high (a part without 64-bit MMIO, Renesas,
+    records MMIO-64BIT-UNSUPPORTED at a qword access: strict mode raises); DCERSTBA, DCCP and
+    the DCERDP updates all go that way."""
+    writes: list[tuple[int, int]] = []
+
+    def sink(kind: str, /, **fields: Any) -> None:
+        if kind == "mmio" and fields["op"] == "w":
+            writes.append((fields["offset"] - part.dbc_offset, fields["width"]))
+
+    y = build_controller(part, strict=True, trace=sink)
+    try:
+        drv = started(y, part)
+        roundtrip(y, drv, b"dwords")
+        drv.stop()
+        assert y.findings == []
+    finally:
+        y.close()
+    assert {width for _off, width in writes} == {32}
+    for reg in (0x10, 0x18, 0x30):  # DCERSTBA, DCERDP, DCCP: low dword, then high dword
+        at = writes.index((reg, 32))
+        assert writes[at + 1] == (reg + 4, 32)
 
 
 # -- the echo suite on every part --------------------------------------------------------------

@@ -5,7 +5,8 @@ Public API (others code against these names)::
     from dbc_harness.drivers.dbc import DbcDriver, DbcState, DbcIdentity, DbcCounters, DbcError
 
 * :class:`DbcDriver` (``driver.py``): ``DbcDriver(mmio, dma, *, identity=DbcIdentity(),
-  clock=REAL_CLOCK, trace=null_sink, dbc_offset=None, port_reset=False, mmio64=True,
+  clock=REAL_CLOCK, trace=null_sink, dbc_offset=None, port_reset=None (the driver decides),
+  pci_vendor_id=None, mmio64=False (64-bit registers as two dwords),
   ring_trbs=256, event_ring_trbs=None, in_buffers=None (= min(64, ring_trbs // 2)),
   in_buffer_size=1024,
   max_bytes_in_flight=8 MiB, rx_limit=16 MiB, takeover=False, on_state=None,

@@ -6,7 +6,8 @@ Initialization", in the order of Linux's runtime DbC driver, drivers/usb/host/xh
 3. :class:`DbcContextMemory` + :func:`program`: DCERSTSZ, DCERSTBA, DCERDP; strings, info
    context, both endpoint contexts; DCCP, DCDDI1, DCDDI2.
 4. :func:`enable`: DCE (and LSE); wait for DCE to read back 1.
-5. :func:`reset_usb3_ports` (option): reset not-connected USB3 root ports.
+5. :func:`reset_usb3_ports`: reset not-connected USB3 root ports (on Intel parts, when asked,
+   or once when DCPORTSC.CCS stays 0 for ``PORT_RESET_AFTER``: the driver decides).
 
 Before all of it, :func:`bios_handoff` takes the controller from the firmware (xHCI 1.2 4.22.1,
 USB Legacy Support 7.1): request OS ownership, wait (bounded) for the BIOS to let go, go on with a
@@ -236,6 +237,15 @@ def enable(regs: DbcRegisters, clock: Clock, timeout: float) -> None:
         lambda: DCCTRL.get(regs.dcctrl(), "DCE") == 1,
         "DCCTRL.DCE to read back 1 after setting it",
     )
+
+
+#: PCI Vendor ID of the parts whose USB3 root ports Linux's early printk DbC driver resets after
+#: DCE (drivers/usb/early/xhci-dbc.c, xdbc_start() -> xdbc_reset_debug_port(), Intel only)
+PCI_VENDOR_ID_INTEL = 0x8086
+#: seconds DCPORTSC.CCS may stay 0 after DCE before a driver that was not told otherwise resets
+#: the not-connected USB3 root ports once (a USB3 link trains in well under this; Xen resets
+#: them on every vendor)
+PORT_RESET_AFTER = 0.2
 
 
 def usb3_ports(mmio: Mmio) -> list[int]:

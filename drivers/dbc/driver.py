@@ -106,8 +106,19 @@ class DbcDriver:
     * ``identity``: VID/PID/bcdDevice/protocol/strings (default 1d6b:0010: Linux ``usb_debug``
       binds it);
     * ``dbc_offset``: BAR0 offset of the DbC (None: walk the extended capability list);
-    * ``port_reset``: reset not-connected USB3 root ports after setting DCE;
-    * ``mmio64``: False writes 64-bit registers as two dword writes (low, then high);
+    * ``port_reset``: the reset of the not-connected USB3 root ports after DCE that some parts
+      need before the debug host sees the DbC (xHCI 1.2 7.6.4 step 6). ``None`` (default): the
+      driver decides: at once when ``pci_vendor_id`` is Intel's (as Linux's early printk
+      driver, drivers/usb/early/xhci-dbc.c xdbc_start(), does by vendor ID), otherwise once if
+      DCPORTSC.CCS is still 0 ``PORT_RESET_AFTER`` seconds after DCE (Xen resets on every
+      vendor; waiting first leaves parts that connect by themselves untouched), logged and
+      counted in ``counters.recoveries["root_port_reset"]``. ``True``: always, right after DCE;
+      ``False``: never;
+    * ``pci_vendor_id``: the controller's PCI Vendor ID when the caller knows its PCI function
+      (the benches fill it in); None: unknown;
+    * ``mmio64``: True writes each 64-bit register (DCERSTBA, DCERDP, DCCP) with one qword
+      access; the default False writes it as two dword writes, low then high, which every part
+      takes (Linux's xhci does the same on every part: some cannot take a 64-bit access);
     * ``ring_trbs``: size of the OUT and IN transfer rings (16..4096 TRBs, one segment);
       ``event_ring_trbs``: default twice ``ring_trbs`` (at most 4096);
     * ``in_buffers`` / ``in_buffer_size``: receive buffers kept posted on the IN ring (default
@@ -135,8 +146,9 @@ class DbcDriver:
         clock: Clock = REAL_CLOCK,
         trace: TraceSink = null_sink,
         dbc_offset: int | None = None,
-        port_reset: bool = False,
-        mmio64: bool = True,
+        port_reset: bool | None = None,
+        pci_vendor_id: int | None = None,
+        mmio64: bool = False,
         ring_trbs: int = 256,
         event_ring_trbs: int | None = None,
         in_buffers: int | None = None,
@@ -179,7 +191,11 @@ class DbcDriver:
         self.trace = trace
         self.dbc_offset = dbc_offset
         self.port_reset = port_reset
+        self.pci_vendor_id = pci_vendor_id
         self.mmio64 = mmio64
+        #: clock time by which DCPORTSC.CCS must be 1 before the root ports are reset once
+        #: (``port_reset=None`` on a part not known to need it), or None
+        self._connect_by: float | None = None
         self.ring_trbs = ring_trbs
         self.event_ring_trbs = event_ring_trbs
         self.in_buffers = in_buffers
@@ -356,9 +372,30 @@ class DbcDriver:
         self._sm.to(DbcState.INITIALIZED, "rings, contexts and registers programmed")
         bringup.enable(regs, self.clock, timeout)
         self._sm.to(DbcState.ENABLED, "DCE = 1")
-        if self.port_reset:
-            ports = bringup.reset_usb3_ports(self.mmio, self.clock, min(timeout, 0.5))
-            log.info("DbC: reset not-connected USB3 root ports %s", ports)
+        self._connect_by = None
+        if self.port_reset or (
+            self.port_reset is None and self.pci_vendor_id == bringup.PCI_VENDOR_ID_INTEL
+        ):
+            why = "asked to" if self.port_reset else "Intel part (PCI vendor ID 0x8086)"
+            self._reset_root_ports(min(timeout, 0.5), why)
+        elif self.port_reset is None:
+            self._connect_by = self.clock.monotonic() + bringup.PORT_RESET_AFTER
+
+    def _reset_root_ports(self, timeout: float, why: str) -> None:
+        ports = bringup.reset_usb3_ports(self.mmio, self.clock, timeout)
+        log.info("DbC: reset the not-connected USB3 root ports %s after DCE (%s)", ports, why)
+
+    def _no_connection_yet(self) -> None:
+        """``port_reset=None``: DCPORTSC.CCS still 0 ``PORT_RESET_AFTER`` after DCE: reset the
+        not-connected USB3 root ports once (some hosts only see the DbC after it)."""
+        if self._sm.state is not DbcState.ENABLED:  # CCS came: nothing to do
+            self._connect_by = None
+        elif self._connect_by is not None and self.clock.monotonic() >= self._connect_by:
+            self._connect_by = None
+            self.counters.recoveries["root_port_reset"] += 1
+            self._reset_root_ports(
+                0.5, f"DCPORTSC.CCS still 0 {bringup.PORT_RESET_AFTER * 1000:g} ms after DCE"
+            )
 
     # ------------------------------------------------------------------ the poll loop
     def poll(self) -> int:
@@ -402,6 +439,8 @@ class DbcDriver:
             sm.to(DbcState.ENABLED, "DCE = 1")
         consumed = events.drain()
         follower.follow(ctrl)
+        if self._connect_by is not None:
+            self._no_connection_yet()
         if sm.state is DbcState.CONFIGURED:
             if out.backlog and out.pump() and not out.halted:
                 self._doorbell(0)

@@ -2,8 +2,9 @@
 
 Offsets and bit fields come from :data:`drivers.xhci.registers.DBC_REGS` and the per-register
 layouts; nothing here knows a bit position. 64-bit registers (DCERSTBA, DCERDP, DCCP) are
-written low dword then high dword unless ``mmio64`` is set, in which case one ``write64`` is
-used. A DCCTRL read of all ones means the controller is gone (surprise removal).
+written low dword then high dword (every part takes that; some take no 64-bit access) unless
+``mmio64`` is set, in which case one ``write64`` is used. A DCCTRL read of all ones means the
+controller is gone (surprise removal).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class DbcRegisters:
     """The DbC register block at BAR0 offset ``base``."""
 
     def __init__(
-        self, mmio: Mmio, base: int, *, mmio64: bool = True, trace: TraceSink = null_sink
+        self, mmio: Mmio, base: int, *, mmio64: bool = False, trace: TraceSink = null_sink
     ) -> None:
         self.mmio = mmio
         self.base = base

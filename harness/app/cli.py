@@ -275,7 +275,10 @@ def _session_options(f: Any) -> Any:
             help="virtual: record spec findings and go on (they fail the run).",
         ),
         click.option(
-            "--mmio32", is_flag=True, help="Driver: 64-bit registers as two 32-bit accesses."
+            "--mmio32",
+            is_flag=True,
+            help="Driver: 64-bit registers as two 32-bit accesses (the drivers' default; kept "
+            "for scripts).",
         ),
         click.option(
             "--in-buffer-size",
@@ -284,7 +287,12 @@ def _session_options(f: Any) -> Any:
             help="Driver: bytes per receive buffer on the IN ring (default 65536; the host here "
             "ends packet-multiple messages with a ZLP, so message boundaries are kept).",
         ),
-        click.option("--port-reset", is_flag=True, help="Reset root ports before enumeration."),
+        click.option(
+            "--port-reset",
+            is_flag=True,
+            help="Reset the USB3 root ports right after DCE (default: the driver decides: on "
+            "Intel parts, or once when nothing connects within 200 ms).",
+        ),
         click.option("--takeover", is_flag=True, help="Take over a DbC that is already enabled."),
     ]
     for option in options:

@@ -25,7 +25,8 @@ class SessionOptions:
     quirks: tuple[str, ...] = ()
     #: virtual bench: ``--part NAME``, a named part (:mod:`fixtures.virtual.parts`)
     part: str | None = None
-    #: driver: 64-bit registers as two 32-bit accesses (parts without 64-bit MMIO)
+    #: driver: 64-bit registers as two 32-bit accesses (the drivers' default; passed on to the
+    #: kernel bench's run for scripts that give it)
     mmio32: bool = False
     #: driver: bytes per receive buffer posted on the IN ring (None: the driver's default)
     in_buffer_size: int | None = None

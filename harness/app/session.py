@@ -431,8 +431,9 @@ def _session_body(
         driver = bench.make_driver(
             on_state=state_changed,
             takeover=options.takeover,
-            port_reset=options.port_reset,
-            mmio64=not options.mmio32,
+            # without --port-reset the driver decides (PCI vendor ID, or no CCS in time); 64-bit
+            # registers are two dword writes by default (--mmio32 says so explicitly)
+            port_reset=options.port_reset or None,
             **driver_options,
         )
     step("bringing the DbC up")
@@ -498,7 +499,6 @@ def _native_driver(
         on_state=state_changed,
         takeover=options.takeover,
         port_reset=options.port_reset,
-        mmio64=not options.mmio32,
     )
 
 
