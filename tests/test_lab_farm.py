@@ -30,7 +30,7 @@ from dbc_harness.fixtures.lab.loopback import (
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(120)]
 
-BENCHES = ("bench-run", "bench-wait", "bench-kill")
+BENCHES = ("bench-run", "bench-wait", "bench-kill", "bench-tests")
 NESTED_TIMEOUT = 90.0
 
 
@@ -156,6 +156,57 @@ def test_a_pytest_session_with_lg_env_runs_bring_up_and_echo_on_the_farm(
         assert lab_jobs() == []  # nothing of the jobs is left running on the bench machine
     finally:
         _give_back(farm, "farm-run", token)
+
+
+INNER_TEST_SELECTION = """
+    import json
+    import logging
+    import os
+
+
+    def test_a_named_selection_runs_on_the_bench(dbc_bench, caplog):
+        caplog.set_level(logging.INFO, logger="StepLogger")
+        lines = []
+        result = dbc_bench.run_tests("tests/test_virtual_smoke.py", on_progress=lines.append)
+        assert result.ok and result.exit_code == 0
+        with open(os.environ["DBC_LAB_OUT"], "w") as f:
+            json.dump(
+                {
+                    "tests": [[t.nodeid, t.outcome, t.seconds] for t in result.tests],
+                    "suite": result.suite,
+                    "job": result.job,
+                    "progress": lines,
+                    "logged": caplog.text,
+                },
+                f,
+            )
+    """
+
+
+def test_a_named_test_selection_runs_on_the_bench_through_the_farm(
+    farm: LoopbackFarm, tmp_path: Path
+) -> None:
+    token = _reserve_and_acquire(farm, "farm-tests", "bench-tests", "virtual-tests")
+    try:
+        done = _run_nested(farm, tmp_path, "farm-tests", INNER_TEST_SELECTION)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+        assert "1 passed" in done.stdout
+        out = json.loads((tmp_path / "out.json").read_text())
+        # the bench machine's own checkout ran it (this one: the farm's bench is this machine)
+        assert out["suite"] == str(Path(__file__).resolve().parent)
+        [(nodeid, outcome, seconds)] = out["tests"]
+        assert (nodeid, outcome) == (
+            "tests/test_virtual_smoke.py::test_bring_up_and_echo",
+            "passed",
+        )
+        assert 0 < seconds < NESTED_TIMEOUT  # the JUnit report's duration
+        passed_line = "tests/test_virtual_smoke.py::test_bring_up_and_echo PASSED"
+        assert any(line.startswith(passed_line) for line in out["progress"])
+        assert passed_line in out["logged"]  # through labgrid's step logger
+        assert not (Path("/tmp") / f"dbc-lab-{out['job']}.xml").exists()  # fetched and removed
+        assert lab_jobs() == []
+    finally:
+        _give_back(farm, "farm-tests", token)
 
 
 def test_a_second_reservation_waits_until_the_first_client_releases(farm: LoopbackFarm) -> None:
