@@ -1,6 +1,9 @@
 """The reference C driver finds the virtual xHCI itself: a PCI configuration mechanism #1 scan
 over all 256 buses (ports 0xCF8/0xCFC, in C), BAR sizing, Memory Space/Bus Master, and the
-finding when Bus Master stays off (fixtures/virtual/pci.py)."""
+finding when Bus Master stays off (fixtures/virtual/pci.py); with an xHCI without a DbC ahead
+in scan order it walks each candidate's capability list and takes the one with a DbC; and on
+every named part's machine (fixtures/virtual/parts) it finds, hands off from the BIOS, brings
+up and echoes with 0 findings, told nothing about the part."""
 
 from __future__ import annotations
 
@@ -13,8 +16,21 @@ import pytest
 from dbc_harness.drivers.dbc import DbcNotFound, DbcState
 from dbc_harness.drivers.native.build import build_reference, site_line
 from dbc_harness.drivers.native.driver import NativeDbcDriver
-from dbc_harness.fixtures.virtual import VirtualXhci
-from dbc_harness.fixtures.virtual.pci import COMMAND_MASTER, COMMAND_MEMORY, VirtualPciFunction
+from dbc_harness.fixtures.virtual import DebugHostTimeout, VirtualXhci
+from dbc_harness.fixtures.virtual.parts import (
+    PartProfile,
+    build_controller,
+    build_decoy,
+    load_part,
+    part_names,
+    platform_bus,
+)
+from dbc_harness.fixtures.virtual.pci import (
+    COMMAND_MASTER,
+    COMMAND_MEMORY,
+    PciBus,
+    VirtualPciFunction,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -107,3 +123,129 @@ def test_bus_master_left_off_is_a_finding_at_the_dce_write() -> None:
         assert line is not None and int(line.group(1)) == site_line("dce")
     finally:
         y.close()
+
+
+# -- several xHCIs, named parts ------------------------------------------------------------------
+
+
+def on_bus(x: VirtualXhci, bus: PciBus, **options: Any) -> NativeDbcDriver:
+    fn = x.pci_function
+    return NativeDbcDriver(fn.mmio, x.dma, clock=x.clock, pci=bus, scan_pci=True,
+                           bar_phys=fn.bar0, **options)  # fmt: skip
+
+
+def echo(x: VirtualXhci, drv: NativeDbcDriver, data: bytes) -> None:
+    """``data`` target -> host, then reversed host -> target."""
+    drv.write(data)
+    got = b""
+    end = x.clock.monotonic() + 5.0
+    while len(got) < len(data):
+        drv.poll()
+        try:
+            got += x.host.recv(len(data) - len(got), timeout=0.001)
+        except DebugHostTimeout:
+            assert x.clock.monotonic() < end, f"host got {len(got)} of {len(data)} bytes"
+    assert got == data
+    xfer = x.host.submit(data[::-1])
+    back = b""
+    while len(back) < len(data):
+        back += drv.read(len(data) - len(back), timeout=2.0)
+    assert back == data[::-1]
+    x.host.wait(xfer, timeout=1.0)
+
+
+def test_an_xhci_without_dbc_ahead_in_scan_order_is_skipped() -> None:
+    """00:01.0 is an xHCI without a Debug Capability; the Tiger Lake part sits at 00:0d.0
+    behind it (and its USB4 NHI, class 0C0340, beside it). The driver maps the decoy's BAR0,
+    walks its list, gives its Command register back and takes the next one."""
+    x = build_controller("intel-tiger-lake", strict=True)
+    decoy = build_decoy(strict=True)
+    try:
+        bus = platform_bus(x, "intel-tiger-lake", decoy=decoy)
+        drv = on_bus(x, bus)
+        try:
+            drv.start(timeout=5.0)
+            assert drv.state is DbcState.CONFIGURED
+            hits = scan(drv)
+            assert [h[0] for h in hits] == [0x01 << 3, 0x0D << 3]  # decoy first, then the part
+            assert "dbc: xHCI 00:01.0 (1912:0015) has no Debug Capability: next" in drv.log
+            # the decoy's BAR0 was really read (its capability walk), then left as it was
+            assert (0xD000_0000, 0x10000, decoy.mmio) in drv.machine.other_bars
+            assert decoy.pci_function.command == 0
+            chosen = x.pci_function.command
+            assert chosen & (COMMAND_MEMORY | COMMAND_MASTER) == COMMAND_MEMORY | COMMAND_MASTER
+            echo(x, drv, b"the one with a DbC")
+        finally:
+            drv.close()
+        assert x.findings == [] and decoy.findings == []
+    finally:
+        x.close()
+        decoy.close()
+
+
+def test_only_xhcis_without_dbc_is_dbc_not_found() -> None:
+    decoy = build_decoy(strict=True)
+    try:
+        bus = PciBus()
+        fn = bus.add(VirtualPciFunction(decoy, bus=2, vendor_id=0x1912, device_id=0x0015))
+        drv = NativeDbcDriver(decoy.mmio, decoy.dma, clock=decoy.clock, pci=bus, scan_pci=True,
+                              bar_phys=0xC000_0000)  # fmt: skip
+        try:
+            with pytest.raises(DbcNotFound):
+                drv.start(timeout=1.0)
+            assert "dbc: none of the 1 xHCIs has a Debug Capability (ID 0x0A)" in drv.log
+            assert fn.command == 0  # Memory Space was on for the walk only
+        finally:
+            drv.machine.close()
+        assert decoy.findings == []
+    finally:
+        decoy.close()
+
+
+@pytest.mark.parametrize("name", part_names())
+def test_reference_driver_on_every_part(name: str) -> None:
+    """The C driver told nothing about the part (no flags): PCI scan, BAR0 mapped at its probed
+    size (1 MiB on AMD), BIOS handoff, the root-port reset Intel parts need (by PCI vendor ID,
+    as Linux's early printk driver), echo both ways, 0 findings (strict)."""
+    part: PartProfile = load_part(name)
+    x = build_controller(part, strict=True)
+    try:
+        bus = platform_bus(x, part)
+        drv = on_bus(x, bus)
+        try:
+            drv.start(timeout=5.0)
+            assert drv.state is DbcState.CONFIGURED
+            [(bdf, ident, bar, size)] = scan(drv)
+            assert bar == x.pci_function.bar0
+            assert size == part.bar0_size == drv.machine.bar_size
+            assert ident == part.device_id << 16 | part.vendor_id
+            assert bdf == part.bdf[0] << 8 | part.bdf[1] << 3 | part.bdf[2]
+            assert x.dbc.root_port_reset_seen == (part.vendor_id == 0x8086)
+            assert drv.counters.recoveries["root_port_reset"] == 0
+            if part.firmware.bios_owned:
+                assert x.firmware.os_requested
+            for size in (1, 1025, 65537):
+                echo(x, drv, bytes((i * 5 + size) & 0xFF for i in range(size)))
+        finally:
+            drv.close()
+        assert x.findings == []
+    finally:
+        x.close()
+
+
+def test_a_part_needing_the_reset_is_learned_when_bar0_is_given() -> None:
+    """BAR0 given (no scan, so no vendor ID): no CCS 200 ms after DCE, the C driver resets the
+    USB3 root ports once and counts it."""
+    x = build_controller("intel-sunrise-point", strict=True)
+    try:
+        drv = NativeDbcDriver(x.mmio, x.dma, clock=x.clock)
+        try:
+            drv.start(timeout=5.0)
+            assert drv.counters.recoveries["root_port_reset"] == 1
+            assert any("CCS still 0 200 ms after DCE" in line for line in drv.log)
+            echo(x, drv, b"learned")
+        finally:
+            drv.close()
+        assert x.findings == []
+    finally:
+        x.close()

@@ -259,13 +259,21 @@ def test_both_endpoint_id_schemes(closer: list[VirtualXhci], ids: tuple[int, int
 
 
 def test_enumeration_after_root_port_reset(closer: list[VirtualXhci]) -> None:
+    """Nothing connects until the USB3 root ports are reset: asked (DBC_F_PORT_RESET) they are
+    reset right after DCE; not asked, dbc_init() resets them once when DCPORTSC.CCS is still
+    0 200 ms after DCE (so a 150 ms deadline runs out first)."""
     x = bench(closer, Quirks(enumerate_after_root_port_reset=True))
     drv = NativeDbcDriver(x.mmio, x.dma, clock=x.clock)
     with pytest.raises(DbcTimeout, match="DCR"):
-        drv.start(timeout=0.5)
+        drv.start(timeout=0.15)
     assert x.dma.stats()["live_bytes"] == 0
     drv = driver(x, port_reset=True)
     roundtrip(x, drv, b"after port reset")
+    assert drv.counters.recoveries["root_port_reset"] == 0
+    drv.stop()
+    drv = driver(x)
+    roundtrip(x, drv, b"reset learned")
+    assert drv.counters.recoveries["root_port_reset"] == 1
     drv.stop()
 
 

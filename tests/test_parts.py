@@ -122,6 +122,7 @@ BAD_PROFILES = [
     ("pci.vendor_id", 0xFFFF, "16-bit PCI ID"),
     ("pci.bdf", "00:20.0", "out of range"),
     ("pci.bdf", "banana", "not a PCI address"),
+    ("pci.bdf", "00:14.3", "needs function 0"),
     ("pci.bar0_size", 0x3000, "power of two"),
     ("controller.dbc_shares_page", False, "dbc_shares_page = false"),
     ("controller.debug_max_burst", 16, "0..15"),

@@ -140,6 +140,7 @@ ERROR_NAMES = {
 STATS_FIELDS = (
     "events", "doorbells", "erdp_writes", "bytes_out", "bytes_in", "trbs_out", "trbs_in",
     "lost_bytes", "device_errors", "disconnects", "port_resets", "dce_lost", "halts_cleared",
+    "root_port_resets",
 )  # fmt: skip
 _STATS = struct.Struct(f"<{len(STATS_FIELDS)}Q")
 #: BAR0's physical address in the emulated machine when nobody chooses one
@@ -345,6 +346,7 @@ class NativeDbcDriver:
             ("port_reset", "port_resets"),
             ("dce_lost", "dce_lost"),
             ("halt_cleared", "halts_cleared"),
+            ("root_port_reset", "root_port_resets"),
         ):
             if s[field]:
                 c.recoveries[key] = s[field]

@@ -3,7 +3,9 @@
 The seam is :class:`PciConfigSpace`: whatever models the machine's PCI functions (the virtual
 xHCI's PCI function in the fixtures, a real device's config space through sysfs/VFIO) answers
 ``read_config``/``write_config`` by bus/device/function. It may also implement
-``bar_changed(callback)``-style notifications; the native runner only needs the two methods.
+``bar_at(phys) -> (base, size, mmio) | None`` (which function's memory BAR decodes a physical
+address): the runner then maps any function's BAR that native code maps (a driver scanning
+several xHCIs reads each one's registers); the two config methods are all it needs.
 
 Mechanism #1 (PCI Local Bus 3.0, 3.2.2.3.2): a dword write to CONFIG_ADDRESS (0xCF8) with bit 31
 (enable) set selects bus (23:16), device (15:11), function (10:8) and register (7:2); CONFIG_DATA

@@ -273,6 +273,8 @@ class _MmioWindow:
     view: memoryview
     pin: Any
     hook: int = 0
+    #: the MMIO behind it: None for BAR0 (``Machine.mmio``), else another function's BAR
+    mmio: Any = None
 
 
 @dataclass(frozen=True)
@@ -459,6 +461,8 @@ class Machine:
         # 4. the bench: BAR0 at its physical address
         self.bar_phys: int | None = None
         self.bar_size = 0
+        #: other functions' BARs (physical address, size, MMIO): see :meth:`attach_bar`
+        self.other_bars: list[tuple[int, int, Any]] = []
         if self.mmio is not None:
             self.attach_mmio(
                 self.mmio,
@@ -628,7 +632,7 @@ class Machine:
         the environment's address scheme puts it (phys, or base + phys)."""
         if phys % PAGE or size % PAGE or size <= 0:
             raise BindingError(f"BAR at 0x{phys:x}+0x{size:x} must be 4 KiB aligned")
-        self._unmap_mmio_windows()  # a BAR that moves (reprogrammed BAR0) leaves its old place
+        self._unmap_mmio_windows(bar0_only=True)  # a BAR0 that moves leaves its old place
         self.mmio = mmio
         self.bar_phys = phys
         self.bar_size = size
@@ -638,7 +642,34 @@ class Machine:
         self._write16 = getattr(mmio, "write16", None)
         self._map_mmio_window(self.phys_to_virt(phys), size, 0)
 
-    def _map_mmio_window(self, virt: int, size: int, bar_offset: int) -> None:
+    def attach_bar(self, mmio: Any, phys: int, size: int) -> None:
+        """Another PCI function's memory BAR (e.g. a second xHCI a driver's scan looks at) at
+        physical ``phys``: mapped where the address scheme puts it, its accesses going to
+        ``mmio``. A PCI configuration space with ``bar_at(phys)`` (the virtual bus) attaches
+        the BAR that decodes an address the first time native code maps it."""
+        if phys % PAGE or size % PAGE or size <= 0:
+            raise BindingError(f"BAR at 0x{phys:x}+0x{size:x} must be 4 KiB aligned")
+        if any(p == phys and n == size and m is mmio for p, n, m in self.other_bars):
+            return
+        self._map_mmio_window(self.phys_to_virt(phys), size, 0, mmio)
+        self.other_bars.append((phys, size, mmio))
+
+    def _bar_of(self, phys: int, size: int = 1) -> tuple[int, int, Any] | None:
+        """(base, size, MMIO or None for BAR0) of the BAR holding ``[phys, phys + size)``."""
+        if self.bar_phys is not None and self.bar_phys <= phys < self.bar_phys + self.bar_size:
+            return (self.bar_phys, self.bar_size, None)
+        for base, n, mmio in self.other_bars:
+            if base <= phys < base + n:
+                return (base, n, mmio)
+        bar_at = getattr(self.ports.pci, "bar_at", None)
+        found = bar_at(phys) if bar_at is not None else None
+        if found is None:
+            return None
+        base, n, mmio = found
+        self.attach_bar(mmio, base, n)
+        return (base, n, mmio)
+
+    def _map_mmio_window(self, virt: int, size: int, bar_offset: int, mmio: Any = None) -> None:
         """Map ``size`` bytes of the BAR from ``bar_offset`` at ``virt``.
 
         The window is host RAM with read and write hooks on its range rather than unicorn's
@@ -653,27 +684,35 @@ class Machine:
         memory = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         pin = ctypes.c_char.from_buffer(memory)
         self.uc.mem_map_ptr(_ua(virt), size, UC_PROT_READ | UC_PROT_WRITE, ctypes.addressof(pin))
-        window = _MmioWindow(virt, size, bar_offset, memoryview(memory), (memory, pin))
+        window = _MmioWindow(virt, size, bar_offset, memoryview(memory), (memory, pin), mmio=mmio)
         window.hook = self.uc.hook_add(
             UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, self._on_mmio, window,
             _ua(virt), _ua(virt) + size - 1,
         )  # fmt: skip
         self._mmio_maps.append(window)
 
-    def _unmap_mmio_windows(self) -> None:
+    def _unmap_mmio_windows(self, *, bar0_only: bool = False) -> None:
+        keep = [w for w in self._mmio_maps if bar0_only and w.mmio is not None]
         for w in self._mmio_maps:
+            if w in keep:
+                continue
             try:
                 self.uc.hook_del(w.hook)
                 self.uc.mem_unmap(_ua(w.virt), w.size)
             except UcError:
                 pass
-        self._mmio_maps.clear()
+        self._mmio_maps[:] = keep
+        if not bar0_only:
+            self.other_bars.clear()
 
     def _on_mmio(
         self, uc: Any, access: int, address: int, size: int, value: int, w: _MmioWindow
     ) -> None:
         local = address - _ua(w.virt)
         off = w.bar_offset + local
+        if w.mmio is not None:
+            self._other_bar_access(w, access, local, off, size, value)
+            return
         try:
             if access == UC_MEM_READ:
                 if size == 16:  # SSE: two qwords, low first
@@ -692,6 +731,37 @@ class Machine:
                 self._bar_write(off, size, value)
             if self.env.mmio_latency_us:
                 self.clock.sleep(self.env.mmio_latency_us * 1e-6)
+        except BaseException as exc:
+            self._stop_with(exc)
+
+    def _other_bar_access(
+        self, w: _MmioWindow, access: int, local: int, off: int, size: int, value: int
+    ) -> None:
+        """Another function's BAR: dword and qword accesses (a bus reads anything else from
+        the dword holding it; a sub-dword write there is refused)."""
+        m = w.mmio
+        try:
+            if access == UC_MEM_READ:
+                aligned = off & ~3
+                if size == 8 and not off % 8:
+                    v = m.read64(off)
+                elif size <= 4 and off + size <= aligned + 4:
+                    v = m.read32(aligned) >> (8 * (off - aligned))
+                else:
+                    raise MmioUnavailable(
+                        f"{8 * size}-bit read at 0x{off:x} of another function's BAR"
+                    )
+                w.view[local : local + size] = (v & ((1 << (8 * size)) - 1)).to_bytes(
+                    size, "little"
+                )
+            elif size == 4:
+                m.write32(off, value)
+            elif size == 8:
+                m.write64(off, value)
+            else:
+                raise MmioUnavailable(
+                    f"{8 * size}-bit MMIO write at 0x{off:x} of another function's BAR"
+                )
         except BaseException as exc:
             self._stop_with(exc)
 
@@ -841,12 +911,9 @@ class Machine:
             raise UnmappedPhysical(f"virt 0x{virt:x} and phys 0x{phys:x} differ within a page")
         v0, p0 = virt & ~(PAGE - 1), phys & ~(PAGE - 1)
         n = _page_up(phys + size) - p0
-        if (
-            self.bar_phys is not None
-            and self.bar_phys <= p0
-            and p0 + n <= self.bar_phys + self.bar_size
-        ):
-            self._map_mmio_window(v0, n, p0 - self.bar_phys)
+        bar = self._bar_of(p0)
+        if bar is not None and p0 + n <= bar[0] + bar[1]:
+            self._map_mmio_window(v0, n, p0 - bar[0], bar[2])
             return virt
         space = self._require_dma()
         try:
@@ -877,8 +944,8 @@ class Machine:
     def ioremap(self, phys: int, size: int) -> int:
         """Virtual address of physical ``phys`` (BAR or DMA), mapped if needed."""
         virt = self.phys_to_virt(phys)
-        if self.bar_phys is not None and self.bar_phys <= phys < self.bar_phys + self.bar_size:
-            return virt  # the BAR is mapped at phys_to_virt(bar_phys) since attach_mmio
+        if self._bar_of(phys) is not None:
+            return virt  # a BAR is mapped at phys_to_virt(its address) since it was attached
         self._ensure_dma_mapped(phys)
         return virt
 

@@ -82,6 +82,9 @@ typedef unsigned long long u64;
 /* deadlines, in dbc_env_udelay() microseconds */
 #define DCE_TIMEOUT_US 1000000   /* DCE to follow a write of DCCTRL */
 #define PORT_RESET_TIMEOUT_US 500000
+#define PORT_RESET_AFTER_US 200000 /* no CCS this long after DCE: reset the USB3 root ports once */
+#define HANDOFF_TIMEOUT_US 1000000 /* the BIOS gets 1 s to release the controller (Linux too) */
+#define HANDOFF_STEP_US 1000
 #define POLL_STEP_US 100         /* delay between two polls of a register */
 
 /* ------------------------------------------------------------------ xHC registers (5.3) */
@@ -95,9 +98,22 @@ typedef unsigned long long u64;
 #define PORTSC_CHANGE_BITS (0x7Fu << 17) /* CSC PEC WRC OCC PRC PLC CEC: RW1C */
 
 /* extended capabilities (7.0) */
+#define XECP_ID_LEGACY 1 /* USB Legacy Support (7.1) */
 #define XECP_ID_SUPPORTED_PROTOCOL 2
 #define XECP_ID_DEBUG 10
 #define XECP_MAX_STEPS 256 /* a corrupt list must not loop for ever */
+
+/* USB Legacy Support (7.1.1, 7.1.2): each semaphore in its own byte; the OS writes only its own */
+#define USBLEGSUP_BIOS_OWNED (1u << 16)
+#define USBLEGSUP_OS_OWNED (1u << 24)
+/* USBLEGCTLSTS: the SMI enables (USB SMI, Host System Error, OS Ownership, PCI Command, BAR)
+ * and the three RW1C SMI events (OS Ownership Change, PCI Command, BAR) */
+#define USBLEGCTLSTS_SMI_ENABLES ((1u << 0) | (1u << 4) | (1u << 13) | (1u << 14) | (1u << 15))
+#define USBLEGCTLSTS_SMI_EVENTS (0x7u << 29)
+
+/* Linux's early printk DbC driver resets the USB3 root ports after DCE on this vendor's parts
+ * (drivers/usb/early/xhci-dbc.c, xdbc_start() -> xdbc_reset_debug_port()) */
+#define PCI_VENDOR_INTEL 0x8086
 
 /*
  * The DbC register block (7.6.8): 64 bytes at the Debug Capability's first dword. A struct
@@ -252,6 +268,8 @@ struct dbc {
 
 	int port_change;
 	u32 usb3_first, usb3_count; /* USB3 root ports (Supported Protocol, major 3) */
+	u32 legacy;                 /* USB Legacy Support capability offset, 0: none */
+	u32 pci_vendor;             /* the PCI scan's choice (0: BAR0 was given) */
 };
 
 static struct dbc dbc;
@@ -261,6 +279,7 @@ struct dbc_stats {
 	u64 events, doorbells, erdp_writes;
 	u64 bytes_out, bytes_in, trbs_out, trbs_in;
 	u64 lost_bytes, device_errors, disconnects, port_resets, dce_lost, halts_cleared;
+	u64 root_port_resets; /* USB3 root ports reset because nothing connected after DCE */
 };
 struct dbc_stats dbc_stats;
 
@@ -365,6 +384,43 @@ static void pci_enable(u32 bdf)
 #endif
 }
 
+static int find_dbc(u32 *offset);
+
+/* The first xHCI of the scan whose extended capability list has a Debug Capability (a machine
+ * may have several xHCIs, some without one). Each candidate gets Memory Space on (its BAR0
+ * does not decode otherwise), BAR0 mapped at the size the probe found (64 KiB on Intel parts,
+ * 1 MiB on AMD's) and its list walked; one without a DbC gets its Command register back. Bus
+ * Master is turned on for the chosen one only. */
+static int pci_find_dbc(u32 *offset)
+{
+	int n = dbc_pci_scan(), i;
+
+	if (n < 1) {
+		dbc_env_log("dbc: no xHCI (class 0C0330) on any PCI bus\n");
+		return -DBC_ENODEV;
+	}
+	for (i = 0; i < n; i++) {
+		const struct dbc_pci_hit *hit = &dbc_pci_hits[i];
+		u32 cmd = pci_read(hit->bdf, 0x04) & 0xFFFF;
+
+		pci_write(hit->bdf, 0x04, cmd | PCI_COMMAND_MEMORY);
+		dbc.bar_size = (unsigned long)hit->bar0_size;
+		dbc.bar = dbc_env_map_mmio(hit->bar0, dbc.bar_size);
+		if (dbc.bar && find_dbc(offset) == 0) {
+			pci_enable(hit->bdf);
+			dbc.pci_vendor = hit->id & 0xFFFF;
+			return 0;
+		}
+		dbc_env_log("dbc: xHCI %02x:%02x.%x (%04x:%04x) has no Debug Capability: next\n",
+			    hit->bdf >> 8, (hit->bdf >> 3) & 0x1F, hit->bdf & 7, hit->id & 0xFFFF,
+			    hit->id >> 16);
+		pci_write(hit->bdf, 0x04, cmd);
+		dbc.bar = 0;
+	}
+	dbc_env_log("dbc: none of the %d xHCIs has a Debug Capability (ID 0x0A)\n", n);
+	return -DBC_ENODEV;
+}
+
 /* ------------------------------------------------------------------ small helpers */
 static int removed(u32 v)
 {
@@ -418,6 +474,7 @@ static int find_dbc(u32 *offset)
 	dbc.caplength = RD32(dbc.bar + CAP_CAPLENGTH) & 0xFF;
 	off = (hcc >> 16) * 4;
 	*offset = 0;
+	dbc.usb3_first = dbc.usb3_count = dbc.legacy = 0;
 	for (steps = 0; off && steps < XECP_MAX_STEPS; steps++) {
 		u32 head, next;
 
@@ -428,6 +485,8 @@ static int find_dbc(u32 *offset)
 			return -DBC_EREMOVED;
 		if ((head & 0xFF) == XECP_ID_DEBUG && !*offset)
 			*offset = off;
+		if ((head & 0xFF) == XECP_ID_LEGACY && !dbc.legacy)
+			dbc.legacy = off;
 		if ((head & 0xFF) == XECP_ID_SUPPORTED_PROTOCOL && head >> 24 == 3) {
 			u32 ports = RD32(dbc.bar + off + 8); /* 7:0 offset, 15:8 count */
 			dbc.usb3_first = ports & 0xFF;
@@ -439,6 +498,44 @@ static int find_dbc(u32 *offset)
 		off += next * 4;
 	}
 	return *offset ? 0 : -DBC_ENODEV;
+}
+
+/* ------------------------------------------------------------------ BIOS handoff (4.22.1) */
+/* Take the controller from the firmware: set HC OS Owned (a dword read-modify-write that
+ * writes HC BIOS Owned back as read), wait (bounded) for the BIOS to clear HC BIOS Owned; a
+ * BIOS that never lets go is logged and the bring-up goes on (as the Python driver and Linux
+ * do). Then the firmware's SMIs are turned off and their events cleared (RW1C), the RsvdP
+ * bits written back as read. */
+static int bios_handoff(void)
+{
+	volatile u8 *legsup;
+	u32 v, ctl, waited;
+
+	if (!dbc.legacy)
+		return 0;
+	legsup = dbc.bar + dbc.legacy;
+	v = RD32(legsup);
+	if (removed(v))
+		return -DBC_EREMOVED;
+	if (v & USBLEGSUP_BIOS_OWNED) {
+		WR32(legsup, v | USBLEGSUP_OS_OWNED); /* @site:handoff */
+		for (waited = 0;; waited += HANDOFF_STEP_US) {
+			v = RD32(legsup);
+			if (removed(v))
+				return -DBC_EREMOVED;
+			if (!(v & USBLEGSUP_BIOS_OWNED))
+				break;
+			if (waited >= HANDOFF_TIMEOUT_US) {
+				dbc_env_log("dbc: BIOS handoff failed: HC BIOS Owned still set 1 s after "
+					    "the request (USBLEGSUP=0x%08x); going on\n", v);
+				break;
+			}
+			dbc_env_udelay(HANDOFF_STEP_US);
+		}
+	}
+	ctl = RD32(legsup + 4);
+	WR32(legsup + 4, (ctl & ~USBLEGCTLSTS_SMI_ENABLES) | USBLEGCTLSTS_SMI_EVENTS);
+	return 0;
 }
 
 /* ------------------------------------------------------------------ rings (4.9) */
@@ -789,28 +886,33 @@ int dbc_init(unsigned long long bar0_phys, unsigned int flags, unsigned long wai
 	dbc.mmio64 = !!(flags & DBC_F_MMIO64);
 	dbc.bar_size = DBC_BAR0_MAP_SIZE;
 
-	/* find the controller: BAR0 given, or a PCI scan (class 0C0330, 64-bit BAR0) */
-	if (!bar0_phys) {
-		if (dbc_pci_scan() < 1) {
-			dbc_env_log("dbc: no xHCI (class 0C0330) on any PCI bus\n");
+	/* find the controller and its Debug Capability: BAR0 given, or a PCI scan (class
+	 * 0C0330, 64-bit BAR0) for the first xHCI that has one */
+	if (bar0_phys) {
+		dbc.bar = dbc_env_map_mmio(bar0_phys, dbc.bar_size);
+		if (!dbc.bar)
 			return -DBC_ENODEV;
+		err = find_dbc(&offset);
+		if (err) {
+			dbc_env_log("dbc: no Debug Capability (ID 0x0A) in the xECP list\n");
+			return err;
 		}
-		bar0_phys = dbc_pci_hits[0].bar0;
-		dbc.bar_size = (unsigned long)dbc_pci_hits[0].bar0_size;
-		pci_enable(dbc_pci_hits[0].bdf);
-	}
-	dbc.bar = dbc_env_map_mmio(bar0_phys, dbc.bar_size);
-	if (!dbc.bar)
-		return -DBC_ENODEV;
-
-	/* the Debug Capability in the extended capability list */
-	err = find_dbc(&offset);
-	if (err) {
-		dbc_env_log("dbc: no Debug Capability (ID 0x0A) in the xECP list\n");
-		return err;
+	} else {
+		err = pci_find_dbc(&offset);
+		if (err)
+			return err;
 	}
 	dbc.r = (volatile struct dbc_regs *)(dbc.bar + offset);
 	dbc_env_log("dbc: Debug Capability at BAR0+0x%x\n", offset);
+	if (dbc.pci_vendor == PCI_VENDOR_INTEL && !(flags & DBC_F_PORT_RESET)) {
+		dbc_env_log("dbc: Intel xHCI: its USB3 root ports are reset after DCE\n");
+		dbc.flags |= DBC_F_PORT_RESET;
+	}
+
+	/* the firmware lets go of the controller first */
+	err = bios_handoff();
+	if (err)
+		return err;
 
 	/* step 1: DCE already set means firmware or another driver owns the DbC */
 	ctrl = RD32(&dbc.r->dcctrl);
@@ -833,16 +935,25 @@ int dbc_init(unsigned long long bar0_phys, unsigned int flags, unsigned long wai
 	if (err)
 		return teardown(err);
 	dbc.state = DBC_STATE_ENABLED;
-	if (flags & DBC_F_PORT_RESET)
+	if (dbc.flags & DBC_F_PORT_RESET)
 		reset_usb3_ports();
 
-	/* step 7: the debug host connects (CCS) and configures us (DCR): dbc_poll() follows */
+	/* step 7: the debug host connects (CCS) and configures us (DCR): dbc_poll() follows. A
+	 * part that needs its USB3 root ports reset before the host sees the DbC, and was not
+	 * known to, shows no CCS: reset them once (Xen resets them on every vendor). */
 	for (waited = 0; wait_us; waited += POLL_STEP_US) {
 		err = dbc_poll();
 		if (err < 0)
 			return teardown(err);
 		if (dbc.state == DBC_STATE_CONFIGURED)
 			break;
+		if (waited == PORT_RESET_AFTER_US && dbc.state == DBC_STATE_ENABLED &&
+		    !(dbc.flags & DBC_F_PORT_RESET)) {
+			dbc_env_log("dbc: DCPORTSC.CCS still 0 %u ms after DCE: resetting the USB3 root "
+				    "ports once\n", PORT_RESET_AFTER_US / 1000);
+			reset_usb3_ports();
+			dbc_stats.root_port_resets++;
+		}
 		if (waited >= wait_us)
 			return teardown(-DBC_ETIMEDOUT);
 		dbc_env_udelay(POLL_STEP_US); /* @site:wait-configured */

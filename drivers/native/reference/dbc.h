@@ -17,7 +17,10 @@
 #define DBC_H
 
 /* dbc_init() flags */
-#define DBC_F_PORT_RESET (1u << 0) /* reset not-connected USB3 root ports after DCE (7.6.4) */
+/* reset not-connected USB3 root ports right after DCE (7.6.4). Without it the driver still
+ * does on Intel parts its PCI scan found, or once if nothing connects within 200 ms of DCE
+ * while dbc_init() waits */
+#define DBC_F_PORT_RESET (1u << 0)
 #define DBC_F_MMIO64 (1u << 1)     /* 64-bit registers in one qword access (default: 2 dwords) */
 #define DBC_F_TAKEOVER (1u << 2)   /* DCE already set (firmware): disable it and take over */
 
@@ -43,7 +46,9 @@
 /*
  * Find and bring up the DbC, leave it waiting for the debug host.
  *   bar0_phys: physical address of the xHCI's BAR0, or 0 to find the controller with a PCI
- *              configuration mechanism #1 scan (all 256 buses, class 0C0330, 64-bit BAR0);
+ *              configuration mechanism #1 scan (all 256 buses, class 0C0330, 64-bit BAR0):
+ *              the first xHCI whose extended capability list has a Debug Capability, its
+ *              BAR0 mapped at the size the BAR probe found;
  *   flags:     DBC_F_*;
  *   wait_us:   if non-zero, also wait (polling) up to this long for the host to configure us.
  * Returns 0 (DBC_STATE_CONFIGURED reached when wait_us > 0), or -DBC_E*; on error nothing stays

@@ -28,7 +28,8 @@ void dbc_env_dma_free(void *virt, unsigned long size);
 unsigned long long dbc_env_virt_to_phys(const void *virt);
 
 /* Map size bytes of MMIO at physical address phys (uncached); returns the virtual address or
- * NULL. Used once, for the xHCI's BAR0. */
+ * NULL. Used for the xHCI's BAR0 (with a PCI scan: for each candidate xHCI's BAR0 until one
+ * has a Debug Capability). */
 void *dbc_env_map_mmio(unsigned long long phys, unsigned long size);
 
 /* Busy-wait us microseconds. Every wait in the driver is a loop around this call with a
