@@ -28,7 +28,9 @@ from dbc_harness.fixtures.virtual import (
     TransferFault,
     VirtualXhci,
 )
+from dbc_harness.fixtures.virtual.faults import FAULT_KINDS
 from dbc_harness.fixtures.virtual.quirks import EventPointerMode, FaultCompletion
+from dbc_harness.harness.benchmarks.faults import events_waiting
 
 
 def make(quirks: Quirks | None = None, **kw: Any) -> VirtualXhci:
@@ -357,6 +359,47 @@ def test_controller_reset_kills_dbc_and_driver_rebrings_up(closer: list[VirtualX
     settle(drv)
     assert drv.counters.recoveries["dce_lost"] == 1
     roundtrip(x, drv, b"after reset")
+    drv.stop()
+
+
+@pytest.mark.parametrize("name", ["hcrst", "hcrst_sbr", "hcrst_kills_dbc", "dce_cleared"])
+def test_reset_before_the_driver_polled_loses_nothing_acknowledged(
+    closer: list[VirtualXhci], name: str
+) -> None:
+    """The host reads three messages whole and sends four transfers; the DbC completes every TD
+    and writes its Transfer Event; THEN the controller is reset (HCRST killing the DbC, HCRST
+    with DCST.SBR = 1 which it survives, HCRST killing it despite SBR, DCE cleared by another
+    agent), before the driver polled. The events are in the driver's memory: afterwards read()
+    returns every byte the host saw acknowledged, once, in order, and no message the host
+    received is reported undelivered (a caller would send it again). A driver that brings the
+    DbC up again without consuming those events first fails here."""
+    kind = FAULT_KINDS[name]
+    assert kind.inject is not None
+    x = bench(closer, kind.quirks, **kind.bench)
+    drv = driver(x)
+    msgs = [b"target %d " % i * 300 for i in range(3)]
+    for m in msgs:
+        drv.write(m)
+    host_got = b""
+    while len(host_got) < sum(map(len, msgs)):
+        host_got += x.host.recv(1 << 20, timeout=1.0)  # the model runs, the driver does not
+    assert host_got == b"".join(msgs)
+    sent = [bytes([i + 1]) * n for i, n in enumerate((3000, 1024, 5, 4096))]
+    for data in sent:
+        assert x.host.send(data, timeout=1.0) == len(data)  # acknowledged to the host
+    assert events_waiting(x) >= len(msgs) + len(sent)  # one per TD at least, none consumed
+    kind.inject(x)
+    settle(drv, x=x)
+    got = b""
+    while True:
+        try:
+            got += drv.read(1 << 20, timeout=0.1)
+        except DbcTimeout:
+            break
+    assert got == b"".join(sent)
+    assert drv.take_undelivered() == ()
+    assert drv.counters.recoveries["dce_lost"] == (0 if name == "hcrst_sbr" else 1)
+    roundtrip(x, drv, b"after " + name.encode())
     drv.stop()
 
 

@@ -34,6 +34,18 @@ from hypothesis.stateful import (
 
 #: runtime faults a rule can inject (the kinds with an ``inject`` action)
 RUNTIME = sorted(name for name, k in FAULT_KINDS.items() if k.inject is not None)
+#: the controller resets that can hit with completed transfers' events still on the event ring:
+#: HCRST (on the kind's bench: the DbC dies, survives with SBR, or dies despite SBR), DCE
+#: cleared by another agent, surprise removal
+RESETS = ["hcrst", "dce_cleared", "surprise_removal"]
+RESET_KINDS = {"hcrst", "hcrst_sbr", "hcrst_kills_dbc", "dce_cleared", "surprise_removal"}
+
+
+def resets_for(kind: FaultKind) -> list[str]:
+    """The resets a kind's examples inject with events waiting: a reset kind's own fault at
+    least half the time (its examples exist to test it), else any reset."""
+    return [kind.name] * 3 + RESETS if kind.name in RESET_KINDS else RESETS
+
 
 payloads = st.one_of(
     st.binary(min_size=0, max_size=3000),
@@ -110,6 +122,21 @@ def machine_for(kind: FaultKind) -> type[RuleBasedStateMachine]:
             run.host_reads = run.target_reads = True
             run.fault(FAULT_KINDS[name])
 
+        @precondition(alive)
+        @rule(
+            name=st.sampled_from(resets_for(kind)),
+            sizes=st.lists(st.sampled_from([1, 1000, 1024, 3000]), min_size=1, max_size=3),
+        )
+        def reset_with_events_waiting(self, name: str, sizes: list[int]) -> None:
+            """The host's transfers completed and their Transfer Events wait on the event ring
+            when the controller is reset, before the driver polled: right after the recovery,
+            read() has returned every byte the host saw acknowledged."""
+            run = self.run
+            run.host_reads = run.target_reads = True
+            waiting = run.fault_with_events_waiting(FAULT_KINDS[name], sizes)
+            tally = run.ledger.check_in()
+            assert tally.clean, (f"{name} with {waiting} event(s) waiting", tally.problems)
+
         def teardown(self) -> None:
             run = getattr(self, "run", None)
             if run is None:
@@ -133,7 +160,7 @@ def test_exact_accounting_under_faults(name: str, caplog: pytest.LogCaptureFixtu
     run_state_machine_as_test(
         machine_for(FAULT_KINDS[name]),
         settings=settings(
-            max_examples=5,
+            max_examples=8,
             stateful_step_count=20,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

@@ -30,6 +30,7 @@ from __future__ import annotations
 import random
 import time
 import traceback
+from collections.abc import Sequence
 from typing import Any
 
 from dbc_harness.drivers.dbc import (
@@ -41,6 +42,7 @@ from dbc_harness.drivers.dbc import (
     DbcUndelivered,
     UndeliveredMessage,
 )
+from dbc_harness.drivers.xhci.trb import TRB_SIZE
 from dbc_harness.fixtures.ledger import Ledger, Tally
 from dbc_harness.fixtures.virtual import (
     DebugHostError,
@@ -56,6 +58,16 @@ from dbc_harness.fixtures.virtual.host import HostDirection
 #: wall-clock limit of one run (a run that needs more counts as a hang)
 RUN_LIMIT_S = 60.0
 _SIZES = (0, 1, 7, 100, 1000, 1023, 1024, 1025, 2048, 3000, 4096, 9000, 65535, 65536, 70_000)
+
+
+def events_waiting(x: VirtualXhci) -> int:
+    """Events the DbC wrote that software has not consumed yet: the model's enqueue pointer
+    against DCERDP (one event ring segment, as every driver uses; 0 while the DbC is off)."""
+    ring = x.event_ring
+    if not ring.valid or len(ring.segments) != 1:
+        return 0
+    ((_, trbs),) = ring.segments
+    return (ring.enqueue_address - (x.regs.dcerdp & ~0xF)) // TRB_SIZE % trbs
 
 
 class _Hang(Exception):
@@ -202,17 +214,67 @@ class FaultRun:
             return
         xfer = self._in_flight()
         kind.inject(x)
-        self.halted.clear()  # the host's own halts end with the fault (or it clears them)
+        self._end_halts()
         self._end_transfer(xfer, 0.0)
-        self.host_drain()  # the host reads what it had taken off the wire
+        self._after(kind)
+
+    def _end_halts(self) -> None:
+        """The host's own halts end with a fault that took its configuration away; where the
+        device stayed configured (HCRST with SBR = 1: the DbC survives, DCCTRL.HIT/HOT too),
+        the host clears them itself, as it would after any fault."""
+        x = self.x
+        for direction in sorted(self.halted):
+            still = x.dbc.hit if direction == "out" else x.dbc.hot
+            if still and x.host.configured:
+                x.host.clear_halt(direction)
+        self.halted.clear()
+
+    def _after(self, kind: FaultKind) -> None:
+        """After an injected fault: the host reads what it had taken off the wire, the driver
+        notices, the host recovers (plug in again, warm reset...) and configures it again."""
+        self.host_drain()
         for _ in range(3):
             self.poll()
         if kind.terminal:
             self.target_read()
             return
-        kind.recover(x)
+        kind.recover(self.x)
         self.heal()
         self.settle()
+
+    def fault_with_events_waiting(self, kind: FaultKind, sizes: Sequence[int]) -> int:
+        """The stateful test's sharpest rule: the host reads whole messages and sends transfers
+        of ``sizes``; the DbC completes the TDs and writes their Transfer Events; THEN the fault
+        hits, before the driver polled. A driver that re-initialises without consuming those
+        events first loses acknowledged host -> target data (``read()`` never returns it) and
+        reports delivered messages undelivered. Afterwards the target reads what arrived.
+        Returns the number of events that waited on the event ring at the fault."""
+        x = self.x
+        if kind.inject is None or self.removed or not x.host.configured:
+            return 0
+        self.target_read()  # room on the IN ring; the driver primes it again
+        self.poll()
+        if "in" not in self.halted:
+            for size in sizes[:2]:
+                self.write(self.rng.randbytes(size))
+            for _ in range(8):  # no poll in between: the events stay on the ring
+                try:
+                    self.ledger.host_got += x.host.recv(1 << 20, timeout=0.002)
+                except (DebugHostTimeout, HostNotConfigured, HostStall):
+                    break
+        if "out" not in self.halted and x.host.configured:
+            for size in sizes:
+                try:
+                    xfer = x.host.submit(self.rng.randbytes(size))
+                except (HostStall, HostNotConfigured):
+                    break
+                self._end_transfer(xfer, 0.05)  # the model runs; the driver does not
+        waiting = events_waiting(x)
+        kind.inject(x)
+        self._end_halts()
+        self._after(kind)
+        self.target_read()
+        return waiting
 
     def _in_flight(self) -> Any:
         """Data in flight both ways: writes the host has not read (one TRB half read), a host
