@@ -144,7 +144,7 @@ def _direct_receive(host: Any, size: int) -> int:
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    size = (4 if quick else 32) << 20
+    size = (1 if quick else 32) << 20
     small = (256 if quick else 1024) << 10
     repeats = 1 if quick else 3
     data = bytes(range(256)) * (size // 256)
