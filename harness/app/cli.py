@@ -201,6 +201,37 @@ def _list_parts(as_json: bool) -> None:
     OUT.print(table)
 
 
+# ------------------------------------------------------------------------------- --part NAME
+
+
+def _check_part(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--part NAME``: a known part profile (fixtures/virtual/parts), else a usage error."""
+    if value is not None:
+        try:
+            load_part(value)
+        except PartError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
+#: ``--part NAME`` of run, trace, console and info (checked the same way everywhere)
+_PART_OPTION = click.option(
+    "--part",
+    default=None,
+    metavar="NAME",
+    callback=_check_part,
+    help="virtual: the controller is this named part, e.g. intel-tiger-lake, amd-renoir "
+    "(`dbc-harness list --parts`).",
+)
+
+
+def _virtual_only(part: str | None, target: str) -> None:
+    """A named part is a virtual bench: anything else with --part is the usage error run's
+    session raises too."""
+    if part is not None and target != "virtual":
+        raise PartError("--part applies to the virtual bench only")
+
+
 # --------------------------------------------------------------------------------------- info
 
 
@@ -211,12 +242,25 @@ def _list_parts(as_json: bool) -> None:
 @click.option("--unsafe", is_flag=True, help="Allow sysfs mode (no DMA isolation).")
 @click.option("--force", is_flag=True, help="Claim despite refusals (at your own risk).")
 @click.option("--bring-up", is_flag=True, help="Start the DbC first, read, then stop it.")
-def info(target: str, as_json: bool, mode: str, unsafe: bool, force: bool, bring_up: bool) -> None:
+@_PART_OPTION
+def info(
+    target: str,
+    as_json: bool,
+    mode: str,
+    unsafe: bool,
+    force: bool,
+    bring_up: bool,
+    part: str | None,
+) -> None:
     """Decode TARGET's capability registers, extended capability list and DbC registers.
 
-    TARGET is ``virtual`` or a PCI address (``0000:00:14.0``). A real controller is claimed
-    (its USB devices disconnect while it is away from xhci_hcd), read, and given back."""
-    report = inspect_target(target, mode=mode, unsafe=unsafe, force=force, bring_up=bring_up)
+    TARGET is ``virtual`` (``--part NAME``: as that named part) or a PCI address
+    (``0000:00:14.0``). A real controller is claimed (its USB devices disconnect while it is
+    away from xhci_hcd), read, and given back."""
+    _virtual_only(part, target)
+    report = inspect_target(
+        target, mode=mode, unsafe=unsafe, force=force, bring_up=bring_up, part=part
+    )
     if as_json:
         _emit_json(report)
     else:
@@ -240,27 +284,10 @@ def _bench_options(f: Any) -> Any:
     return f
 
 
-def _check_part(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """``--part NAME``: a known part profile (fixtures/virtual/parts), else a usage error."""
-    if value is not None:
-        try:
-            load_part(value)
-        except PartError as exc:
-            raise click.BadParameter(str(exc)) from None
-    return value
-
-
 def _session_options(f: Any) -> Any:
     """Driver and virtual-bench options shared by ``run`` and ``trace``."""
     options = [
-        click.option(
-            "--part",
-            default=None,
-            metavar="NAME",
-            callback=_check_part,
-            help="virtual: the controller is this named part, e.g. intel-tiger-lake, amd-renoir "
-            "(`dbc-harness list --parts`).",
-        ),
+        _PART_OPTION,
         click.option(
             "--quirk",
             "quirks",
@@ -426,6 +453,7 @@ def _claim_flags(f: Any) -> Any:
 @cli.command()
 @click.argument("target", default="virtual")
 @_claim_flags
+@_PART_OPTION
 @click.option("--timeout", type=_TIMEOUT, default=10.0, show_default=True, help=_TIMEOUT_HELP)
 @click.option(
     "--idle",
@@ -434,12 +462,25 @@ def _claim_flags(f: Any) -> Any:
     show_default=True,
     help="After end of input, stop once the far end was quiet this long (s).",
 )
-def console(target: str, mode: str, unsafe: bool, force: bool, timeout: float, idle: float) -> None:
-    """Interactive byte console over TARGET's DbC (virtual, hw:BDF or BDF).
+def console(
+    target: str,
+    mode: str,
+    unsafe: bool,
+    force: bool,
+    part: str | None,
+    timeout: float,
+    idle: float,
+) -> None:
+    """Interactive byte console over TARGET's DbC (virtual, hw:BDF or BDF; ``--part NAME``:
+    the virtual bench as that named part).
 
     Typed bytes go target -> host; bytes from the debug host are printed. On the virtual bench a
     host echo peer sends everything back. End with Ctrl-D (end of input) or Ctrl-C."""
     spec = _target_spec(target)
+    _virtual_only(part, spec)
+    claim = _claim_options(spec, mode, unsafe, force)
+    if part is not None:
+        claim["part"] = part
     try:
         stdin_fd = sys.stdin.fileno()
     except (AttributeError, ValueError, OSError):  # closed, or not a file (io.UnsupportedOperation)
@@ -457,7 +498,7 @@ def console(target: str, mode: str, unsafe: bool, force: bool, timeout: float, i
         idle=idle,
         # one line a program driving the console (e.g. a bench farm's DbcHarnessDriver) waits for
         on_ready=lambda: ERR.print(f"[dim]console ready on {escape(spec)}: DbC configured[/]"),
-        **_claim_options(spec, mode, unsafe, force),
+        **claim,
     )
     ERR.print(
         f"[dim]console closed: {result.sent} bytes sent, {result.received} received, "

@@ -119,6 +119,12 @@ RULES: tuple[Rule, ...] = (
         ExitCode.USAGE,
         "quirks are the fields of fixtures.virtual.Quirks: see `dbc-harness run --help`",
     ),
+    Rule(
+        "dbc_harness.fixtures.virtual.parts",
+        "PartError",
+        ExitCode.USAGE,
+        "`dbc-harness list --parts` lists the named parts; --part is for the virtual bench",
+    ),
     # the DbC driver
     Rule(
         "dbc_harness.drivers",

@@ -116,14 +116,20 @@ def session_table(result: SessionResult) -> Table:
 
 
 def inspect_target(
-    target: str, *, mode: str, unsafe: bool, force: bool, bring_up: bool = False
+    target: str,
+    *,
+    mode: str,
+    unsafe: bool,
+    force: bool,
+    bring_up: bool = False,
+    part: str | None = None,
 ) -> dict[str, Any]:
     """Decoded registers of ``target`` ("virtual" or a PCI address) as a plain dict. With
     ``bring_up`` the DbC is started first (so DCCTRL/DCPORTSC show a configured DbC) and
-    stopped after reading."""
+    stopped after reading. ``part``: the virtual bench as that named part."""
     bench: Bench
     if target == "virtual":
-        bench = VirtualBench(free_running=bring_up)
+        bench = VirtualBench(free_running=bring_up, part=part)
     else:
         bdf = parse_bench_spec(target)[1] if target.startswith("hw:") else target
         assert bdf is not None
@@ -138,11 +144,14 @@ def inspect_target(
             report["driver_state"] = driver.state.name
             driver.stop(timeout=10.0)
         report["target"] = target
+        if isinstance(bench, VirtualBench) and bench.part is not None:
+            report["part"] = f"{bench.part.name}: {bench.part.title}"
         return report
 
 
 def render_inspection(out: Console, report: dict[str, Any]) -> None:
-    out.print(f"[bold]{esc(report['target'])}[/]")
+    part = f" as {report['part']}" if "part" in report else ""
+    out.print(f"[bold]{esc(report['target'])}[/]{esc(part)}")
     caps = Table(title="capability registers", title_justify="left")
     for col in ("register", "offset", "value", "decoded"):
         caps.add_column(col)
