@@ -1,9 +1,12 @@
 """Hypothesis stateful test: random sequences of writes, host reads of any size (splitting TRBs),
 host transfers, target reads, halts, and every runtime fault of the virtual bench (unplug, hot
 and warm port resets, SET_CONFIGURATION(0), both link errors, HCRST with and without the DbC
-surviving, surprise removal), on a bench configured as one fault kind of
-:data:`~fixtures.virtual.faults.FAULT_KINDS` (every quirk, back-pressure each way, a small
-event ring; each kind gets its own examples).
+surviving, DCE cleared by another agent, surprise removal), on a bench configured as one fault
+kind of :data:`~fixtures.virtual.faults.FAULT_KINDS` (every quirk, back-pressure each way, a
+small event ring; each kind gets its own examples). One rule resets the controller while the
+Transfer Events of completed transfers wait on the event ring (the driver has not polled since
+the DbC wrote them): right after the recovery, every byte the host saw acknowledged must have
+reached ``read()``; a driver that re-initialises without consuming those events fails it.
 
 Checked at the end, exactly, both ways (:class:`~fixtures.ledger.Ledger`): what the
 host received is the written messages in order, each whole unless reported undelivered, and
