@@ -35,6 +35,7 @@ Placement (spec table 6-1): segments 64-byte aligned and never crossing a 64 KiB
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -85,6 +86,7 @@ TRB_DTYPE = GENERIC_TRB.numpy_dtype()
 _C = GENERIC_TRB.fields["C"]
 _CONTROL_WORD = next(name for name, off, _ in GENERIC_TRB.words if off == _C.byte_offset)
 _CUT = CYCLE_DWORD_OFFSET
+_U32 = struct.Struct("<I")
 #: the Chain bit (CH) and Interrupt On Completion (IOC) in dword 3 of a transfer TRB (6.4.1.1)
 _CH_MASK = 1 << NORMAL.fields["CH"].dword_shift
 _IOC_SHIFT = NORMAL.fields["IOC"].dword_shift
@@ -299,7 +301,11 @@ class ProducerRing:
         :attr:`free_slots`."""
         index = self.enqueue_index
         cycle = self.pcs
-        self._store(index, _normal_trb(address, length, chain, isp, cycle))
+        head, control = _normal_trb_c0(address, length, chain, isp)
+        # dwords 0-2 first, then dword 3 with the Cycle bit
+        off = index * TRB_SIZE
+        self.view[off : off + _CUT] = head
+        _U32.pack_into(self.view, off + _CUT, control | cycle)
         self.in_flight += 1
         if index + 1 == self.slots:
             self._hand_over_link(chain)
@@ -382,6 +388,25 @@ def _normal_trb(address: int, length: int, chain: bool, isp: bool, cycle: int) -
         IOC=1,
         C=cycle,
     )
+
+
+#: Normal TRBs the data path built before, by (address, length, chain, isp), with C = 0:
+#: receive buffers and DMA blocks are reused, so the same few hundred TRBs recur; the Cycle
+#: bit is set when the TRB is stored. Bounded: cleared when it holds _NORMAL_CACHE_MAX.
+_normal_cache: dict[tuple[int, int, bool, bool], tuple[bytes, int]] = {}
+_NORMAL_CACHE_MAX = 8192
+
+
+def _normal_trb_c0(address: int, length: int, chain: bool, isp: bool) -> tuple[bytes, int]:
+    """(dwords 0-2, dword 3 with C = 0) of that Normal TRB."""
+    key = (address, length, chain, isp)
+    hit = _normal_cache.get(key)
+    if hit is None:
+        if len(_normal_cache) >= _NORMAL_CACHE_MAX:
+            _normal_cache.clear()
+        raw = _normal_trb(address, length, chain, isp, 0)
+        hit = _normal_cache[key] = (raw[:_CUT], _U32.unpack_from(raw, _CUT)[0])
+    return hit
 
 
 class EventRing:
