@@ -109,11 +109,12 @@ def measure_out(total: int, read_buffer: int = READ_BUFFER) -> tuple[float, floa
     return total / elapsed / 1e6, total / cpu / 1e6, events
 
 
-def measure_in(total: int) -> tuple[float, float, int]:
-    """(MB/s, MB per CPU second, events) for ``total`` bytes host -> target."""
+def measure_in(total: int, transfer: int = 4 << 20) -> tuple[float, float, int]:
+    """(MB/s, MB per CPU second, events) for ``total`` bytes host -> target, sent as host
+    transfers of ``transfer`` bytes."""
     x, b = _setup()
     # a real pattern (not zero pages) so the copies touch memory
-    chunk = bytes(range(256)) * ((4 << 20) // 256)
+    chunk = bytes(range(256)) * (transfer // 256)
     posted = events = landed = 0
     for i in range(RING_TRBS - 2):
         b.inr.put(_normal(b, i))
