@@ -38,7 +38,7 @@ from dbc_harness.harness.app.cli_params import (
 )
 from dbc_harness.harness.app.cli_signals import Interrupted
 from dbc_harness.harness.app.console import run_console
-from dbc_harness.harness.app.options import SessionOptions
+from dbc_harness.harness.app.options import SessionOptions, default_throughput_mib
 from dbc_harness.harness.app.session import run_command, run_session
 from dbc_harness.harness.app.transfer import recv_file, send_file
 from dbc_harness.harness.app.views import (
@@ -344,9 +344,9 @@ _TIMEOUT_HELP = "Bring-up deadline (s); also the longest wait without progress."
 @click.option(
     "--throughput-mib",
     type=click.IntRange(0, 4096),
-    default=16,
-    show_default=True,
-    help="MiB moved each way for the throughput check (0 skips it).",
+    default=None,
+    help="MiB moved each way for the throughput check (0 skips it; default 64, 16 on the "
+    "emulated qemu bench: a window long enough that start-up costs do not dominate).",
 )
 @click.option("--timeout", type=_TIMEOUT, default=10.0, show_default=True, help=_TIMEOUT_HELP)
 @click.option(
@@ -386,7 +386,7 @@ def run(
     unsafe: bool,
     force: bool,
     echo_sizes: list[int],
-    throughput_mib: int,
+    throughput_mib: int | None,
     timeout: float,
     trace_path: Path | None,
     takeover: bool,
@@ -410,7 +410,7 @@ def run(
         unsafe=unsafe,
         force=force,
         echo_sizes=echo_sizes,
-        throughput_bytes=throughput_mib << 20,
+        throughput_bytes=default_throughput_mib(bench_spec, throughput_mib) << 20,
         timeout=timeout,
         trace_path=trace_path,
         takeover=takeover,
