@@ -356,14 +356,15 @@ def test_the_pytest_command_runs_in_the_checkout_with_a_junit_report() -> None:
     argv = pytest_argv(
         suite,
         ["tests/test_virtual_smoke.py"],
-        python=["sudo", suite.python],
+        prefix=["sudo"],
+        python=[suite.python],
         env=["DBC_LAB_JOB=42-abc"],
         args=["--bench", "hw", "--xhci", "0000:00:14.0", "-k", "echo"],
         junit=junit,
     )
-    assert argv[:4] == ["env", "-C", "/opt/h", "DBC_LAB_JOB=42-abc"]
-    start = argv.index("sudo")
-    assert argv[start : start + 4] == ["sudo", "/opt/h/.venv/bin/python3", "-m", "pytest"]
+    assert argv[:5] == ["sudo", "env", "-C", "/opt/h", "DBC_LAB_JOB=42-abc"]
+    start = argv.index("PYTHONUNBUFFERED=1") + 1
+    assert argv[start : start + 3] == ["/opt/h/.venv/bin/python3", "-m", "pytest"]
     assert "--junitxml=/var/tmp/dbc-lab-42-abc.xml" in argv
     assert ["-o", "junit_family=xunit1"] == argv[argv.index("-o") : argv.index("-o") + 2]
     assert argv[-8:] == [
@@ -424,6 +425,22 @@ def test_junit_reports_of_a_real_pytest_become_outcomes_by_node_id(tmp_path: Pat
     assert "no_such_fixture" in by_id["suite/test_mixed.py::test_setup_error"].message
     assert by_id["suite/test_mixed.py::test_known_bug"].message == "known bug"
     assert all(t.seconds >= 0 for t in tests)
+
+
+def test_a_module_that_fails_to_collect_is_an_error_named_by_its_file() -> None:
+    """pytest 9's xunit1 record of a collection error (its exit code is then 2)."""
+    report = (
+        '<?xml version="1.0" encoding="utf-8"?><testsuites name="pytest tests">'
+        '<testsuite name="pytest" errors="1" failures="0" skipped="0" tests="1" time="0.3">'
+        '<testcase classname="" name="tests.sub.test_broken" file="tests/sub/test_broken.py" '
+        'time="0.000"><error message="collection failure">ImportError while importing test '
+        "module\nE   ModuleNotFoundError: No module named 'nope'</error></testcase>"
+        "</testsuite></testsuites>"
+    )
+    [outcome] = parse_junit(report)
+    assert (outcome.nodeid, outcome.outcome) == ("tests/sub/test_broken.py", "error")
+    assert outcome.message == "collection failure"
+    assert "No module named 'nope'" in outcome.details
 
 
 def test_a_report_that_is_not_pytests_junit_is_a_named_error() -> None:
