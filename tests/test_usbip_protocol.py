@@ -76,11 +76,11 @@ class MemoryDevice:
     def control(self, setup: bytes, data: bytes, cancel: threading.Event) -> bytes:
         return answer_standard_request(setup, data, self.desc, self)
 
-    def bulk_out(self, endpoint: int, data: bytes, cancel: threading.Event) -> int:
+    def bulk_out(self, endpoint: int, data: bytes | bytearray, cancel: threading.Event) -> int:
         if 0x01 in self.halted:
             raise UsbStall("halted")
         with self.cond:
-            self.from_host.append(data)
+            self.from_host.append(bytes(data))
             self.cond.notify_all()
         return len(data)
 

@@ -420,6 +420,30 @@ class RxQueue:
         self.size -= len(out)
         return out
 
+    def take_into(self, out: memoryview) -> int:
+        """Like :meth:`take` (``len(out)`` bytes at most) into ``out``: no bytes object is made
+        (a fresh megabyte buffer per read costs more than copying into a reused one). Returns
+        the number of bytes stored."""
+        need = len(out)
+        got = 0
+        chunks = self._chunks
+        while chunks and got < need:
+            data, block, end = chunks[0]
+            n = len(data)
+            if n <= need - got:
+                self._pop()
+                out[got : got + n] = data
+                got += n
+            else:
+                n = need - got
+                out[got:need] = data[:n]
+                chunks[0] = (data[n:], block, end)
+                got = need
+        while chunks and not len(chunks[0][0]):  # zero-length transfers carry no bytes
+            self._pop()
+        self.size -= got
+        return got
+
     def take_message(self) -> bytes:
         """Everything up to and including the next end-of-transfer mark."""
         parts: list[memoryview] = []

@@ -52,6 +52,7 @@ import threading
 from collections.abc import Callable, Iterator
 from threading import get_ident
 from types import TracebackType
+from typing import TypeVar
 
 from dbc_harness.allocator import DmaSpace
 from dbc_harness.drivers.clock import REAL_CLOCK, Clock
@@ -92,6 +93,8 @@ from dbc_harness.drivers.xhci.registers import DCCTRL, DCDB, DCID, XECP_ID_DEBUG
 from dbc_harness.drivers.xhci.ring import EventRing
 
 log = logging.getLogger("dbc_harness.drivers.dbc")
+#: what a receive call hands back (bytes, or a count stored into the caller's buffer)
+_T = TypeVar("_T")
 
 _RUNNING = (DbcState.ENABLED, DbcState.CONNECTED, DbcState.CONFIGURED)
 #: states poll() accepts once start() has begun (INITIALIZED: re-bring-up after a reset)
@@ -621,6 +624,16 @@ class DbcDriver:
         return self._receive(lambda rx: rx.has_data(), lambda rx: rx.take(max_bytes), timeout,
                              "data from the debug host")  # fmt: skip
 
+    def read_into(self, buffer: bytearray | memoryview, timeout: float = 1.0) -> int:
+        """Like :meth:`read` with ``max_bytes = len(buffer)``, into the caller's writable
+        ``buffer`` (reused from call to call: no new bytes object per read). Returns the number
+        of bytes stored; DbcTimeout if none came in time."""
+        view = memoryview(buffer).cast("B")
+        if not len(view):
+            return 0
+        return self._receive(lambda rx: rx.has_data(), lambda rx: rx.take_into(view), timeout,
+                             "data from the debug host")  # fmt: skip
+
     def read_message(self, timeout: float = 1.0) -> bytes:
         """One host transfer: the bytes up to its end (a short packet, possibly zero-length).
         With receive buffers larger than 1024 bytes, a transfer that is a multiple of 1024
@@ -631,10 +644,10 @@ class DbcDriver:
     def _receive(
         self,
         ready: Callable[[RxQueue], bool],
-        take: Callable[[RxQueue], bytes],
+        take: Callable[[RxQueue], _T],
         timeout: float,
         what: str,
-    ) -> bytes:
+    ) -> _T:
         deadline = Deadline(self.clock, timeout)
         me = get_ident()
         with self._lock:

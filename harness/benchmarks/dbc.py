@@ -86,7 +86,7 @@ class _Peer:
             return int(self.dev.read(0x81, self._buf, timeout=5000))
         return len(self.x.host.recv(size, timeout=5.0))
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes | array.array[int]) -> None:
         if self.dev is not None:
             self.dev.write(0x01, data, timeout=5000)
         else:
@@ -142,8 +142,11 @@ def _out(drv: DbcDriver, peer: _Peer, count: int, size: int) -> tuple[float, flo
 def _in(drv: DbcDriver, peer: _Peer, count: int, size: int) -> tuple[float, float]:
     """(wall seconds, driver-thread CPU seconds) for ``count`` host transfers of ``size``
     bytes host -> target."""
-    msg = bytes(range(256)) * (size // 256)
+    # an array('B'): pyusb takes it as it is (bytes would be converted, i.e. copied, per write)
+    msg = array.array("B", bytes(range(256)) * (size // 256))
     total = count * size
+    # the target application reads into one reused buffer (no new bytes object per read)
+    into = bytearray(1 << 20)
 
     def send_all() -> None:
         for _ in range(count):
@@ -154,7 +157,7 @@ def _in(drv: DbcDriver, peer: _Peer, count: int, size: int) -> tuple[float, floa
     t, errors = _in_thread(send_all)
     got = 0
     while got < total:
-        got += len(drv.read(1 << 20, timeout=10.0))
+        got += drv.read_into(into, timeout=10.0)
     _join(t, errors)
     return time.perf_counter() - t0, time.thread_time() - c0
 
