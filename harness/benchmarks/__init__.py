@@ -18,6 +18,7 @@ BENCHMARKS: dict[str, str] = {
     "dbc": "dbc_harness.harness.benchmarks.dbc",
     "faults": "dbc_harness.harness.benchmarks.faults",
     "usbip": "dbc_harness.harness.benchmarks.usbip",
+    "usbip-kernel": "dbc_harness.harness.benchmarks.usbip_kernel",
     "kernel-bench": "dbc_harness.harness.benchmarks.kernel_bench",
     "binding": "dbc_harness.harness.benchmarks.binding",
     "native": "dbc_harness.harness.benchmarks.native",
