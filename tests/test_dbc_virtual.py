@@ -1,22 +1,39 @@
-"""The DbC driver on the virtual bench (strict mode: any spec finding raises and fails the test).
+"""A DbC driver on the virtual bench (strict mode: any spec finding raises and fails the test):
+bring-up, the data path, echo. Shared scenarios run against both driver kinds (``make_driver``:
+the Python DbcDriver and the reference C driver under CPU emulation, tests/driver_kinds.py);
+the Python driver's own options and internals are tested on it alone.
 
 Deterministic mode: the driver's waits advance the model's virtual time (``clock=x.clock``).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from dbc_harness.drivers.dbc import (
+    DbcConfigError,
     DbcDriver,
     DbcIdentity,
     DbcNotFound,
     DbcState,
+    DbcStateError,
     DbcTimeout,
 )
 from dbc_harness.fixtures.virtual import VirtualXhci
+
+from tests.driver_kinds import (
+    KINDS,
+    NATIVE_EXIT_DROPS_REPORT,
+    DriverFactory,
+    host_read,
+    kind_param,
+    kinds,
+)
+
+pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
@@ -34,40 +51,28 @@ def started(x: VirtualXhci, **options: Any) -> DbcDriver:
     return drv
 
 
-def host_recv_exactly(x: VirtualXhci, drv: DbcDriver, n: int, timeout: float = 5.0) -> bytes:
-    """What the debug host reads (USB IN) until ``n`` bytes arrived, letting the driver run."""
-    from dbc_harness.fixtures.virtual import DebugHostTimeout
-
-    parts: list[bytes] = []
-    got = 0
-    end = x.clock.monotonic() + timeout
-    while got < n or (n == 0 and not parts):
-        drv.poll()
-        try:
-            chunk = x.host.recv(max(1, n - got), timeout=0.001)
-        except DebugHostTimeout:
-            if x.clock.monotonic() > end:
-                raise
-            continue
-        parts.append(chunk)
-        got += len(chunk)
-    return b"".join(parts)
+# -- bring-up --------------------------------------------------------------------------------
 
 
-def test_bring_up_states_identity_and_clean_stop(x: VirtualXhci) -> None:
+def test_bring_up_states_identity_and_clean_stop(
+    x: VirtualXhci, make_driver: DriverFactory
+) -> None:
+    """The identity reaches the host (the C driver's is compiled in: -D switches), the driver
+    reports its states, and stop() gives everything back with DCE cleared."""
     seen: list[DbcState] = []
     ident = DbcIdentity(manufacturer="LF OS", product="kernel debug", serial="42", protocol=1)
-    drv = DbcDriver(
-        x.mmio, x.dma, clock=x.clock, identity=ident, on_state=lambda old, new: seen.append(new)
-    )
-    assert drv.find_dbc() == 0x8700
+    drv = make_driver(x, identity=ident, on_state=lambda old, new: seen.append(new))
     drv.start(timeout=5.0)
-    assert seen == [
-        DbcState.INITIALIZED,
-        DbcState.ENABLED,
-        DbcState.CONNECTED,
-        DbcState.CONFIGURED,
-    ]
+    assert make_driver.dbc_offset_found(drv) == 0x8700
+    if make_driver.reports_each_state:
+        assert seen == [
+            DbcState.INITIALIZED,
+            DbcState.ENABLED,
+            DbcState.CONNECTED,
+            DbcState.CONFIGURED,
+        ]
+    else:
+        assert seen == [DbcState.CONFIGURED]
     dev = x.host.device
     assert dev is not None
     assert (dev.id_vendor, dev.id_product, dev.protocol) == (0x1D6B, 0x0010, 1)
@@ -79,8 +84,66 @@ def test_bring_up_states_identity_and_clean_stop(x: VirtualXhci) -> None:
     assert x.mmio.read32(0x8700 + 0x20) >> 31 == 0  # DCCTRL.DCE cleared
 
 
-def test_small_write_and_read(x: VirtualXhci) -> None:
-    drv = started(x)
+def test_wrong_offset_is_dbc_not_found(x: VirtualXhci) -> None:
+    drv = DbcDriver(x.mmio, x.dma, clock=x.clock, dbc_offset=0x8000)
+    with pytest.raises(DbcNotFound):
+        drv.start(timeout=1.0)
+    assert drv.state is DbcState.DISABLED and x.dma.stats()["live_bytes"] == 0
+
+
+def test_stop_start_cycles_leak_nothing(x: VirtualXhci, make_driver: DriverFactory) -> None:
+    drv = make_driver(x)
+    for i in range(3):
+        drv.start(timeout=5.0)
+        drv.write(b"cycle %d" % i)
+        assert x.host.recv(100, timeout=1.0) == b"cycle %d" % i
+        drv.flush(timeout=1.0)
+        assert drv.stop() == ()
+        assert x.dma.stats()["live_bytes"] == 0
+
+
+@pytest.mark.parametrize("make_driver", kinds(native_bug=NATIVE_EXIT_DROPS_REPORT), indirect=True)
+def test_leaving_the_with_block_stops_and_keeps_the_report(
+    x: VirtualXhci, make_driver: DriverFactory
+) -> None:
+    drv: Any = make_driver(x)
+    with drv:
+        drv.start(timeout=5.0)
+        drv.write(b"pending at exit")
+    assert drv.state is DbcState.DISABLED and x.dma.stats()["live_bytes"] == 0
+    assert [m.data for m in drv.take_undelivered()] == [b"pending at exit"]
+
+
+def test_calls_in_the_wrong_state_are_named_errors(
+    x: VirtualXhci, make_driver: DriverFactory
+) -> None:
+    drv = make_driver(x)
+    with pytest.raises(DbcStateError, match="start"):
+        drv.write(b"too early")
+    with pytest.raises(DbcStateError):
+        drv.poll()
+    drv.start(timeout=5.0)
+    with pytest.raises(DbcConfigError, match="bytes-like"):
+        drv.write("text")  # type: ignore[arg-type]  # a str on purpose: refused at run time
+    with pytest.raises(DbcStateError, match="stop"):
+        drv.start(timeout=1.0)
+    drv.stop()
+
+
+def test_bad_options_are_named_errors(x: VirtualXhci) -> None:
+    with pytest.raises(DbcConfigError, match="ring_trbs"):
+        DbcDriver(x.mmio, x.dma, ring_trbs=8)
+    with pytest.raises(DbcConfigError, match="in_buffer_size"):
+        DbcDriver(x.mmio, x.dma, in_buffer_size=1000)
+    with pytest.raises(DbcConfigError, match=r"in_buffers must be 1\.\.14"):
+        DbcDriver(x.mmio, x.dma, ring_trbs=16, in_buffers=15)  # the Link TRB + one free slot
+
+
+# -- the data path ---------------------------------------------------------------------------
+
+
+def test_small_write_and_read(x: VirtualXhci, make_driver: DriverFactory) -> None:
+    drv = make_driver.started(x)
     drv.write(b"hello")
     assert x.host.recv(100, timeout=1.0) == b"hello"
     x.host.send(b"world", timeout=1.0)
@@ -91,29 +154,48 @@ def test_small_write_and_read(x: VirtualXhci) -> None:
     drv.stop()
 
 
-def test_separate_writes_stay_separate_transfers(x: VirtualXhci) -> None:
+def test_separate_writes_stay_separate_transfers(
+    x: VirtualXhci, make_driver: DriverFactory
+) -> None:
     """Message boundaries: two writes are two TDs; the host sees two transfers."""
-    drv = started(x)
+    drv = make_driver.started(x)
     drv.write(b"a" * 100)
     drv.write(b"b" * 100)
     drv.flush(timeout=1.0)
     assert x.host.recv(4096, timeout=1.0) == b"a" * 100
     assert x.host.recv(4096, timeout=1.0) == b"b" * 100
+    c = drv.counters
+    assert (c.bytes_to_host, c.messages_to_host) == (200, 2)
     drv.stop()
 
 
-def test_read_times_out_with_named_error(x: VirtualXhci) -> None:
-    drv = started(x)
+def test_read_times_out_with_named_error(x: VirtualXhci, make_driver: DriverFactory) -> None:
+    drv = make_driver.started(x)
     with pytest.raises(DbcTimeout, match="data from the debug host"):
         drv.read(10, timeout=0.01)
     drv.stop()
 
 
-def test_wrong_offset_is_dbc_not_found(x: VirtualXhci) -> None:
-    drv = DbcDriver(x.mmio, x.dma, clock=x.clock, dbc_offset=0x8000)
-    with pytest.raises(DbcNotFound):
-        drv.start(timeout=1.0)
-    assert drv.state is DbcState.DISABLED and x.dma.stats()["live_bytes"] == 0
+def test_many_small_messages_wrap_every_ring(x: VirtualXhci, make_driver: DriverFactory) -> None:
+    """More TRBs and events than any ring holds: the Link TRBs and the event ring wrap."""
+    drv = make_driver.started(x)
+    for i in range(700):
+        drv.write(b"%04d" % i)
+        assert host_read(x, drv, 4) == b"%04d" % i
+    for i in range(300):
+        x.host.send(b"in%03d" % i, timeout=1.0)
+        assert drv.read(16, timeout=1.0) == b"in%03d" % i
+    drv.flush(timeout=1.0)
+    assert drv.counters.events >= 1000
+    drv.stop()
+
+
+def test_iter_read_streams_until_idle(x: VirtualXhci, make_driver: DriverFactory) -> None:
+    drv: Any = make_driver.started(x)
+    for chunk in (b"one", b"two", b"three"):
+        x.host.send(chunk, timeout=1.0)
+    assert b"".join(drv.iter_read(2, idle_timeout=0.01)) == b"onetwothree"
+    drv.stop()
 
 
 @pytest.mark.parametrize("size", [0, 1, 1023, 1024, 1025, 65535, 65536, 65537, 1 << 20])
@@ -129,21 +211,26 @@ def test_echo_host_api(x: VirtualXhci, size: int) -> None:
     assert x.host.wait(xfer, timeout=1.0) == size
     assert bytes(got) == payload
     drv.write(got)
-    assert host_recv_exactly(x, drv, size) == payload
+    assert host_read(x, drv, size) == payload
     drv.flush(timeout=1.0)
     drv.stop()
 
 
-ECHO_SIZES = [0, 1, 1023, 1024, 1025, 65535, 65536, 65537, 1 << 20, 16 << 20]
+#: (kind, size): a zero-length message is the Python driver's alone (``reads_messages``), and
+#: 16 MiB too (the C driver runs under CPU emulation: 1 MiB proves the same paths)
+ECHO_CASES = [
+    kind_param(kind, size)
+    for kind in KINDS
+    for size in (0, 1, 1023, 1024, 1025, 65535, 65536, 65537, 1 << 20, 16 << 20)
+    if kind == "python" or 0 < size <= 1 << 20
+]
 
 
-@pytest.mark.parametrize("size", ECHO_SIZES)
-def test_echo_through_pyusb(size: int) -> None:
+@pytest.mark.parametrize(("make_driver", "size"), ECHO_CASES, indirect=["make_driver"])
+def test_echo_through_pyusb(make_driver: DriverFactory, size: int) -> None:
     """The debug host (unmodified pyusb code on the virtual backend, its own thread) sends
     ``size`` bytes; the target reads them and writes them back as one message; the host reads
     them back. Free-running model, strict mode."""
-    import threading
-
     import usb.core
     from dbc_harness.fixtures.virtual.pyusb_backend import get_backend
 
@@ -152,8 +239,7 @@ def test_echo_through_pyusb(size: int) -> None:
     x = VirtualXhci(strict=True)
     try:
         with x.run_free():
-            drv = DbcDriver(x.mmio, x.dma, clock=x.clock)
-            drv.start(timeout=10.0)
+            drv: Any = make_driver.started(x, timeout=10.0)
             dev = usb.core.find(idVendor=0x1D6B, idProduct=0x0010, backend=get_backend(x))
             assert dev is not None
             dev.set_configuration()
@@ -163,6 +249,8 @@ def test_echo_through_pyusb(size: int) -> None:
             def host() -> None:
                 try:
                     assert dev.write(0x01, payload, timeout=20_000) == size
+                    if size % 1024 == 0 and not make_driver.ends_transfers_at_packets:
+                        dev.write(0x01, b"", timeout=20_000)  # ends it in 64 KiB buffers
                     if size == 0:
                         echoed.extend(dev.read(0x81, 1024, timeout=20_000))
                     while len(echoed) < size:
@@ -173,7 +261,7 @@ def test_echo_through_pyusb(size: int) -> None:
             t = threading.Thread(target=host, daemon=True)
             t.start()
             got = bytearray()
-            if size == 0:
+            if size == 0:  # only with reads_messages (ECHO_CASES)
                 got += drv.read_message(timeout=20.0)
             while len(got) < size:
                 got += drv.read(size - len(got), timeout=20.0)
@@ -188,14 +276,6 @@ def test_echo_through_pyusb(size: int) -> None:
         assert x.findings == []
     finally:
         x.close()
-
-
-def test_iter_read_streams_until_idle(x: VirtualXhci) -> None:
-    drv = started(x)
-    for chunk in (b"one", b"two", b"three"):
-        x.host.send(chunk, timeout=1.0)
-    assert b"".join(drv.iter_read(2, idle_timeout=0.01)) == b"onetwothree"
-    drv.stop()
 
 
 def test_raise_device_errors_option(x: VirtualXhci) -> None:
@@ -220,15 +300,12 @@ def test_raise_device_errors_option(x: VirtualXhci) -> None:
         y.close()
 
 
-def test_one_reader_and_one_writer_thread() -> None:
+def test_one_reader_and_one_writer_thread(make_driver: DriverFactory) -> None:
     """A console's usual shape: one thread reads, another writes, concurrently."""
-    import threading
-
     x = VirtualXhci(strict=True)
     try:
         with x.run_free():
-            drv = DbcDriver(x.mmio, x.dma, clock=x.clock)
-            drv.start(timeout=10.0)
+            drv = make_driver.started(x, timeout=10.0)
             sent = [bytes([i]) * (i + 1) for i in range(200)]
             received = bytearray()
             host_got = bytearray()
@@ -264,44 +341,6 @@ def test_one_reader_and_one_writer_thread() -> None:
         assert x.findings == []
     finally:
         x.close()
-
-
-def test_stop_start_cycles_leak_nothing(x: VirtualXhci) -> None:
-    drv = DbcDriver(x.mmio, x.dma, clock=x.clock)
-    for i in range(3):
-        drv.start(timeout=5.0)
-        drv.write(b"cycle %d" % i)
-        assert x.host.recv(100, timeout=1.0) == b"cycle %d" % i
-        drv.flush(timeout=1.0)
-        assert drv.stop() == ()
-        assert x.dma.stats()["live_bytes"] == 0
-    with drv:
-        drv.start(timeout=5.0)
-        drv.write(b"pending at exit")
-    assert drv.state is DbcState.DISABLED and x.dma.stats()["live_bytes"] == 0
-    assert [m.data for m in drv.take_undelivered()] == [b"pending at exit"]
-
-
-def test_bad_arguments_are_named_errors(x: VirtualXhci) -> None:
-    from dbc_harness.drivers.dbc import DbcConfigError, DbcStateError
-
-    with pytest.raises(DbcConfigError, match="ring_trbs"):
-        DbcDriver(x.mmio, x.dma, ring_trbs=8)
-    with pytest.raises(DbcConfigError, match="in_buffer_size"):
-        DbcDriver(x.mmio, x.dma, in_buffer_size=1000)
-    with pytest.raises(DbcConfigError, match=r"in_buffers must be 1\.\.14"):
-        DbcDriver(x.mmio, x.dma, ring_trbs=16, in_buffers=15)  # the Link TRB + one free slot
-    drv = DbcDriver(x.mmio, x.dma, clock=x.clock)
-    with pytest.raises(DbcStateError, match="start"):
-        drv.write(b"too early")
-    with pytest.raises(DbcStateError):
-        drv.poll()
-    drv.start(timeout=5.0)
-    with pytest.raises(DbcConfigError, match="bytes-like"):
-        drv.write("text")  # type: ignore[arg-type]  # a str on purpose: refused at run time
-    with pytest.raises(DbcStateError, match="stop"):
-        drv.start(timeout=1.0)
-    drv.stop()
 
 
 def test_trace_sink_sees_states_trbs_events_and_mmio(x: VirtualXhci) -> None:
