@@ -43,7 +43,15 @@ from dbc_harness.fixtures.virtual.parts import (
     part_names,
 )
 
-from tests.test_dbc_faults import host_read, roundtrip, settle
+from tests.driver_kinds import (
+    HOST_ACTIONS,
+    HostAction,
+    host_read,
+    lose_host_and_return,
+    reconnect_cycles,
+    roundtrip,
+    settle,
+)
 
 PARTS = part_names()
 
@@ -314,27 +322,13 @@ def test_echo_on_every_part(x: VirtualXhci, part: PartProfile, size: int) -> Non
 # -- the fault suite on every part -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("action", ["unplug", "hot", "warm", "deconfigure", "link_error"])
+@pytest.mark.parametrize("action", HOST_ACTIONS)
 def test_host_side_loss_and_return_on_every_part(
-    x: VirtualXhci, part: PartProfile, action: str
+    x: VirtualXhci, part: PartProfile, action: HostAction
 ) -> None:
     drv = started(x, part)
     roundtrip(x, drv, b"before")
-    if action == "unplug":
-        x.host.unplug()
-        settle(drv, DbcState.ENABLED)
-        x.host.plug()
-    elif action in ("hot", "warm"):
-        x.host.reset(action)  # type: ignore[arg-type]  # the Literal's values, from the table
-    elif action == "deconfigure":
-        x.host.set_configuration(0)
-        settle(drv, DbcState.CONNECTED)
-        x.host.set_configuration(1)
-    else:
-        x.host.link_error()
-        settle(drv, DbcState.CONNECTED)
-        x.host.reset("warm")
-    settle(drv, x=x)
+    lose_host_and_return(x, drv, action)
     for i in range(2):
         roundtrip(x, drv, b"after %d" % i)
     assert sum(drv.counters.recoveries.values()) >= 1
@@ -365,14 +359,7 @@ def test_host_halt_and_clear_on_every_part(
 
 def test_repeated_reconnects_on_every_part(x: VirtualXhci, part: PartProfile) -> None:
     drv = started(x, part, ring_trbs=16)
-    for i in range(4):
-        for _ in range(5):
-            drv.write(b"m%d" % i)
-        host_read(x, drv, 10)
-        x.host.unplug()
-        settle(drv, DbcState.ENABLED)
-        x.host.plug()
-        settle(drv)
+    reconnect_cycles(x, drv, 4)
     roundtrip(x, drv, b"still room")
     drv.stop()
 
