@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from dbc_harness.drivers.native.build import build_reference, site_line
+from dbc_harness.fixtures.virtual.parts import part_names
 
 pytest_plugins = ("pytester",)
 pytestmark = pytest.mark.timeout(180)
 
+ROOT = Path(__file__).resolve().parent.parent
 RUN = [sys.executable, "-m", "dbc_harness.harness.app.entry", "run"]
 SMALL = ["--echo-sizes", "1,1024,65537", "--throughput-mib", "1", "--json"]
 
@@ -64,3 +67,54 @@ def test_plugin_native_driver_option_runs_dbc_driver_tests_on_the_c_driver(
     )
     result = pytester.runpytest("-p", "no:cacheprovider", "--native-driver", "reference")
     result.assert_outcomes(passed=2)
+
+
+#: tests of the suite that take the plugin's ``dbc_driver``, run as they are (echo, recovery from
+#: the host leaving, halts on a quirky part, the marker's driver options, every named part)
+DBC_DRIVER_TESTS = (
+    "tests/test_plugin_virtual.py::test_echo_with_the_fixtures",
+    "tests/test_plugin_virtual.py::test_host_leaves_and_returns_through_the_fixtures",
+    "tests/test_plugin_virtual.py::test_halts_on_an_amd_like_part_through_the_fixtures",
+    "tests/test_plugin_virtual.py::test_driver_options_of_the_marker_reach_the_driver",
+    "tests/test_parts.py::test_marker_runs_once_per_part",
+)
+
+#: a plugin naming the driver each test got as ``dbc_driver`` (in the file $DBC_WITNESS)
+WITNESS = """
+import os
+
+
+def pytest_runtest_call(item):
+    drv = item.funcargs.get("dbc_driver")
+    if drv is not None:
+        with open(os.environ["DBC_WITNESS"], "a") as f:
+            f.write(f"{item.nodeid} {type(drv).__name__}\\n")
+"""
+
+
+def test_plugin_native_driver_option_runs_the_suites_dbc_driver_tests(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``pytest --native-driver reference`` on real tests of this suite (not copies): each one
+    passes, and each one's ``dbc_driver`` was the C driver (a witness plugin records it)."""
+    pytester.makepyfile(dbc_witness=WITNESS)
+    witness = pytester.path / "drivers.txt"
+    monkeypatch.setenv("DBC_WITNESS", str(witness))
+    pytester.syspathinsert()
+    result = pytester.runpytest(
+        *(str(ROOT / t) for t in DBC_DRIVER_TESTS),
+        "--rootdir",
+        str(ROOT),
+        "-p",
+        "dbc_witness",
+        "-p",
+        "no:cacheprovider",
+        "--native-driver",
+        "reference",
+    )
+    want = len(DBC_DRIVER_TESTS) - 1 + len(part_names())
+    result.assert_outcomes(passed=want)
+    ran = dict(line.rsplit(" ", 1) for line in witness.read_text().splitlines())
+    assert len(ran) == want
+    assert set(ran.values()) == {"NativeDbcDriver"}, ran
+    assert {node.split("[")[0] for node in ran} == set(DBC_DRIVER_TESTS)

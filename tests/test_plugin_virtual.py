@@ -1,6 +1,8 @@
 """The plugin's fixtures on the virtual bench, and failure captures through pytester.
 
-``test_echo_with_the_fixtures`` is also the example of how to write a test with them.
+``test_echo_with_the_fixtures`` is also the example of how to write a test with them. The tests
+taking ``dbc_driver`` here run the Python driver by default and the C driver under
+``--native-driver`` (tests/test_native_reference_cli.py runs them so).
 """
 
 from __future__ import annotations
@@ -9,6 +11,9 @@ from typing import Any
 
 import pytest
 from dbc_harness.fixtures.trace_pcapng import read_packets
+from dbc_harness.fixtures.virtual import Quirks
+
+from tests.driver_kinds import lose_host_and_return, roundtrip, settle
 
 pytest_plugins = ("pytester",)
 
@@ -26,6 +31,49 @@ def test_echo_with_the_fixtures(dbc_driver: Any, debug_host: Any) -> None:
     dbc_driver.write(b"pong from the target", timeout=5.0)
     assert bytes(debug_host.read(TARGET_TO_HOST, 1024, timeout=5000)) == b"pong from the target"
     assert dbc_driver.state.name == "CONFIGURED"
+
+
+@pytest.mark.dbc_bench(free_running=False)
+def test_host_leaves_and_returns_through_the_fixtures(dbc_bench: Any, dbc_driver: Any) -> None:
+    """The debug host unplugs, resets the port and deconfigures the device; after each the
+    driver is Configured again and data flows both ways (deterministic bench, strict)."""
+    x = dbc_bench.controller
+    roundtrip(x, dbc_driver, b"before")
+    for action in ("unplug", "warm", "deconfigure"):
+        lose_host_and_return(x, dbc_driver, action)
+        roundtrip(x, dbc_driver, b"after " + action.encode())
+    assert dbc_driver.counters.recoveries["disconnect"] >= 1
+    assert dbc_bench.findings() == []
+
+
+@pytest.mark.dbc_bench(free_running=False, quirks=Quirks(endpoint_ids=(0, 1)))
+def test_halts_on_an_amd_like_part_through_the_fixtures(dbc_bench: Any, dbc_driver: Any) -> None:
+    """The marker's quirks reach the bench: Transfer Events name the endpoints 0/1; the host
+    halts and clears both pipes and the data still flows."""
+    x = dbc_bench.controller
+    assert x.quirks.endpoint_ids == (0, 1)
+    for direction in ("in", "out"):
+        x.host.halt(direction)
+        dbc_driver.poll()
+        x.host.clear_halt(direction)
+        settle(dbc_driver, x=x)
+        roundtrip(x, dbc_driver, b"after halt " + direction.encode())
+    assert dbc_driver.counters.device_errors == 0
+    assert dbc_bench.findings() == []
+
+
+@pytest.mark.dbc_bench(
+    free_running=False,
+    quirks=Quirks(enumerate_after_root_port_reset=True),
+    driver={"port_reset": True},
+)
+def test_driver_options_of_the_marker_reach_the_driver(dbc_bench: Any, dbc_driver: Any) -> None:
+    """``driver={"port_reset": True}``: the root ports are reset right after DCE (not learned,
+    so not counted as a recovery) and the part enumerates."""
+    x = dbc_bench.controller
+    assert x.dbc.root_port_reset_seen
+    assert dbc_driver.counters.recoveries["root_port_reset"] == 0
+    roundtrip(x, dbc_driver, b"port reset asked")
 
 
 def test_dbc_bench_gives_everything_back(pytester: pytest.Pytester) -> None:
