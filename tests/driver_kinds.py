@@ -19,6 +19,8 @@ assertion for both.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cache
@@ -288,6 +290,20 @@ def kinds(native_bug: KnownBug | None = None) -> list[Any]:
 
 
 # -- the debug host's side -------------------------------------------------------------------
+
+
+@contextmanager
+def strict_controller(**options: Any) -> Iterator[VirtualXhci]:
+    """A strict virtual controller (``options`` for VirtualXhci), closed afterwards; a test
+    that ends normally fails on any spec finding it recorded (strict mode raises at a driver's
+    access; this catches what the model recorded where nothing could raise)."""
+    ctl = VirtualXhci(strict=True, **options)
+    try:
+        yield ctl
+        findings = list(ctl.findings)
+    finally:
+        ctl.close()
+    assert findings == []
 
 
 def host_read(x: VirtualXhci, drv: Driver, n: int, timeout: float = 5.0) -> bytes:

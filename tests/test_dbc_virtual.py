@@ -31,6 +31,7 @@ from tests.driver_kinds import (
     host_read,
     kind_param,
     kinds,
+    strict_controller,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -38,11 +39,8 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture
 def x() -> Iterator[VirtualXhci]:
-    ctl = VirtualXhci(strict=True)
-    yield ctl
-    findings = list(ctl.findings)
-    ctl.close()
-    assert findings == []
+    with strict_controller() as ctl:
+        yield ctl
 
 
 def started(x: VirtualXhci, **options: Any) -> DbcDriver:

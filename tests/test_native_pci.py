@@ -16,7 +16,7 @@ import pytest
 from dbc_harness.drivers.dbc import DbcNotFound, DbcState
 from dbc_harness.drivers.native.build import build_reference, site_line
 from dbc_harness.drivers.native.driver import NativeDbcDriver
-from dbc_harness.fixtures.virtual import DebugHostTimeout, VirtualXhci
+from dbc_harness.fixtures.virtual import VirtualXhci
 from dbc_harness.fixtures.virtual.parts import (
     PartProfile,
     build_controller,
@@ -31,6 +31,8 @@ from dbc_harness.fixtures.virtual.pci import (
     PciBus,
     VirtualPciFunction,
 )
+
+from tests.driver_kinds import roundtrip
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -134,26 +136,6 @@ def on_bus(x: VirtualXhci, bus: PciBus, **options: Any) -> NativeDbcDriver:
                            bar_phys=fn.bar0, **options)  # fmt: skip
 
 
-def echo(x: VirtualXhci, drv: NativeDbcDriver, data: bytes) -> None:
-    """``data`` target -> host, then reversed host -> target."""
-    drv.write(data)
-    got = b""
-    end = x.clock.monotonic() + 5.0
-    while len(got) < len(data):
-        drv.poll()
-        try:
-            got += x.host.recv(len(data) - len(got), timeout=0.001)
-        except DebugHostTimeout:
-            assert x.clock.monotonic() < end, f"host got {len(got)} of {len(data)} bytes"
-    assert got == data
-    xfer = x.host.submit(data[::-1])
-    back = b""
-    while len(back) < len(data):
-        back += drv.read(len(data) - len(back), timeout=2.0)
-    assert back == data[::-1]
-    x.host.wait(xfer, timeout=1.0)
-
-
 def test_an_xhci_without_dbc_ahead_in_scan_order_is_skipped() -> None:
     """00:01.0 is an xHCI without a Debug Capability; the Tiger Lake part sits at 00:0d.0
     behind it (and its USB4 NHI, class 0C0340, beside it). The driver maps the decoy's BAR0,
@@ -174,7 +156,7 @@ def test_an_xhci_without_dbc_ahead_in_scan_order_is_skipped() -> None:
             assert decoy.pci_function.command == 0
             chosen = x.pci_function.command
             assert chosen & (COMMAND_MEMORY | COMMAND_MASTER) == COMMAND_MEMORY | COMMAND_MASTER
-            echo(x, drv, b"the one with a DbC")
+            roundtrip(x, drv, b"the one with a DbC")
         finally:
             drv.close()
         assert x.findings == [] and decoy.findings == []
@@ -225,7 +207,7 @@ def test_reference_driver_on_every_part(name: str) -> None:
             if part.firmware.bios_owned:
                 assert x.firmware.os_requested
             for size in (1, 1025, 65537):
-                echo(x, drv, bytes((i * 5 + size) & 0xFF for i in range(size)))
+                roundtrip(x, drv, bytes((i * 5 + size) & 0xFF for i in range(size)))
         finally:
             drv.close()
         assert x.findings == []
@@ -243,7 +225,7 @@ def test_a_part_needing_the_reset_is_learned_when_bar0_is_given() -> None:
             drv.start(timeout=5.0)
             assert drv.counters.recoveries["root_port_reset"] == 1
             assert any("CCS still 0 200 ms after DCE" in line for line in drv.log)
-            echo(x, drv, b"learned")
+            roundtrip(x, drv, b"learned")
         finally:
             drv.close()
         assert x.findings == []

@@ -17,18 +17,15 @@ from dbc_harness.drivers.dbc import DbcState
 from dbc_harness.drivers.native.driver import NativeDbcDriver
 from dbc_harness.fixtures.virtual import VirtualXhci
 
-from tests.driver_kinds import reference_object, roundtrip
+from tests.driver_kinds import reference_object, roundtrip, strict_controller
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
 def x() -> Iterator[VirtualXhci]:
-    ctl = VirtualXhci(strict=True)
-    yield ctl
-    findings = list(ctl.findings)
-    ctl.close()
-    assert findings == []
+    with strict_controller() as ctl:
+        yield ctl
 
 
 def test_default_identity_log_and_counters(x: VirtualXhci) -> None:
