@@ -148,10 +148,7 @@ def test_root_port_reset_learned_when_nothing_connects(
     assert drv.counters.recoveries["root_port_reset"] == 1
     roundtrip(x, drv, b"learned")
     # an unplug and replug needs no second reset (the ports were reset while DCE = 1)
-    x.host.unplug()
-    settle(drv, DbcState.ENABLED)
-    x.host.plug()
-    settle(drv)
+    lose_host_and_return(x, drv, "unplug")
     roundtrip(x, drv, b"replugged")
     assert drv.counters.recoveries["root_port_reset"] == 1
     drv.stop()
