@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from dbc_harness.allocator.errors import DmaFault, HugepagesUnavailable, PrivilegeRequired
+from dbc_harness.allocator.errors import (
+    DmaFault,
+    HugepagesUnavailable,
+    PrivilegeRequired,
+    UseAfterFree,
+)
 from dbc_harness.drivers.dbc.errors import DbcBusy, DbcNotFound, DbcTimeout, DbcUndelivered
 from dbc_harness.fixtures.bench import UnknownBench
 from dbc_harness.fixtures.trace import TraceError
@@ -94,6 +99,19 @@ def test_bad_option_values_are_usage_errors() -> None:
         (PrivilegeRequired("pagemap PFN 0"), ExitCode.PERMISSION, "root"),
         (HugepagesUnavailable("nr_hugepages"), ExitCode.PERMISSION, "nr_hugepages"),
         (DmaFault(0x1000, 16), ExitCode.DEVICE_ERROR, "driver bug"),
+        (
+            UseAfterFree(
+                0x1000,
+                16,
+                side="cpu",
+                buffer_address=0x1000,
+                buffer_size=64,
+                alloc_site="a.py:1",
+                free_site="a.py:2",
+            ),
+            ExitCode.DEVICE_ERROR,
+            "used after free()",
+        ),
         (PermissionError("denied"), ExitCode.PERMISSION, "root"),
         (
             SpecViolation(Finding("DBC-X", "7.6.9", "DCCTRL", "DCE=0", "DCE=1", "bad")),

@@ -202,6 +202,13 @@ RULES: tuple[Rule, ...] = (
         ExitCode.DEVICE_ERROR,
         "the device touched memory outside every buffer: a driver bug; record it with `trace`",
     ),
+    Rule(
+        "dbc_harness.allocator",
+        "UseAfterFree",
+        ExitCode.DEVICE_ERROR,
+        "a DMA buffer was used after free() (written by the CPU through a stale view, or "
+        "accessed by the device): a driver bug at the sites the message names",
+    ),
     # the virtual controller
     Rule(
         "dbc_harness.fixtures",
