@@ -180,6 +180,33 @@ class TargetToHostPipe:
         self.backlog.append(msg)
         return msg
 
+    def queue_small(self, data: bytes | bytearray | memoryview, writer: int = 0) -> int:
+        """Accept and queue a message of 1..SMALL_BLOCK bytes as one Normal TRB in one step
+        (what :meth:`accept` then :meth:`pump` do, without the backlog round trip); returns
+        its message id. 0, with nothing accepted, when it does not qualify: the backlog is not
+        empty, no room, a zero-length TD would have to follow it, or tracing is on."""
+        length = len(data)
+        if (
+            self.backlog
+            or not 0 < length <= SMALL_BLOCK
+            or (self.zlp and length % DBC_MAX_PACKET_SIZE == 0)
+            or self.trace is not None
+            or not self.has_room()
+        ):
+            return 0
+        if isinstance(data, memoryview) and (data.ndim != 1 or data.itemsize != 1):
+            return 0  # not bytes-shaped: the general path casts it
+        view = memoryview(data if isinstance(data, bytes) else bytes(data))
+        msg = OutMessage(self.next_id, view, queued=length, writer=writer)
+        self.next_id += 1
+        cache = self.small
+        block = cache.get()
+        block.view[:length] = view
+        index, cycle = self.ring.enqueue_normal(block.device_address, length, chain=False)
+        self.pending.append(OutTrb(index, cycle, block, cache, msg, 0, length, True))
+        self.bytes_in_flight += length
+        return msg.message_id
+
     def pump(self) -> int:
         """Queue backlog chunks while there is room. Returns the number of TRBs queued."""
         queued = 0

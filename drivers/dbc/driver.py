@@ -580,6 +580,11 @@ class DbcDriver:
                         deadline.progressed()
                     self._raise_undelivered()
                     configured = self._sm.state is DbcState.CONFIGURED
+                if configured and not out.halted:
+                    message_id = out.queue_small(data, get_ident())
+                    if message_id:
+                        self._doorbell(0)
+                        return message_id
                 if configured and not out.backlog and out.has_room():
                     msg = out.accept(data, get_ident())
                     if out.pump() and not out.halted:
