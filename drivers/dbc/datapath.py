@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from dbc_harness.allocator import DmaBuffer, DmaError, DmaPool, DmaSpace
+from dbc_harness.allocator import DmaBuffer, DmaError, DmaPool, DmaSpace, UseAfterFree
 from dbc_harness.drivers.dbc.errors import DbcDmaError, UndeliveredMessage
 from dbc_harness.drivers.dbc.rings import allocate_transfer_ring
 from dbc_harness.drivers.tracing import TraceSink
@@ -68,19 +68,28 @@ class BlockCache:
         return len(self._all)
 
     def close(self) -> None:
-        """Free every block and the pool (the DMA space is left with nothing of ours)."""
+        """Free every block and the pool (the DMA space is left with nothing of ours). A
+        :class:`UseAfterFree` the sanitizer finds meanwhile is raised once all of it is given
+        back; other allocator errors (the space already closed) are not ours to report."""
+        found: UseAfterFree | None = None
         for buf in self._all:
             if not buf.freed:
                 try:
                     self.pool.free(buf)
+                except UseAfterFree as exc:
+                    found = found or exc
                 except DmaError:
                     pass
         self._all.clear()
         self._idle.clear()
         try:
             self.pool.close()
+        except UseAfterFree as exc:
+            found = found or exc
         except DmaError:
             pass
+        if found is not None:
+            raise found
 
 
 # -- target -> host (DbC OUT ring) ---------------------------------------------------------
@@ -371,9 +380,13 @@ class TargetToHostPipe:
     def close(self, dma: DmaSpace) -> None:
         self.pending.clear()
         self.backlog.clear()
-        self.small.close()
-        self.large.close()
-        self.ring.free()
+        try:
+            self.small.close()
+        finally:
+            try:
+                self.large.close()
+            finally:
+                self.ring.free()
 
 
 # -- host -> target (DbC IN ring) ----------------------------------------------------------
@@ -587,5 +600,7 @@ class HostToTargetPipe:
         self.pending.clear()
         self.parked.clear()
         self.rx = RxQueue()  # drop views into blocks before they are freed
-        self.blocks.close()
-        self.ring.free()
+        try:
+            self.blocks.close()
+        finally:
+            self.ring.free()
