@@ -11,9 +11,10 @@ against each driver kind (the ``make_driver`` fixture of ``tests/conftest.py``):
   and cached by build.py); an option without one is a :class:`NoNativeEquivalent` error, never
   silently dropped.
 
-Where the two drivers legitimately differ the factory names the difference (the ``per_message``
-properties below, each documented) and a test branches on that name, never on a weakened
-assertion for both.
+Where the two drivers legitimately differ the factory names the difference (its documented
+properties: ``keeps_records``, ``counts_in_detail``...) and a test branches on that name, never
+on a weakened assertion for both. Known defects of the native kind are strict xfails
+(:class:`KnownBug`, :func:`kind_param`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from enum import Enum
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -37,6 +37,7 @@ from dbc_harness.drivers.dbc import (
     DbcSurpriseRemoval,
     UndeliveredMessage,
 )
+from dbc_harness.drivers.dbc_api import DbcDriverApi
 from dbc_harness.fixtures.virtual import DebugHostTimeout, VirtualXhci
 
 if TYPE_CHECKING:
@@ -47,20 +48,15 @@ Kind = Literal["python", "native"]
 KINDS: tuple[Kind, ...] = ("python", "native")
 
 
-class Driver(Protocol):
-    """What the shared scenarios use of a DbC driver (both kinds have it)."""
+class Driver(DbcDriverApi, Protocol):
+    """The driver seam (:class:`DbcDriverApi`) plus what the scenarios also use of a driver:
+    poll, its clock, counters and undelivered reports (both kinds have them)."""
 
-    @property
-    def state(self) -> Enum: ...
     @property
     def clock(self) -> Clock: ...
     @property
     def counters(self) -> DbcCounters: ...
-    def start(self, timeout: float = ...) -> None: ...
     def poll(self) -> int: ...
-    def write(self, data: bytes, timeout: float = ...) -> int: ...
-    def read(self, max_bytes: int = ..., timeout: float = ...) -> bytes: ...
-    def flush(self, timeout: float = ...) -> None: ...
     def stop(self, timeout: float = ...) -> tuple[UndeliveredMessage, ...]: ...
     def take_undelivered(self) -> tuple[UndeliveredMessage, ...]: ...
 
