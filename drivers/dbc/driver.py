@@ -99,6 +99,10 @@ _T = TypeVar("_T")
 _RUNNING = (DbcState.ENABLED, DbcState.CONNECTED, DbcState.CONFIGURED)
 #: states poll() accepts once start() has begun (INITIALIZED: re-bring-up after a reset)
 _POLLABLE = (DbcState.INITIALIZED, *_RUNNING)
+#: write() polls (drains completions, follows DCCTRL/DCPORTSC) at least once per this many
+#: writes (a power of two), besides whenever the OUT ring is half full
+POLL_EVERY_WRITES = 64
+POLL_EVERY_WRITES_MASK = POLL_EVERY_WRITES - 1
 
 
 class DbcDriver:
@@ -566,12 +570,13 @@ class DbcDriver:
                 if deadline is None:
                     self._writes += 1
                     # Drain completions (and notice host changes) when the ring is half full
-                    # and at least every 16 writes; otherwise queue without a register read.
+                    # and at least every POLL_EVERY_WRITES writes; otherwise queue without a
+                    # register read.
                     need_poll = (
                         not configured
                         or bool(out.backlog)
                         or out.ring.free_slots < out.ring.max_in_flight // 2
-                        or not self._writes & 15
+                        or not self._writes & POLL_EVERY_WRITES_MASK
                     )
                 else:
                     need_poll = True
