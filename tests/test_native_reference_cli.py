@@ -91,6 +91,8 @@ def test_plugin_native_driver_option_runs_dbc_driver_tests_on_the_c_driver(
         str(own),
         "--rootdir",
         str(ROOT),
+        "-c",
+        str(ROOT / "pyproject.toml"),  # the suite's own configuration
         "-p",
         "dbc_witness",
         "-p",

@@ -17,6 +17,11 @@ from tests.driver_kinds import lose_host_and_return, roundtrip, settle
 
 pytest_plugins = ("pytester",)
 
+#: for the in-process sessions: labgrid's plugin (the [lab] extra) is not what they test (its
+#: presence without --lg-env is tests/test_plugin.py's), and pytester drops the modules a run
+#: imported, so each session would import labgrid again (~0.6 s)
+NO_LABGRID = ("-p", "no:labgrid")
+
 #: the debug host's endpoints, as the host names them
 HOST_TO_TARGET = 0x01  # bulk OUT: lands in buffers on the DbC's IN ring
 TARGET_TO_HOST = 0x81  # bulk IN: drains the DbC's OUT ring
@@ -91,7 +96,7 @@ def test_dbc_bench_gives_everything_back(pytester: pytest.Pytester) -> None:
             assert BENCHES and BENCHES[0].closed
         """
     )
-    result = pytester.runpytest("-p", "no:randomly")
+    result = pytester.runpytest(*NO_LABGRID, "-p", "no:randomly")
     result.assert_outcomes(passed=2)
 
 
@@ -110,7 +115,7 @@ def test_failing_test_leaves_its_capture_and_passing_test_none(pytester: pytest.
         """
     )
     trace_dir = pytester.path / "traces"
-    result = pytester.runpytest("--trace-dir", str(trace_dir))
+    result = pytester.runpytest(*NO_LABGRID, "--trace-dir", str(trace_dir))
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*dbc-harness captures of failing tests*", "*test_fails.pcapng"])
     files = sorted(p.name for p in trace_dir.iterdir())
@@ -133,7 +138,7 @@ def test_dbc_bench_marker_passes_options(pytester: pytest.Pytester) -> None:
             assert dbc_bench.free_running is False
         """
     )
-    pytester.runpytest().assert_outcomes(passed=1)
+    pytester.runpytest(*NO_LABGRID).assert_outcomes(passed=1)
 
 
 def test_dbc_quirk_option_reaches_the_virtual_part(pytester: pytest.Pytester) -> None:
@@ -147,9 +152,13 @@ def test_dbc_quirk_option_reaches_the_virtual_part(pytester: pytest.Pytester) ->
         """
     )
     result = pytester.runpytest(
-        "--dbc-quirk", "endpoint_ids=0/1", "--dbc-quirk", "spurious_stall_on_clear_halt"
+        *NO_LABGRID,
+        "--dbc-quirk",
+        "endpoint_ids=0/1",
+        "--dbc-quirk",
+        "spurious_stall_on_clear_halt",
     )
     result.assert_outcomes(passed=1)
-    result = pytester.runpytest("--dbc-quirk", "warp_drive")
+    result = pytester.runpytest(*NO_LABGRID, "--dbc-quirk", "warp_drive")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*no quirk named 'warp_drive'*"])
