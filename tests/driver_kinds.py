@@ -34,7 +34,6 @@ from dbc_harness.drivers.dbc import (
     DbcDriver,
     DbcIdentity,
     DbcState,
-    DbcSurpriseRemoval,
     UndeliveredMessage,
 )
 from dbc_harness.drivers.dbc_api import DbcDriverApi
@@ -147,7 +146,8 @@ class DriverFactory:
         removal cut (the exception's ``undelivered``, reason "surprise removal"). The C ABI has
         counters (``struct dbc_stats``: ``device_errors``, ``lost_bytes``; ``dbc_out_pending``)
         from which NativeDbcDriver rebuilds message reports for a reset it counted
-        (DbcDisconnected) and at stop() (reason "disconnect: driver stopped")."""
+        (DbcDisconnected) and at stop() (reason "disconnect: driver stopped", or "surprise
+        removal" after one: the removal's exception carries none)."""
         return self.kind == "python"
 
     @property
@@ -246,24 +246,6 @@ class KnownBug:
 
     reason: str
     raises: type[BaseException] = AssertionError
-
-
-C_REINIT_DROPS_EVENTS = KnownBug(
-    "dbc.c: dbc_poll() brings the DbC up again when DCE dropped (HCRST, DCE cleared by another "
-    "agent) without draining the Transfer Events already written: host -> target bytes the "
-    "host saw acknowledged never reach read(), and messages the host received are reported "
-    "undelivered"
-)
-C_REMOVAL_DROPS_EVENTS = KnownBug(
-    "dbc.c: dbc_poll() returns DBC_EREMOVED without draining the event ring: host -> target "
-    "data whose Transfer Event was written before the removal is not handed back (read() "
-    "raises DbcSurpriseRemoval at once)",
-    DbcSurpriseRemoval,
-)
-NATIVE_EXIT_DROPS_REPORT = KnownBug(
-    "NativeDbcDriver.__exit__ closes the driver (stop(), then the machine): stop() hands the "
-    "undelivered messages to nobody, take_undelivered() is empty after the with block"
-)
 
 
 def kind_param(kind: Kind, *values: object, native_bug: KnownBug | None = None) -> Any:

@@ -26,11 +26,9 @@ from dbc_harness.fixtures.virtual import VirtualXhci
 
 from tests.driver_kinds import (
     KINDS,
-    NATIVE_EXIT_DROPS_REPORT,
     DriverFactory,
     host_read,
     kind_param,
-    kinds,
     strict_controller,
 )
 
@@ -100,7 +98,6 @@ def test_stop_start_cycles_leak_nothing(x: VirtualXhci, make_driver: DriverFacto
         assert x.dma.stats()["live_bytes"] == 0
 
 
-@pytest.mark.parametrize("make_driver", kinds(native_bug=NATIVE_EXIT_DROPS_REPORT), indirect=True)
 def test_leaving_the_with_block_stops_and_keeps_the_report(
     x: VirtualXhci, make_driver: DriverFactory
 ) -> None:

@@ -26,6 +26,7 @@ buffer. The driver's own DMA memory is the bench's, mapped zero-copy.
 
 from __future__ import annotations
 
+import logging
 import struct
 import threading
 from collections import deque
@@ -60,6 +61,8 @@ from dbc_harness.drivers.native.pci_ports import PciConfigSpace
 from dbc_harness.drivers.native.runner import Machine, as_signed
 from dbc_harness.drivers.origin import current_origin, origin_provider
 from dbc_harness.drivers.tracing import TraceSink, null_sink
+
+log = logging.getLogger("dbc_harness.drivers.native")
 
 
 def resolve_object(spec: str | Path | None) -> Path | None:
@@ -426,24 +429,37 @@ class NativeDbcDriver:
                 return self.take_undelivered()
             if self._pending:
                 self._account()
-            delivered_upto = self._accepted - self._call("dbc_out_pending")
             err = as_signed(self._call("dbc_stop", virtual_time=timeout + 1.0), 32)
             if err == -ETIMEDOUT:
                 raise DbcTimeout("DCCTRL.DCE to read 0 after clearing it", timeout)
+            # dbc_stop consumed the events written before DCE cleared: read the count after
+            delivered_upto = self._accepted - self._call("dbc_out_pending")
+            # the reason DbcDriver gives: what cut the messages off (a removal the C ABI
+            # reports as DBC_EREMOVED, else the stop itself)
+            if self._removed is not None:
+                reason = f"surprise removal: {self._removed}"
+            else:
+                reason = "disconnect: driver stopped"
             for msg_id, data, end in self._pending:
                 got = max(0, delivered_upto - (end - len(data)))
-                self._undelivered.append(
-                    UndeliveredMessage(msg_id, data, got, "disconnect: driver stopped")
-                )
+                self._undelivered.append(UndeliveredMessage(msg_id, data, got, reason))
             self._pending.clear()
             self._removed = None
             self._sync_state("dbc_stop()")
             return self.take_undelivered()
 
     def close(self) -> None:
-        """stop() if needed, then release the emulated machine."""
+        """stop() if needed, then release the emulated machine. Messages stop() reports
+        undelivered stay available from take_undelivered() (and are logged), as with
+        DbcDriver's context manager: leaving a with block never drops a report."""
         try:
-            self.stop()
+            lost = self.stop()
+            if lost:
+                self._undelivered[:0] = lost
+                log.warning(
+                    "DbC stopped with %d message(s) not delivered (ids %s); see take_undelivered()",
+                    len(lost), [m.message_id for m in lost],
+                )  # fmt: skip
         finally:
             self.machine.close()
 
@@ -539,8 +555,16 @@ class NativeDbcDriver:
                     raise DbcStateError("read in state DISABLED: start() first")
                 n = as_signed(self._call("dbc_read", self._staging, want), 64)
                 if n <= 0:
-                    if self.poll():
-                        deadline.progressed()
+                    try:
+                        if self.poll():
+                            deadline.progressed()
+                    except DbcSurpriseRemoval:
+                        # dbc_poll consumed what completed before the removal: hand it
+                        # back first, the removal once nothing is left
+                        n = as_signed(self._call("dbc_read", self._staging, want), 64)
+                        if n > 0:
+                            return self.machine.read(self._staging, n)
+                        raise
                     n = as_signed(self._call("dbc_read", self._staging, want), 64)
                 if n > 0:
                     return self.machine.read(self._staging, n)

@@ -1068,8 +1068,10 @@ static void in_event(u64 pointer, u32 code, u32 residual)
 }
 
 /* Consume every event software owns (Cycle == consumer cycle state), then write DCERDP once
- * with the next unread TRB (4.9.4, 7.6.8.4). */
-static int drain_events(void)
+ * with the next unread TRB (4.9.4, 7.6.8.4). write_erdp = 0: the last drain before a
+ * re-initialisation or after a surprise removal; the event ring is in our memory, so it is
+ * read even when the registers are gone, and no register is written. */
+static int drain_events(int write_erdp)
 {
 	int consumed = 0;
 
@@ -1112,11 +1114,11 @@ static int drain_events(void)
 		}
 #endif
 	}
-	if (consumed) {
+	if (consumed && write_erdp) {
 		WR64(dbc.r->dcerdp, dbc.ev_phys + dbc.ev_deq * sizeof(struct trb)); /* @site:erdp */
 		dbc_stats.erdp_writes++;
-		dbc_stats.events += consumed;
 	}
+	dbc_stats.events += consumed;
 	return consumed;
 }
 
@@ -1221,7 +1223,11 @@ int dbc_poll(void)
 		return -DBC_EINVAL;
 	ctrl = RD32(&dbc.r->dcctrl); /* @site:poll */
 	if (removed(ctrl)) {
+		/* the controller is gone: what it wrote before it went is still in our memory;
+		 * consume it (4.9.4) so completed host -> target data stays readable and
+		 * confirmed target -> host bytes count as delivered, then report the removal */
 		dbc_env_log("dbc: DCCTRL reads all ones: controller removed\n");
+		drain_events(0);
 		dbc.state = DBC_STATE_REMOVED;
 		return -DBC_EREMOVED;
 	}
@@ -1231,6 +1237,12 @@ int dbc_poll(void)
 		if (dbc.state != DBC_STATE_INITIALIZED) {
 			dbc_env_log("dbc: DCE dropped (DCCTRL=0x%x): bringing the DbC up again\n", ctrl);
 			dbc_stats.dce_lost++;
+			/* first consume every event the controller wrote before the reset (4.9.4):
+			 * the re-initialisation empties the event ring and both transfer rings, so
+			 * an unconsumed Transfer Event would lose host -> target bytes the host saw
+			 * acknowledged and report target -> host bytes it received as lost. The
+			 * registers may be reset: DCERDP is not written (program_and_enable does). */
+			drain_events(0);
 		}
 		dbc.state = DBC_STATE_INITIALIZED;
 		if (program_and_enable() == 0) {
@@ -1242,7 +1254,7 @@ int dbc_poll(void)
 	}
 	if (dbc.state == DBC_STATE_INITIALIZED)
 		dbc.state = DBC_STATE_ENABLED;
-	consumed = drain_events();
+	consumed = drain_events(1);
 	follow(ctrl);
 	if (dbc.state == DBC_STATE_CONFIGURED && in_prime() && !dbc.in_halted)
 		doorbell(1);
@@ -1394,6 +1406,9 @@ int dbc_stop(void)
 		err = wait_dce(0);
 		if (err == -DBC_ETIMEDOUT)
 			return err; /* DCE did not clear: the controller may still use our memory */
+		/* the DbC is off: consume what it wrote before (4.9.4), so bytes it confirmed
+		 * count as delivered (dbc_out_pending) before the memory goes */
+		drain_events(0);
 	}
 	free_all();
 	dbc.state = DBC_STATE_DISABLED;
