@@ -20,6 +20,7 @@ from dbc_harness.drivers.native import (
     as_signed,
     bindings,
     parse_elf,
+    srcmap,
 )
 from dbc_harness.drivers.native.cc import FREESTANDING, compile_object
 from elftools.elf.elffile import ELFFile
@@ -214,6 +215,30 @@ def test_dwarf_lines_and_the_fallback_without_dwarf() -> None:
     loc = bare.location(bare.symbol("use_all") + 4)
     assert (loc.function, loc.source) == ("use_all+0x4", None)
     assert str(loc) == f"use_all+0x4 (pc 0x{bare.symbol('use_all') + 4:x})"
+
+
+def test_line_tables_are_cached_per_image_content_and_bounded() -> None:
+    """A second Machine of the same object maps every PC to the same line without decoding
+    the DWARF again (the shared table); another bias is another table; the cache stays
+    bounded (LINE_CACHE_SIZE, least recently used dropped)."""
+    obj = compile_relocs("small")
+    first, second = Machine(obj, RELOCS_ENV), Machine(obj, RELOCS_ENV)
+    start, size = first.symbol("sum8"), first.image.symbols["sum8"].size
+    pcs = range(start, start + size)
+    assert [second.srcmap.source(a) for a in pcs] == [first.srcmap.source(a) for a in pcs]
+    image = first.image
+    rows = srcmap._cached_lines(image.debug_bytes, image.debug_bias)
+    assert rows and srcmap._cached_lines(image.debug_bytes, image.debug_bias) is rows
+    moved = srcmap._cached_lines(image.debug_bytes, image.debug_bias + 0x1000)
+    assert [r[0] - 0x1000 for r in moved] == [r[0] for r in rows]
+    saved = dict(srcmap._line_cache)
+    try:
+        for i in range(srcmap.LINE_CACHE_SIZE + 2):
+            srcmap._cached_lines(image.debug_bytes, 0x10000 * (i + 2))
+        assert len(srcmap._line_cache) == srcmap.LINE_CACHE_SIZE
+    finally:  # the other tests' images stay cached
+        srcmap._line_cache.clear()
+        srcmap._line_cache.update(saved)
 
 
 def test_function_sections_map_each_function_to_its_own_lines() -> None:

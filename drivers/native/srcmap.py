@@ -4,14 +4,19 @@ Functions come from the symbol table (locals included); lines from the DWARF lin
 (pyelftools; the loader hands over the file with its symbol values set to the layout, so the
 line table's addresses are runtime addresses, even for ``-ffunction-sections`` objects). Without
 DWARF, :meth:`SourceMap.source` is ``None`` and reports fall back to ``function+offset``.
-Lookups are cached: the MMIO hook asks for the same few PCs over and over.
+Lookups are cached: the MMIO hook asks for the same few PCs over and over. The parsed line
+table is cached too, per image content (a pure function of the bytes and the bias): every
+Machine of the same image shares it instead of decoding the DWARF again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import threading
 from bisect import bisect_right
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from dbc_harness.drivers.native.elf import LinkedImage, Symbol
@@ -34,6 +39,14 @@ class SourceLine:
         return f"{self.file}:{self.line}"
 
 
+#: line tables kept (least recently used dropped first): a few images per test session
+LINE_CACHE_SIZE = 16
+
+_Rows = tuple[tuple[int, int, SourceLine | None], ...]
+_line_cache: OrderedDict[tuple[bytes, int], _Rows] = OrderedDict()
+_line_cache_lock = threading.Lock()
+
+
 class SourceMap:
     """Address -> function and source line for one image, plus extra named ranges (stubs...)."""
 
@@ -51,10 +64,10 @@ class SourceMap:
     def add_image(self, image: LinkedImage) -> None:
         self._funcs = sorted(self._funcs + image.functions, key=lambda f: f.address)
         self._starts = [f.address for f in self._funcs]
-        rows = self._read_lines(image.debug_bytes, image.debug_bias)
+        rows = _cached_lines(image.debug_bytes, image.debug_bias)
         if rows:
             self.has_lines = True
-            self._rows = sorted(self._rows + rows)
+            self._rows = sorted([*self._rows, *rows])
             self._row_starts = [r[0] for r in self._rows]
         self._cache.clear()
 
@@ -149,6 +162,24 @@ class SourceMap:
             if start <= pc < end:
                 return line
         return None
+
+
+def _cached_lines(data: bytes, bias: int) -> _Rows:
+    """:meth:`SourceMap._read_lines`, cached per (SHA-256 of ``data``, ``bias``) in a bounded
+    LRU shared by every SourceMap (rows are immutable: tuples of frozen SourceLines)."""
+    key = (hashlib.sha256(data).digest(), bias)
+    with _line_cache_lock:
+        rows = _line_cache.get(key)
+        if rows is not None:
+            _line_cache.move_to_end(key)
+            return rows
+    rows = tuple(SourceMap._read_lines(data, bias))
+    with _line_cache_lock:
+        _line_cache[key] = rows
+        _line_cache.move_to_end(key)
+        while len(_line_cache) > LINE_CACHE_SIZE:
+            _line_cache.popitem(last=False)
+    return rows
 
 
 def _text(value: object) -> str:
