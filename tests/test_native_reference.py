@@ -3,9 +3,9 @@ CPU emulation through :class:`NativeDbcDriver`: what only the C driver has.
 
 Its echo, fault and recovery scenarios are the Python driver's, run against both driver kinds
 (``make_driver``, tests/driver_kinds.py) in tests/test_dbc_virtual.py and
-tests/test_dbc_faults.py; known defects of the C driver are strict xfails there
-(tests/driver_kinds.py ``KnownBug``). Its build, mistakes, PCI scan and fault locations have
-files of their own (tests/test_native_*.py).
+tests/test_dbc_faults.py; a known defect of the C driver would be a strict xfail there
+(tests/driver_kinds.py ``KnownBug``; none is known now). Its build, mistakes, PCI scan and
+fault locations have files of their own (tests/test_native_*.py).
 """
 
 from __future__ import annotations
