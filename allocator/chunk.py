@@ -28,6 +28,8 @@ class Chunk:
     handle: Any = field(default=None, repr=False)
     #: bytes of this chunk currently handed out (buffers + guards)
     used: int = 0
+    #: extents of this chunk currently handed out (heap buffers, pool pages)
+    extents: int = 0
     #: the heap's operation count when the chunk last became empty (spare expiry)
     idle_since: int = 0
 

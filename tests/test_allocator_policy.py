@@ -78,39 +78,36 @@ def test_spare_idle_ops_must_be_positive() -> None:
         policy_space(spare_idle_ops=0)
 
 
-def test_emptiest_chunk_is_drained_and_used_only_when_nothing_else_fits() -> None:
+def test_chunk_with_fewest_buffers_drains_and_is_used_only_when_nothing_else_fits() -> None:
     with policy_space(chunk_size=CHUNK, spare_chunks=0) as space:
         a = [space.alloc(16 * KiB) for _ in range(4)]
         b = [space.alloc(16 * KiB) for _ in range(4)]
-        c = [space.alloc(n * KiB) for n in (12, 20, 16, 16)]
+        c = [space.alloc(n * KiB) for n in (32, 16, 16)]
         d = [space.alloc(16 * KiB) for _ in range(4)]
         chunks = [{_chunk_of(x) for x in group} for group in (a, b, c, d)]
         assert all(len(s) == 1 for s in chunks) and len(set.union(*chunks)) == 4
         chunk_a, _, chunk_c, chunk_d = (s.pop() for s in chunks)
-        for buf in (a[2], a[3], c[1], c[3], d[3]):
+        for buf in (a[3], c[1], d[3]):
             space.free(buf)
-        # A: 32 KiB used, one 32 KiB hole; C: 28 KiB used, holes of 20 and 16 KiB; D: 16 KiB
-        # hole. 84 KiB free in non-empty chunks: C (the emptiest) can move into the others.
+        # A and D: 3 buffers and a 16 KiB hole each; C: 2 buffers (48 KiB) and a 16 KiB hole.
+        # C holds the fewest buffers: it drains, though only 48 KiB of 256 KiB are free
         stats = space.stats()
-        assert stats["draining_chunks"] == 1 and stats["draining_used_bytes"] == 28 * KiB
-        # best fit alone would take C's exact 20 KiB hole; the draining chunk is skipped
-        first = space.alloc(20 * KiB)
-        assert _chunk_of(first) == chunk_a
-        # now 20 KiB fits only in C: the draining chunk is used rather than taking a new chunk
-        second = space.alloc(20 * KiB)
-        assert _chunk_of(second) == chunk_c
-        stats = space.stats()
-        assert stats["chunks_acquired"] == 4
-        # 44 KiB free outside C's 48 KiB used: C can no longer empty, nothing is avoided
-        assert stats["draining_chunks"] == 0
-        third = space.alloc(16 * KiB)  # plain best fit again: C's 16 KiB hole comes first
-        assert _chunk_of(third) in (chunk_c, chunk_d)
-        for buf in (c[0], c[2], second, third):
+        assert stats["draining_chunks"] == 1 and stats["draining_used_bytes"] == 48 * KiB
+        # three equal holes: C's is skipped, then the lowest address wins
+        first = space.alloc(16 * KiB)
+        assert _chunk_of(first) == min(chunk_a, chunk_d)
+        second = space.alloc(16 * KiB)
+        assert _chunk_of(second) == max(chunk_a, chunk_d)
+        # now 16 KiB fits only in C: the draining chunk is used rather than a new chunk
+        third = space.alloc(16 * KiB)
+        assert _chunk_of(third) == chunk_c
+        assert space.stats()["chunks_acquired"] == 4
+        for buf in (c[0], c[2], third):  # C empties and goes back (no spare kept)
             space.free(buf)
-        if _chunk_of(third) == chunk_c:  # C emptied and went back (no spare kept)
-            stats = space.stats()
-            assert stats["chunks"] == 3 and stats["chunks_released"] == 1
-        for buf in (a[0], a[1], *b, d[0], d[1], d[2], first):
+        stats = space.stats()
+        assert stats["chunks"] == 3 and stats["chunks_released"] == 1
+        assert stats["draining_chunks"] == 1  # another chunk drains now
+        for buf in (*a[:3], *b, *d[:3], first, second):
             space.free(buf)
         assert space.stats()["held_bytes"] == 0
 
@@ -141,20 +138,37 @@ def test_after_the_live_set_shrinks_churn_gives_chunks_back() -> None:
         assert space.stats()["held_bytes"] == 0
 
 
-def test_a_dense_heap_drains_nothing_until_a_quarter_is_free() -> None:
-    """Draining leaves a chunk's holes unused: only worth it once the live set has shrunk."""
+def test_one_chunk_drains_until_a_quarter_is_free_then_more() -> None:
+    """A dense heap drains only the chunk holding the fewest buffers; once the live set has
+    shrunk (a quarter of the bytes free) the emptiest chunks drain too."""
     with policy_space(chunk_size=CHUNK, spare_chunks=0) as space:
         bufs = [space.alloc(16 * KiB) for _ in range(32)]  # 8 full chunks, 512 KiB
         assert space.stats()["chunks"] == 8
+        assert space.stats()["draining_chunks"] == 1  # all hold 4 buffers: the first found
         for buf in bufs[0:20:4]:  # 80 KiB free (15.6 %): more than a chunk, less than 1/4
             space.free(buf)
-        assert space.stats()["draining_chunks"] == 0
-        refill = [space.alloc(16 * KiB) for _ in range(5)]  # the holes take them all
+        assert space.stats()["draining_chunks"] == 1
+        refill = [space.alloc(16 * KiB) for _ in range(4)]  # 4 of the 5 holes take them
         assert space.stats()["chunks_acquired"] == 8
         for buf in bufs[1:32:4] + refill[:3]:  # 8 more go + 3 refills: 176 KiB free (34 %)
             space.free(buf)
-        assert space.stats()["draining_chunks"] >= 1
+        assert space.stats()["draining_chunks"] >= 2
         for buf in [*bufs, *refill]:
             if not buf.freed:
                 space.free(buf)
         assert space.stats()["held_bytes"] == 0
+
+
+def test_a_buffer_goes_next_to_its_larger_neighbour() -> None:
+    with policy_space(chunk_size=CHUNK) as space:
+        x = space.alloc(8 * KiB)
+        y = space.alloc(4 * KiB)
+        z = space.alloc(32 * KiB)  # 20 KiB stay free up to the 64 KiB line
+        assert (y.device_address, z.device_address) == (x.end, y.end)
+        space.free(y)  # a 4 KiB hole between x (8 KiB) and z (32 KiB)
+        small = space.alloc(1 * KiB)
+        assert small.end == z.device_address  # by z; the 3 KiB remainder stays by x
+        top = space.alloc(16 * KiB)  # the free room runs from z to the line: by z
+        assert top.device_address == z.end
+        for buf in (x, z, small, top):
+            space.free(buf)
