@@ -485,6 +485,30 @@ def test_surprise_removal_undelivered_reported_by_stop_when_not_raised(
     assert drv.state is DbcState.DISABLED and x.dma.stats()["live_bytes"] == 0
 
 
+@pytest.mark.parametrize("end", ["stop", "surprise_removal"])
+def test_a_message_the_host_read_before_the_end_is_not_reported(
+    closer: list[VirtualXhci], make_driver: DriverFactory, end: str
+) -> None:
+    """The host reads a message whole (its Transfer Event is written), then the driver stops,
+    or the controller vanishes, before the driver polled: that message counts as delivered
+    (a caller would send it again otherwise); only the one the host never read is reported,
+    with nothing of it delivered."""
+    x = bench(closer)
+    drv = make_driver.started(x)
+    drv.write(b"read by the host")
+    assert x.host.recv(1024, timeout=1.0) == b"read by the host"  # the driver does not run
+    drv.write(b"never read")
+    if end == "surprise_removal":
+        x.surprise_remove()
+        with pytest.raises(DbcSurpriseRemoval) as info:
+            drv.poll()
+        lost = (*info.value.undelivered, *drv.stop())
+    else:
+        lost = drv.stop()
+    assert [(m.data, m.delivered) for m in lost] == [(b"never read", 0)]
+    assert drv.state is DbcState.DISABLED and x.dma.stats()["live_bytes"] == 0
+
+
 def test_ac64_zero_keeps_every_dma_address_below_4gib(
     closer: list[VirtualXhci], make_driver: DriverFactory
 ) -> None:

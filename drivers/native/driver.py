@@ -441,6 +441,9 @@ class NativeDbcDriver:
             else:
                 reason = "disconnect: driver stopped"
             for msg_id, data, end in self._pending:
+                if end <= delivered_upto:
+                    self.messages_to_host += 1  # confirmed by an event dbc_stop consumed
+                    continue
                 got = max(0, delivered_upto - (end - len(data)))
                 self._undelivered.append(UndeliveredMessage(msg_id, data, got, reason))
             self._pending.clear()
