@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from dbc_harness.drivers.dbc import DbcState
+from dbc_harness.drivers.dbc import DbcState, DbcTimeout
 from dbc_harness.drivers.native.driver import NativeDbcDriver
 from dbc_harness.fixtures.virtual import VirtualXhci
 
@@ -51,3 +51,26 @@ def test_default_identity_log_and_counters(x: VirtualXhci) -> None:
         assert drv.stop() == ()
     assert drv.state is DbcState.DISABLED
     assert x.dma.stats()["live_bytes"] == 0
+
+
+def test_read_into_fills_the_callers_buffer_in_order(x: VirtualXhci) -> None:
+    """``read_into`` (the API bench dbc/native reads with): the host's transfers land in the
+    caller's reused buffer, in order, over several calls; DbcTimeout once nothing is left;
+    an empty buffer asks for nothing."""
+    with NativeDbcDriver(x.mmio, x.dma, obj=reference_object(), clock=x.clock) as drv:
+        drv.start(timeout=5.0)
+        sent = [bytes((i * 7 + s) & 0xFF for i in range(n)) for s, n in ((1, 100), (2, 9000))]
+        for data in sent:
+            x.host.submit(data, zlp=True)
+        want = b"".join(sent)
+        buf = bytearray(4000)
+        got = bytearray()
+        while len(got) < len(want):
+            n = drv.read_into(buf, timeout=5.0)
+            assert 0 < n <= len(buf)
+            got += buf[:n]
+        assert bytes(got) == want
+        with pytest.raises(DbcTimeout):
+            drv.read_into(buf, timeout=0.01)
+        assert drv.read_into(bytearray(), timeout=0.01) == 0
+        assert drv.stop() == ()

@@ -575,6 +575,16 @@ class NativeDbcDriver:
                     raise DbcTimeout("data from the debug host", timeout)
             self._pause(deadline)
 
+    def read_into(self, buffer: bytearray | memoryview, timeout: float = 1.0) -> int:
+        """Like :meth:`read` with ``max_bytes = len(buffer)``, into the caller's writable
+        ``buffer``. Returns the number of bytes stored; DbcTimeout if none came in time."""
+        view = memoryview(buffer).cast("B")
+        if not len(view):
+            return 0
+        data = self.read(len(view), timeout)
+        view[: len(data)] = data
+        return len(data)
+
     def iter_read(self, max_bytes: int = 65536, idle_timeout: float = 1.0) -> Iterator[bytes]:
         while True:
             try:
