@@ -61,9 +61,10 @@ def test_pool_blocks_honour_size_align_boundary_and_are_reused(
             pool.free(victim)
         again = [pool.alloc() for _ in range(len(freed))]
         assert all(not any(b.view) for b in again), "reused block not zeroed"
-        # freed blocks (or never-used blocks of pages the pool already held) are reused first:
-        # a page emptied by the frees may have gone back to the heap and come back
-        assert {b.device_address // page_bytes for b in again} <= held_pages, "grew instead"
+        # freed blocks (or never-used blocks of pages the pool already held) are reused first: a
+        # page emptied by the frees may have gone back to the heap and another come from it
+        # (wherever the heap's placement puts it), but the pool and the heap do not grow
+        assert pool.stats()["pages"] <= len(held_pages), "grew instead"
         assert space.stats()["chunks_acquired"] == acquired
         for block in blocks + again:
             assert space.lookup(block.device_address + size - 1) == (block, size - 1)
