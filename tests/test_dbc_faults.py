@@ -21,7 +21,9 @@ from dbc_harness.drivers.dbc import (
 )
 from dbc_harness.drivers.dbc.bringup import PORT_RESET_AFTER
 from dbc_harness.drivers.xhci.registers import CAPLENGTH, OPERATIONAL_REGS, USBCMD, read_register
+from dbc_harness.fixtures.ledger import Ledger
 from dbc_harness.fixtures.virtual import (
+    DebugHostTimeout,
     HostStall,
     HostTransferError,
     Quirks,
@@ -507,6 +509,39 @@ def test_a_message_the_host_read_before_the_end_is_not_reported(
         lost = drv.stop()
     assert [(m.data, m.delivered) for m in lost] == [(b"never read", 0)]
     assert drv.state is DbcState.DISABLED and x.dma.stats()["live_bytes"] == 0
+
+
+def test_reset_with_the_event_ring_full_reports_what_may_have_arrived(
+    closer: list[VirtualXhci], make_driver: DriverFactory
+) -> None:
+    """A 16-TRB event ring runs full before the driver polls (the controller holds the next
+    completion and stops), then HCRST: the held completion is gone (xHCI 1.2 4.9.4). The
+    message whose event it was reached the host; the driver cannot know which, so every
+    report after the reset allows that its bytes arrived (``delivered_max``), never claiming
+    exactly 0 for a message the host has (a caller would send it twice)."""
+    kind = FAULT_KINDS["hcrst"]
+    assert kind.inject is not None
+    x = bench(closer, kind.quirks, **kind.bench)
+    drv = make_driver.started(x, ring_trbs=64, event_ring_trbs=16)
+    ledger = Ledger()
+    for i in range(20):
+        data = b"m%02d" % i * 10
+        ledger.written.append((drv.write(data), data))
+    while True:
+        try:
+            ledger.host_got += x.host.recv(1 << 20, timeout=0.2)  # the driver does not run
+        except DebugHostTimeout:
+            break
+    assert events_waiting(x) == 15  # full: every TRB but one
+    assert 15 * 30 < len(ledger.host_got) < 20 * 30  # the held completion's message arrived
+    kind.inject(x)
+    settle(drv, x=x)
+    ledger.note(drv.take_undelivered())
+    assert ledger.reports and not any(m.exact for m in ledger.reports.values())
+    tally = ledger.check()
+    assert tally.clean, tally.problems
+    roundtrip(x, drv, b"after the reset")
+    drv.stop()
 
 
 def test_ac64_zero_keeps_every_dma_address_below_4gib(

@@ -143,7 +143,7 @@ ERROR_NAMES = {
 STATS_FIELDS = (
     "events", "doorbells", "erdp_writes", "bytes_out", "bytes_in", "trbs_out", "trbs_in",
     "lost_bytes", "device_errors", "disconnects", "port_resets", "dce_lost", "halts_cleared",
-    "root_port_resets",
+    "root_port_resets", "event_ring_full",
 )  # fmt: skip
 _STATS = struct.Struct(f"<{len(STATS_FIELDS)}Q")
 #: BAR0's physical address in the emulated machine when nobody chooses one
@@ -225,6 +225,9 @@ class NativeDbcDriver:
         m = self.machine
         self._staging = m.alloc(STAGING, 4096)
         self._stats_addr = m.symbol("dbc_stats") if m.has_symbol("dbc_stats") else None
+        # an object built against an older struct dbc_stats has fewer counters: the rest read 0
+        size = m.image.symbols["dbc_stats"].size if self._stats_addr is not None else 0
+        self._stats_count = min(len(STATS_FIELDS), size // 8) if size else len(STATS_FIELDS)
         self._lock = threading.RLock()
         self._state = DbcState.DISABLED
         self.state_history: list[tuple[DbcState, DbcState, str]] = []
@@ -234,6 +237,7 @@ class NativeDbcDriver:
         self._accepted = 0  # bytes accepted by dbc_write, ever
         self._lost_seen = 0
         self._recoveries_seen = 0
+        self._full_seen = 0  # struct dbc_stats event_ring_full
         self._undelivered: list[UndeliveredMessage] = []
         self._next_id = 1
         self.device_errors: list[DbcError] = []
@@ -276,8 +280,18 @@ class NativeDbcDriver:
     def _stats(self) -> dict[str, int]:
         if self._stats_addr is None:
             return dict.fromkeys(STATS_FIELDS, 0)
-        raw = self.machine.read(self._stats_addr, _STATS.size)
+        raw = self.machine.read(self._stats_addr, 8 * self._stats_count)
+        raw += bytes(_STATS.size - len(raw))
         return dict(zip(STATS_FIELDS, _STATS.unpack(raw), strict=True))
+
+    def _events_lost(self, stats: dict[str, int]) -> bool:
+        """The C driver found its event ring full before a re-initialisation since the last
+        look: completions the controller held were discarded (xHCI 1.2 4.9.4), so bytes it
+        counts lost may have arrived (the reports say so: ``delivered_max``)."""
+        full = stats["event_ring_full"]
+        changed = full != self._full_seen
+        self._full_seen = full
+        return changed
 
     def _account(self) -> None:
         """Retire delivered messages; turn bytes the C driver reports lost into
@@ -294,13 +308,16 @@ class NativeDbcDriver:
             reason = "transfer error: the controller moved past a failed TRB"
         if lost > 0:
             self._lost_seen = stats["lost_bytes"]
+            events_lost = self._events_lost(stats)  # kept for stop() when nothing is lost yet
             lost_from = self._accepted - pending_bytes - lost
             keep: deque[tuple[int, bytes, int]] = deque()
             for msg_id, data, end in self._pending:
                 start = end - len(data)
                 if end > lost_from and start < delivered_upto:
                     got = max(0, lost_from - start)
-                    self._undelivered.append(UndeliveredMessage(msg_id, data, got, reason))
+                    # every accepted byte was on the OUT ring: any of it may have gone out
+                    most = len(data) if events_lost else -1
+                    self._undelivered.append(UndeliveredMessage(msg_id, data, got, reason, most))
                 elif end > delivered_upto:
                     keep.append((msg_id, data, end))
             self._pending = keep
@@ -434,6 +451,7 @@ class NativeDbcDriver:
                 raise DbcTimeout("DCCTRL.DCE to read 0 after clearing it", timeout)
             # dbc_stop consumed the events written before DCE cleared: read the count after
             delivered_upto = self._accepted - self._call("dbc_out_pending")
+            events_lost = self._events_lost(self._stats())
             # the reason DbcDriver gives: what cut the messages off (a removal the C ABI
             # reports as DBC_EREMOVED, else the stop itself)
             if self._removed is not None:
@@ -445,7 +463,8 @@ class NativeDbcDriver:
                     self.messages_to_host += 1  # confirmed by an event dbc_stop consumed
                     continue
                 got = max(0, delivered_upto - (end - len(data)))
-                self._undelivered.append(UndeliveredMessage(msg_id, data, got, reason))
+                most = len(data) if events_lost else -1  # see _account
+                self._undelivered.append(UndeliveredMessage(msg_id, data, got, reason, most))
             self._pending.clear()
             self._removed = None
             self._sync_state("dbc_stop()")

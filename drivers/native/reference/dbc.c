@@ -280,6 +280,10 @@ struct dbc_stats {
 	u64 bytes_out, bytes_in, trbs_out, trbs_in;
 	u64 lost_bytes, device_errors, disconnects, port_resets, dce_lost, halts_cleared;
 	u64 root_port_resets; /* USB3 root ports reset because nothing connected after DCE */
+	/* drains before a re-initialisation (or after a removal) that found the event ring
+	 * full: the controller may have held completions the reset discarded (4.9.4), so bytes
+	 * counted lost since may have arrived */
+	u64 event_ring_full;
 };
 struct dbc_stats dbc_stats;
 
@@ -1122,6 +1126,16 @@ static int drain_events(int write_erdp)
 	return consumed;
 }
 
+/* The last drain before the event ring is re-initialised or freed (DCE lost, stop, surprise
+ * removal): consume every event the controller wrote, reading our memory only. A full ring
+ * (every TRB but one written, 4.9.4: the controller never overwrites an unconsumed event)
+ * means it may have held more completions that are now gone: counted for the harness. */
+static void drain_before_reinit(void)
+{
+	if (drain_events(0) >= DBC_EVENT_TRBS - 1)
+		dbc_stats.event_ring_full++;
+}
+
 /* ------------------------------------------------------------------ link (7.6.6) */
 static void ack_portsc(u32 portsc)
 {
@@ -1227,7 +1241,7 @@ int dbc_poll(void)
 		 * consume it (4.9.4) so completed host -> target data stays readable and
 		 * confirmed target -> host bytes count as delivered, then report the removal */
 		dbc_env_log("dbc: DCCTRL reads all ones: controller removed\n");
-		drain_events(0);
+		drain_before_reinit();
 		dbc.state = DBC_STATE_REMOVED;
 		return -DBC_EREMOVED;
 	}
@@ -1242,7 +1256,7 @@ int dbc_poll(void)
 			 * an unconsumed Transfer Event would lose host -> target bytes the host saw
 			 * acknowledged and report target -> host bytes it received as lost. The
 			 * registers may be reset: DCERDP is not written (program_and_enable does). */
-			drain_events(0);
+			drain_before_reinit();
 		}
 		dbc.state = DBC_STATE_INITIALIZED;
 		if (program_and_enable() == 0) {
@@ -1408,7 +1422,7 @@ int dbc_stop(void)
 			return err; /* DCE did not clear: the controller may still use our memory */
 		/* the DbC is off: consume what it wrote before (4.9.4), so bytes it confirmed
 		 * count as delivered (dbc_out_pending) before the memory goes */
-		drain_events(0);
+		drain_before_reinit();
 	}
 	free_all();
 	dbc.state = DBC_STATE_DISABLED;
