@@ -50,6 +50,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from functools import partial
 from threading import get_ident
 from types import TracebackType
 from typing import TypeVar
@@ -749,14 +750,24 @@ class DbcDriver:
             self._collect_undelivered(
                 "disconnect", self._out.flush("driver stopped", events_lost=events_lost)
             )
+        # Every part is given back even when one release raises (e.g. the allocator's sanitizer
+        # reporting a UseAfterFree while a pipe frees its blocks): the first error is raised once
+        # everything is released and the driver is DISABLED.
+        releases: list[Callable[[], object]] = []
         if self._out is not None:
-            self._out.close(self.dma)
+            releases.append(partial(self._out.close, self.dma))
         if self._in is not None:
-            self._in.close(self.dma)
+            releases.append(partial(self._in.close, self.dma))
         if self._event_ring is not None:
-            self._event_ring.free()
+            releases.append(self._event_ring.free)
         if self._memory is not None:
-            self._memory.free(self.dma)
+            releases.append(partial(self._memory.free, self.dma))
+        first_error: Exception | None = None
+        for release in releases:
+            try:
+                release()
+            except Exception as exc:
+                first_error = first_error or exc
         self._out = self._in = None
         self._event_ring = None
         self._memory = None
@@ -766,6 +777,8 @@ class DbcDriver:
         if self._sm.state is not DbcState.DISABLED:
             self._sm.to(DbcState.DISABLED, "stopped")
         self._removed = None
+        if first_error is not None:
+            raise first_error
 
     def __enter__(self) -> DbcDriver:
         return self
