@@ -18,8 +18,8 @@ from dbc_harness.fixtures.virtual.parts import build_controller
 MS = 1000.0
 
 
-def owned(handoff_ms: float | None = 20.0, **kw: object) -> VirtualXhci:
-    fw = FirmwareConfig(bios_owned=True, handoff_ms=handoff_ms, **kw)  # type: ignore[arg-type]
+def owned(handoff_ms: float | None = 20.0, **kw: bool) -> VirtualXhci:
+    fw = FirmwareConfig(bios_owned=True, handoff_ms=handoff_ms, **kw)
     return VirtualXhci(strict=True, firmware=fw)
 
 

@@ -31,6 +31,7 @@ from dbc_harness.drivers.xhci.registers import (
     read_register,
 )
 from dbc_harness.fixtures.virtual import Quirks, VirtualXhci
+from dbc_harness.fixtures.virtual.host import HostDirection
 from dbc_harness.fixtures.virtual.parts import (
     HERE,
     PartInvalid,
@@ -337,17 +338,17 @@ def test_host_side_loss_and_return_on_every_part(
 
 @pytest.mark.parametrize("direction", ["in", "out"])
 def test_host_halt_and_clear_on_every_part(
-    x: VirtualXhci, part: PartProfile, direction: str
+    x: VirtualXhci, part: PartProfile, direction: HostDirection
 ) -> None:
     """SET_FEATURE/CLEAR_FEATURE(ENDPOINT_HALT) from the host; on parts with the spurious STALL
     after ClearFeature the driver keeps its request queued (Linux 9044ad57b60b)."""
     drv = started(x, part)
     roundtrip(x, drv, b"before halt")
-    x.host.halt(direction)  # type: ignore[arg-type]  # "in"/"out", the host's names
+    x.host.halt(direction)
     for _ in range(5):
         drv.poll()
         x.advance(1000)
-    x.host.clear_halt(direction)  # type: ignore[arg-type]
+    x.host.clear_halt(direction)
     for _ in range(5):
         drv.poll()
         x.advance(1000)
