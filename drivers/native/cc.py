@@ -127,7 +127,8 @@ def compile_object(
         except subprocess.TimeoutExpired as exc:
             raise CompileError(f"{cc} took longer than {COMPILE_TIMEOUT_S} s") from exc
         if result.returncode != 0:
-            raise CompileError(f"{cc} failed on {src.name}", result.stderr)
+            first = next((ln for ln in result.stderr.splitlines() if "error" in ln), "")
+            raise CompileError(f"{cc} failed on {src.name}: {first}".rstrip(": "), result.stderr)
         tmp_target = target.with_suffix(f".{os.getpid()}.tmp")
         shutil.copyfile(obj, tmp_target)
         os.replace(tmp_target, target)  # atomic: parallel tests never see half a file

@@ -52,29 +52,37 @@ from dbc_harness.drivers.dbc.errors import (
     DbcTransferError,
     UndeliveredMessage,
 )
+from dbc_harness.drivers.dbc.registers import DCR
 from dbc_harness.drivers.dbc.state import DbcState
 from dbc_harness.drivers.dbc.wait import Deadline
-from dbc_harness.drivers.native.build import EXTRA_FLAGS, REFERENCE_ENV, build_reference
+from dbc_harness.drivers.native.build import (
+    EXTRA_FLAGS,
+    REFERENCE_DIR,
+    REFERENCE_ENV,
+    build_reference,
+)
 from dbc_harness.drivers.native.cc import compile_object
 from dbc_harness.drivers.native.environment import Environment, load_environment
 from dbc_harness.drivers.native.pci_ports import PciConfigSpace
 from dbc_harness.drivers.native.runner import Machine, as_signed
 from dbc_harness.drivers.origin import current_origin, origin_provider
 from dbc_harness.drivers.tracing import TraceSink, null_sink
+from dbc_harness.drivers.xhci.registers import DBC_REGS
 
 log = logging.getLogger("dbc_harness.drivers.native")
 
 
 def resolve_object(spec: str | Path | None) -> Path | None:
     """``None`` or ``"reference"``: the reference driver (compiled now, cached); a ``.c`` file:
-    compiled with the freestanding flags (cached); anything else: the object file's path."""
+    compiled with the freestanding flags and the reference headers (``dbc.h``, ``dbc_env.h``) on
+    the include path (cached); anything else: the object file's path."""
     if spec is None or str(spec) == "reference":
         return build_reference()
     path = Path(spec)
-    if path.suffix == ".c":
-        return compile_object(path, extra_flags=EXTRA_FLAGS)
     if not path.is_file():
         raise DbcConfigError(f"native driver {str(spec)!r}: no such file")
+    if path.suffix == ".c":
+        return compile_object(path, extra_flags=EXTRA_FLAGS, include_dirs=[REFERENCE_DIR])
     return path
 
 
@@ -391,9 +399,10 @@ class NativeDbcDriver:
                                   virtual_time=timeout + 5.0),
                 32,
             )  # fmt: skip
-            self._sync_state(f"{self.entry}() returned {err}")
+            state = self._sync_state(f"{self.entry}() returned {err}")
             if err == 0:
                 self._find_doorbell()
+                self._check_configured(state, timeout)
                 return
             code = -err
             if code == ENODEV:
@@ -410,6 +419,24 @@ class NativeDbcDriver:
             if code == ENOMEM:
                 raise DbcDmaError(f"{self.entry}(): the DMA allocator failed")
             raise DbcError(f"{self.entry}() returned {ERROR_NAMES.get(code, err)}")
+
+    def _check_configured(self, state: DbcState, timeout: float) -> None:
+        """The ABI says ``dbc_init`` returns 0 only once the host configured the DbC (with a
+        wait): trust neither the driver's word alone nor a success the controller contradicts.
+        DCCTRL.DCR is read from Python (the harness's own read, not the driver's)."""
+        dcr = 0
+        if self.mmio.doorbell_offset is not None:
+            base = self.mmio.doorbell_offset - DBC_REGS.offset("DCDB")
+            dcctrl = self.mmio.read32(base + DBC_REGS.offset("DCCTRL"))
+            dcr = dcctrl & DCR
+        if state is not DbcState.CONFIGURED or not dcr:
+            self._call("dbc_stop")
+            self._sync_state("start() refused a success the DbC contradicts")
+            raise DbcTimeout(
+                f"DCR (host configured): {self.entry}() returned 0 but the driver reports "
+                f"{state.name} and DCCTRL.DCR = {int(bool(dcr))}",
+                timeout,
+            )
 
     def _find_doorbell(self) -> None:
         """DCDB's BAR0 offset (the capability walk, from Python) for :class:`_DoorbellWitness`."""

@@ -175,6 +175,58 @@ RULES: tuple[Rule, ...] = (
         ExitCode.USAGE,
         "check the driver options and identity",
     ),
+    # native C drivers under CPU emulation (drivers.native)
+    Rule(
+        "dbc_harness.drivers",
+        "ElfLoadError",
+        ExitCode.USAGE,
+        "--driver takes an x86-64 ELF object (.o, static or shared), built as README's "
+        "'Bring your own driver' shows",
+    ),
+    Rule(
+        "dbc_harness.drivers",
+        "CompileError",
+        ExitCode.USAGE,
+        "a driver .c is compiled freestanding with drivers/native/reference on the include path "
+        "(dbc.h, dbc_env.h); --debug shows the compiler's messages",
+    ),
+    Rule(
+        "dbc_harness.drivers",
+        "UnboundSymbols",
+        ExitCode.USAGE,
+        "bind every listed symbol in your ENV.py (functions= / data=), or link it into the object",
+    ),
+    Rule(
+        "dbc_harness.drivers",
+        "UnknownSymbol",
+        ExitCode.USAGE,
+        "--entry names a function the object defines (`nm -g --defined-only OBJ` lists them)",
+    ),
+    Rule(
+        "dbc_harness.drivers",
+        "EnvironmentFileError",
+        ExitCode.USAGE,
+        "--env takes a Python file that defines ENV = Environment(...)",
+    ),
+    Rule(
+        "dbc_harness.drivers",
+        "BindingError",
+        ExitCode.FAILURE,
+        "a binding of the driver's kernel API refused the call: the message names it",
+    ),
+    Rule(
+        "dbc_harness.drivers",
+        "NativeFault",
+        ExitCode.FAILURE,
+        "the C driver faulted at the source line named (the last MMIO accesses are listed)",
+    ),
+    Rule(
+        "dbc_harness.drivers",
+        "BudgetExhausted",
+        ExitCode.TIMEOUT,
+        "the C driver did not return within its budget: a loop without a deadline, at the "
+        "source line named",
+    ),
     Rule(
         "dbc_harness.drivers",
         "DbcDmaError",
@@ -255,6 +307,13 @@ RULES: tuple[Rule, ...] = (
         "HostUnavailable",
         ExitCode.NOT_FOUND,
         "connect the debug cable to a debug host running dbc-harness, or use --bench virtual",
+    ),
+    Rule(
+        "dbc_harness.fixtures",
+        "DeviceNotEnumerated",
+        ExitCode.TIMEOUT,
+        "the driver never brought the DbC up to the host: the state lines above say how far it "
+        "got; `dbc-harness trace` records every access",
     ),
     Rule(
         "dbc_harness.fixtures",
