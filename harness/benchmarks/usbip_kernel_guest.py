@@ -22,14 +22,13 @@ import subprocess
 import sys
 import threading
 import time
-import tty
 from collections.abc import Callable
-from pathlib import Path
 from typing import TypeVar
 
 from dbc_harness.drivers.dbc import DbcDriver, DbcTimeout
 from dbc_harness.fixtures.bench import VirtualBench
 from dbc_harness.fixtures.usbip import UsbipServer
+from dbc_harness.fixtures.usbip.kernel_side import find_usb_device, open_tty, tty_of
 from dbc_harness.fixtures.virtual.usbip_device import VirtualDbcDevice
 
 #: the kernel modules the guest needs (the host side loads them into the guest's initramfs)
@@ -61,37 +60,6 @@ def _wait(predicate: Callable[[], T | None], timeout: float, what: str) -> T:
         if time.monotonic() >= deadline:
             raise GuestSetupError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.05)
-
-
-def _usb_device() -> Path | None:
-    for dev in Path("/sys/bus/usb/devices").iterdir():
-        try:
-            if (
-                int((dev / "idVendor").read_text(), 16) == VENDOR_ID
-                and int((dev / "idProduct").read_text(), 16) == PRODUCT_ID
-                and "vhci_hcd" in str(dev.resolve())
-            ):
-                return dev
-        except (OSError, ValueError):
-            continue
-    return None
-
-
-def _tty_of(usb_dev: Path) -> str | None:
-    for entry in usb_dev.glob("*:1.0/ttyUSB*"):
-        return entry.name
-    return None
-
-
-def _open_tty(name: str) -> int:
-    node = Path("/dev") / name
-    if not node.exists():
-        major, minor = Path(f"/sys/class/tty/{name}/dev").read_text().strip().split(":")
-        os.mknod(node, 0o20600, os.makedev(int(major), int(minor)))
-    fd = os.open(node, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-    tty.setraw(fd)
-    os.set_blocking(fd, True)
-    return fd
 
 
 def _host_to_target(fd: int, driver: DbcDriver, size: int) -> float:
@@ -160,8 +128,12 @@ def measure(size: int) -> dict[str, float | int]:
                 raise GuestSetupError(f"usbip attach: {attached.stderr.strip()}")
             fd = -1
             try:
-                usb_dev = _wait(_usb_device, 30, "the kernel to enumerate the DbC")
-                fd = _open_tty(_wait(lambda: _tty_of(usb_dev), 30, "usb_debug's tty"))
+                usb_dev = _wait(
+                    lambda: find_usb_device(VENDOR_ID, PRODUCT_ID),
+                    30,
+                    "the kernel to enumerate the DbC",
+                )
+                fd = open_tty(_wait(lambda: tty_of(usb_dev), 30, "usb_debug's tty"))
                 h2t = _host_to_target(fd, driver, size)
                 t2h = _target_to_host(fd, driver, size)
             finally:

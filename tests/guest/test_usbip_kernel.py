@@ -21,7 +21,6 @@ import shutil
 import subprocess
 import threading
 import time
-import tty
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ import pytest
 from dbc_harness.drivers.dbc import DbcDriver, DbcIdentity, DbcState
 from dbc_harness.fixtures.bench import VirtualBench
 from dbc_harness.fixtures.usbip import UsbipServer
+from dbc_harness.fixtures.usbip.kernel_side import find_usb_device, open_tty, tty_of
 from dbc_harness.fixtures.virtual.usbip_device import VirtualDbcDevice
 
 IDENTITY = DbcIdentity(
@@ -64,40 +64,6 @@ def wait_until(
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
-
-
-def find_usb_device(vid: int, pid: int) -> Path | None:
-    """The sysfs directory of the USB device with these IDs on a vhci_hcd bus, if any."""
-    for dev in Path("/sys/bus/usb/devices").iterdir():
-        try:
-            if (
-                int((dev / "idVendor").read_text(), 16) == vid
-                and int((dev / "idProduct").read_text(), 16) == pid
-                and "vhci_hcd" in str(dev.resolve())
-            ):
-                return dev
-        except (OSError, ValueError):
-            continue
-    return None
-
-
-def tty_of(usb_dev: Path) -> str | None:
-    """ttyUSBn bound under the device's interface 0 (usb_debug), if any."""
-    for entry in usb_dev.glob("*:1.0/ttyUSB*"):
-        return entry.name
-    return None
-
-
-def open_tty(name: str) -> int:
-    """Open /dev/NAME raw (creating the node from sysfs when devtmpfs has not)."""
-    node = Path("/dev") / name
-    if not node.exists():
-        major, minor = Path(f"/sys/class/tty/{name}/dev").read_text().strip().split(":")
-        os.mknod(node, 0o20600, os.makedev(int(major), int(minor)))
-    fd = os.open(node, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
-    tty.setraw(fd)
-    os.set_blocking(fd, True)
-    return fd
 
 
 def read_tty(fd: int, size: int, timeout: float) -> bytes:
