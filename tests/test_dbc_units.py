@@ -182,7 +182,8 @@ def test_event_ring_consumer_cycle(dma: EmulatedDmaSpace) -> None:
 @given(sizes=st.lists(st.integers(0, 3 * TRB_MAX_BYTES + 5), min_size=1, max_size=4))
 def test_write_split_into_trbs_per_message(sizes: list[int]) -> None:
     """One message = one TD: TRBs of <= 64 KiB that never cross a 64 KiB line, CH on all but
-    the last, and two messages never share a TRB."""
+    the last, IOC on the last and at least every ``ioc_every``-th, and two messages never
+    share a TRB."""
     with EmulatedDmaSpace() as dma:
         pipe = TargetToHostPipe(dma, 64, limit=None, max_bytes_in_flight=64 << 20)
         view = pipe.ring.view
@@ -196,13 +197,15 @@ def test_write_split_into_trbs_per_message(sizes: list[int]) -> None:
             start = f["data_buffer_pointer"]
             length = f["trb_transfer_length"]
             assert length == 0 or start // LINE_64K == (start + length - 1) // LINE_64K
-            assert f["IOC"] == 1
             data = dma.device_read(start, length) if length else b""
             assert data == bytes([msgs.index(t.message) + 1]) * length
         for msg, n in zip(msgs, sizes, strict=True):
             trbs = by_msg[msg.message_id]
             assert sum(f["trb_transfer_length"] for f in trbs) == n
             assert [f["CH"] for f in trbs] == [1] * (len(trbs) - 1) + [0]
+            ioc = [i for i, f in enumerate(trbs) if f["IOC"]]
+            assert ioc[-1] == len(trbs) - 1
+            assert all(b - a <= pipe.ioc_every for a, b in zip([-1, *ioc[:-1]], ioc, strict=True))
         pipe.close(dma)
 
 

@@ -9,7 +9,7 @@ Public API (others code against these names)::
   pci_vendor_id=None, mmio64=False (64-bit registers as two dwords),
   ring_trbs=256, event_ring_trbs=None, in_buffers=None (= min(64, ring_trbs // 2)),
   in_buffer_size=1024,
-  max_bytes_in_flight=8 MiB, rx_limit=16 MiB, takeover=False, on_state=None,
+  max_bytes_in_flight=4 MiB, rx_limit=16 MiB, takeover=False, on_state=None,
   raise_device_errors=False, zlp=False)``; ``find_dbc()``, ``start(timeout)``, ``state``,
   ``write(data, timeout) -> message id``, ``flush(timeout)``, ``read(max_bytes, timeout) -> bytes``,
   ``read_message(timeout)``, ``iter_read(max_bytes, idle_timeout)``, ``poll()``,

@@ -1,11 +1,13 @@
 """The one event handler: drains the DbC event ring and dispatches every event.
 
 * Transfer Events: both Endpoint ID schemes (0/1 spec-style and AMD, 2/3 Intel device context
-  index) name the ring; every TRB the driver queues has IOC, so each event completes exactly
-  one TRB, the oldest in flight on that ring (rings complete in order). The TRB Pointer must be
-  that TRB; a pointer that is not (zero, outside our rings, non-monotonic) and a residual larger
-  than the TRB's length are recorded as :class:`DbcDeviceError` and the in-order completion is
-  used instead, so data is neither lost nor duplicated.
+  index) name the ring. Rings complete in order: an event names the oldest TRB in flight, or
+  on the OUT ring one of the TRBs up to the first with IOC (completion moderation, see
+  :mod:`drivers.dbc.datapath`), and then confirms the TRBs before it, which completed without
+  events of their own. A pointer that names no such TRB (zero, outside our rings,
+  non-monotonic) and a residual larger than the TRB's length are recorded as
+  :class:`DbcDeviceError` and the in-order completion is used instead (the oldest TRB; on the
+  OUT ring the first with IOC), so data is neither lost nor duplicated.
 * Completion codes: Success, Short Packet (end of a host transfer), Stall Error (kept queued:
   spurious STALL after ClearFeature(ENDPOINT_HALT), or a host halt with the TRB rewritten to
   what was not moved), Babble Detected / USB Transaction / Data Buffer Errors (the endpoint
@@ -30,10 +32,11 @@ from dbc_harness.drivers.xhci.registers import DCERDP
 from dbc_harness.drivers.xhci.ring import EventRing
 from dbc_harness.drivers.xhci.trb import (
     TRANSFER_EVENT,
+    TRB_SIZE,
     CompletionCode,
     TRBType,
     render_trb,
-    trb_type_of,
+    type_and_cycle,
 )
 
 log = logging.getLogger("dbc_harness.drivers.dbc")
@@ -108,13 +111,16 @@ class EventHandler:
         view = ring.view
         limit = ring.trbs if max_events is None else max_events
         consumed = 0
-        while consumed < limit and ring.ready():
-            off = ring.offset()
-            trb_type = trb_type_of(view, off)
+        parse = TRANSFER_EVENT.parse
+        while consumed < limit:
+            off = ring.dequeue_index * TRB_SIZE
+            trb_type, cycle = type_and_cycle(view, off)
+            if cycle != ring.ccs:
+                break
             if self._tracing:
                 self._trace("event", address=ring.dequeue_pointer, text=render_trb(view, off))
             if trb_type == _TRANSFER_EVENT:
-                self._transfer_event(TRANSFER_EVENT.parse(view, off))
+                self._transfer_event(parse(view, off))
             elif trb_type == _PSC_EVENT:
                 self.port_change = True
             else:
@@ -212,12 +218,31 @@ class EventHandler:
             self._bad(f"OUT ring Transfer Event (pointer 0x{pointer:x}) with nothing in flight")
             return
         address = out.ring.address_of(t.index)
+        if pointer != address and not t.ioc:
+            # completion moderation: the TRBs before the one named completed silently
+            run = out.run_before(pointer)
+            if run < 0:
+                run = out.run_to_ioc()
+                if run >= len(out.pending):  # pragma: no cover - the last TRB has IOC
+                    run = 0
+                named = out.ring.address_of(out.pending[run].index)
+                self._bad(
+                    f"OUT ring Transfer Event TRB pointer 0x{pointer:x} is not a TRB in flight "
+                    f"up to the next with IOC 0x{named:x}; completing in ring order"
+                )
+                pointer = named
+            trbs, moved = out.complete_silent(run)
+            self.counters.trbs_to_host += trbs
+            self.counters.bytes_to_host += moved
+            t = out.pending[0]
+            address = pointer
         if t.cancelled:  # a No Op we wrote over a TRB of a failed message
             if pointer != address:
                 self._bad(f"OUT ring No Op completion pointer 0x{pointer:x} != 0x{address:x}")
             out.retire_cancelled()
             return
-        residual = self._check("OUT", address, pointer, residual, t.length)
+        if pointer != address or residual > t.length:
+            residual = self._check("OUT", address, pointer, residual, t.length)
         moved = t.length - residual
         counters = self.counters
         if code == _SUCCESS or code == _SHORT:
@@ -272,17 +297,35 @@ class EventHandler:
             self._bad(f"IN ring Transfer Event (pointer 0x{pointer:x}) with nothing posted")
             return
         address = inp.ring.address_of(t.index)
-        residual = self._check("IN", address, pointer, residual, t.length)
-        received = t.length - residual
         counters = self.counters
+        run = 0
+        if pointer != address and (not t.last or t.skipped):
+            # TRBs of a TD before the one named were filled without events of their own (no
+            # IOC); TRBs skipped after a short packet are done too
+            run = max(0, inp.run_before(pointer))
+            if run:
+                t = inp.pending[run]
+                address = pointer
+        if t.skipped:
+            # the event IOC writes for the last TRB of a TD that ended short (4.10.1.1)
+            inp.complete_oldest(0, False, run)
+            return
+        if pointer != address or residual > t.length:
+            residual = self._check("IN", address, pointer, residual, t.length)
+        received = t.length - residual
         if code == _SUCCESS or code == _SHORT:
             end = code == _SHORT or received < t.length
-            counters.trbs_from_host += 1
-            counters.bytes_from_host += received
+            trbs, moved = inp.complete_oldest(received, end, run)
+            counters.trbs_from_host += trbs + 1
+            counters.bytes_from_host += moved + received
             if end:
                 counters.transfers_from_host += 1
-            inp.complete_oldest(received, end)
             return
+        if run:
+            # an error on a TRB after filled ones: hand those over first
+            trbs, moved = inp.complete_filled(run)
+            counters.trbs_from_host += trbs
+            counters.bytes_from_host += moved
         name = code_name(code)
         counters.errors[name] += 1
         if code in RETRY_CODES and self._halted_on("in", address):

@@ -53,9 +53,9 @@ generic host path, minimal DbC producer)
     limit=None)``: transfer/command ring, Link TRB with Toggle Cycle at the end, at most
     ``max_in_flight`` = trbs - 2 TRBs in flight (one slot always free); ``enqueue(layout,
     tag=None, **fields) -> address`` (C = PCS, dword 3 written last; ``RingFull``),
-    ``complete(address) -> [tags]``; ``enqueue_normal(address, length, chain=, isp=) -> (index,
-    cycle)`` / ``rewrite_normal(...)`` / ``release(count)`` (the DbC data path); ``put(raw) ->
-    address`` (prebuilt TRB, no accounting); ``cancel(address)`` (No Op in place);
+    ``complete(address) -> [tags]``; ``enqueue_normal(address, length, chain=, isp=, ioc=) ->
+    (index, cycle)`` / ``rewrite_normal(...)`` / ``release(count)`` (the DbC data path);
+    ``put(raw) -> address`` (prebuilt TRB, no accounting); ``cancel(address)`` (No Op in place);
     ``free_slots``, ``in_flight``, ``pcs``, ``enqueue_pointer``, ``dequeue_pointer`` /
     ``dequeue_cycle_state`` (TR Dequeue Pointer + DCS), ``address_of``, ``index_of``,
     ``reset()``, ``free()``, ``array()``.

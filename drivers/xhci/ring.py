@@ -20,9 +20,10 @@ Three ways to produce, one ring:
 
 * ``enqueue(layout, tag=, **fields) -> address`` and ``complete(address) -> [tags]``: generic
   (command rings, tests); ``RingFull`` when no slot is free.
-* ``enqueue_normal(address, length, chain=, isp=) -> (index, cycle)`` and ``release(count)``:
-  the DbC data path's Normal TRBs (IOC always set: one event per TRB, completions in ring
-  order); the caller checked :attr:`free_slots`.
+* ``enqueue_normal(address, length, chain=, isp=, ioc=) -> (index, cycle)`` and ``release(count)``:
+  the DbC data path's Normal TRBs (IOC set unless the caller moderates completions: TRBs
+  complete in ring order, so one event can stand for the TRBs before it); the caller checked
+  :attr:`free_slots`.
 * ``put(raw) -> address``: a prebuilt TRB, no accounting (a producer that tracks completions
   itself, or a test that writes what a driver never would).
 
@@ -294,14 +295,15 @@ class ProducerRing:
         return self.base + i * TRB_SIZE
 
     def enqueue_normal(
-        self, address: int, length: int, *, chain: bool, isp: bool = False
+        self, address: int, length: int, *, chain: bool, isp: bool = False, ioc: bool = True
     ) -> tuple[int, int]:
-        """Queue one Normal TRB with IOC set, handing it to the controller. Returns (slot index,
-        Cycle bit it was written with); release it with :meth:`release`. The caller checked
-        :attr:`free_slots`."""
+        """Queue one Normal TRB (IOC set unless ``ioc=False``: then its completion writes no
+        event unless it ends short or in error, 6.4.1.1), handing it to the controller.
+        Returns (slot index, Cycle bit it was written with); release it with :meth:`release`.
+        The caller checked :attr:`free_slots`."""
         index = self.enqueue_index
         cycle = self.pcs
-        head, control = _normal_trb_c0(address, length, chain, isp)
+        head, control = _normal_trb_c0(address, length, chain, isp, ioc)
         # dwords 0-2 first, then dword 3 with the Cycle bit
         off = index * TRB_SIZE
         self.view[off : off + _CUT] = head
@@ -314,10 +316,18 @@ class ProducerRing:
         return index, cycle
 
     def rewrite_normal(
-        self, index: int, cycle: int, address: int, length: int, *, chain: bool, isp: bool
+        self,
+        index: int,
+        cycle: int,
+        address: int,
+        length: int,
+        *,
+        chain: bool,
+        isp: bool,
+        ioc: bool = True,
     ) -> None:
         """Rewrite a Normal TRB the controller halted on (e.g. to the part not yet moved)."""
-        self._store(index, _normal_trb(address, length, chain, isp, cycle))
+        self._store(index, _normal_trb(address, length, chain, isp, cycle, ioc))
 
     def cancel(self, address: int) -> None:
         """Turn an in-flight TRB into a No Op in place, keeping its Cycle bit and IOC (the
@@ -378,33 +388,37 @@ class ProducerRing:
         )
 
 
-def _normal_trb(address: int, length: int, chain: bool, isp: bool, cycle: int) -> bytes:
-    """The Normal TRB of the DbC data path (IOC always set: one event per TRB)."""
+def _normal_trb(
+    address: int, length: int, chain: bool, isp: bool, cycle: int, ioc: bool = True
+) -> bytes:
+    """The Normal TRB of the DbC data path."""
     return NORMAL.build(
         data_buffer_pointer=address,
         trb_transfer_length=length,
         CH=int(chain),
         ISP=int(isp),
-        IOC=1,
+        IOC=int(ioc),
         C=cycle,
     )
 
 
-#: Normal TRBs the data path built before, by (address, length, chain, isp), with C = 0:
+#: Normal TRBs the data path built before, by (address, length, chain, isp, ioc), with C = 0:
 #: receive buffers and DMA blocks are reused, so the same few hundred TRBs recur; the Cycle
 #: bit is set when the TRB is stored. Bounded: cleared when it holds _NORMAL_CACHE_MAX.
-_normal_cache: dict[tuple[int, int, bool, bool], tuple[bytes, int]] = {}
+_normal_cache: dict[tuple[int, int, bool, bool, bool], tuple[bytes, int]] = {}
 _NORMAL_CACHE_MAX = 8192
 
 
-def _normal_trb_c0(address: int, length: int, chain: bool, isp: bool) -> tuple[bytes, int]:
+def _normal_trb_c0(
+    address: int, length: int, chain: bool, isp: bool, ioc: bool = True
+) -> tuple[bytes, int]:
     """(dwords 0-2, dword 3 with C = 0) of that Normal TRB."""
-    key = (address, length, chain, isp)
+    key = (address, length, chain, isp, ioc)
     hit = _normal_cache.get(key)
     if hit is None:
         if len(_normal_cache) >= _NORMAL_CACHE_MAX:
             _normal_cache.clear()
-        raw = _normal_trb(address, length, chain, isp, 0)
+        raw = _normal_trb(address, length, chain, isp, 0, ioc)
         hit = _normal_cache[key] = (raw[:_CUT], _U32.unpack_from(raw, _CUT)[0])
     return hit
 

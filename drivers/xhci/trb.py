@@ -423,6 +423,13 @@ def trb_type_of(buf: bytes | bytearray | memoryview, offset: int = 0) -> int:
     return int((control >> _TYPE_SHIFT) & _TYPE_MASK)
 
 
+def type_and_cycle(buf: bytes | bytearray | memoryview, offset: int = 0) -> tuple[int, int]:
+    """(TRB Type, Cycle bit) of the TRB at ``offset``, from one read of its control dword (an
+    event ring consumer needs both for every event)."""
+    (control,) = _CONTROL.unpack_from(buf, offset + _CONTROL_OFFSET)
+    return (control >> _TYPE_SHIFT) & _TYPE_MASK, (control >> _C_SHIFT) & 1
+
+
 def cycle_of(buf: bytes | bytearray | memoryview, offset: int = 0) -> int:
     """The Cycle bit of the TRB at ``offset``."""
     (control,) = _CONTROL.unpack_from(buf, offset + _CONTROL_OFFSET)
