@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from dbc_harness.drivers.xhci.contexts import DBC_ENDPOINT_CONTEXT, DBC_IN_EP_OFFSET, EPState
-from dbc_harness.drivers.xhci.trb import NORMAL, CompletionCode
+from dbc_harness.drivers.xhci.trb import NO_OP, NORMAL, CompletionCode
 from dbc_harness.fixtures.virtual import HostStall, HostTransferError, VirtualXhci
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -122,6 +122,26 @@ def test_chained_td_is_one_host_transfer(xb: tuple[VirtualXhci, MinimalDbcProduc
     assert x.host.recv(8192, timeout=0.01) == payload + b"tail"
     ev = b.transfer_events()
     assert len(ev) == 2  # IOC only on the last TRB of each TD
+
+
+def test_no_op_completes_after_the_tds_before_it() -> None:
+    """TRBs complete in ring order (4.10.1): a No Op with IOC queued behind a TD the host has
+    not read yet gets its event only after that TD's, so a driver may take the No Op's event
+    as confirming everything before it. (host_buffer=0: the TD waits on the wire.)"""
+    with VirtualXhci(strict=True, host_buffer=0) as x:
+        b = MinimalDbcProducer(x)
+        b.bring_up()
+        b.events()
+        data = b.queue_out(b"on the wire", ioc=0)
+        fence = b.out.put(NO_OP.build(IOC=1, C=0))
+        b.ring_doorbell(0)
+        x.advance(1000)
+        assert b.transfer_events() == []  # the host has not read: nothing completed
+        assert x.host.recv(64, timeout=0.01) == b"on the wire"
+        x.advance(10)
+        (ev,) = b.transfer_events()
+        assert ev.fields["trb_pointer"] == fence != data
+        assert ev.fields["completion_code"] == CompletionCode.Success
 
 
 def test_short_td_ends_the_host_read(xb: tuple[VirtualXhci, MinimalDbcProducer]) -> None:
