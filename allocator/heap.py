@@ -31,7 +31,26 @@ Backends only supply *chunks* (device-contiguous memory with a device address, s
   (10 seeds); over chunks at random addresses, as hugepages come, 0.796 (6) to 0.811 (8). Its
   default seed stays at 0.815: 11 chunks, the 11th holding 2-3 buffers placed when the other
   ten had no room for a 48-64 KiB one. Choosing the lowest address among fits within 256 bytes
-  of the best gained little more in a model of this heap and cost ~3 us per allocation;
+  of the best gained little more in a model of this heap and cost ~3 us per allocation.
+  Re-measured over the trace seeds ``SEED`` .. ``SEED + 23`` (sanitizer off): a mean of 0.833
+  (5 seeds reaching 0.85) over 2 MiB chunks at ascending addresses, 0.826 (3) at random ones,
+  0.822 sampled every 500 swaps from swap 4000 on; the default seed 0.815 on both and on real
+  hugepages (``bench allocator --backend hugepage``: alloc median 4.96 us, p99 11.7 us). What
+  limits it: a request of 48 KiB or more finds no window in the non-draining chunks in 2.8 % of
+  cases at 88 % of their bytes used, 7.8 % at 89 %, 15 % at 90 %, 26 % at 91 % (8 seeds), and
+  each such buffer lands in the draining chunk, which empties only once all of them are freed;
+  the default seed's live set at the end needs ten chunks ~90 % used;
+* tried in the same replays and not adopted (none beyond the seed-to-seed noise of about one
+  chunk, which moves the 24-seed mean by ~0.004): requests up to 16 KiB skipping windows with
+  less than 8 KiB used until nothing else fits (0.829 / 0.833, sampled 0.822; 16 KiB: 0.833 /
+  0.829); a LINE
+  counting as larger than any neighbour, so buffers go to window edges (0.826 / 0.826, sampled
+  0.817); requests of 16 or 32 KiB and more that need an empty window taking the highest one,
+  large from one end of a chunk and small from the other (sampled 0.820 / 0.819); further
+  draining chunks from 10 % or 5 % free with the fewest-extents chunk used last (sampled
+  0.820); the fullest chunk that fits, best fit inside it (0.721 / 0.714: best fit across
+  chunks is what packs the windows); the fullest 64 KiB window that fits, in 4 KiB classes
+  (6 seeds, sampled 0.810 against 0.819);
 * translation both ways (buffer + offset -> device address in :class:`DmaBuffer`; device address
   -> (buffer, offset) in :meth:`HeapDmaSpace.lookup`, a bisection over the sorted live buffers);
 * device-side access by address (``device_read`` / ``device_write`` / ``device_view``) that raises
