@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 from dbc_harness.drivers.dbc import DbcDisconnected, DbcDriver, DbcState, DbcTimeout
-from dbc_harness.drivers.dbc.datapath import TRB_MAX_BYTES
+from dbc_harness.drivers.dbc.datapath import TRB_MAX_BYTES, TRUST_AFTER
 from dbc_harness.drivers.dbc.errors import DbcConfigError
 from dbc_harness.fixtures.virtual import (
     DebugHostTimeout,
@@ -21,7 +21,7 @@ from dbc_harness.fixtures.virtual import (
     VirtualXhci,
 )
 from dbc_harness.fixtures.virtual.faults import hcrst
-from dbc_harness.fixtures.virtual.quirks import FaultCompletion, TransferFault
+from dbc_harness.fixtures.virtual.quirks import EventPointerMode, FaultCompletion, TransferFault
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -50,6 +50,14 @@ def _read_all(x: VirtualXhci, drv: DbcDriver, n: int) -> bytes:
     return host_read(x, drv, n)
 
 
+def _earn_trust(x: VirtualXhci, drv: DbcDriver) -> None:
+    """Both pipes moderate or chain only after TRUST_AFTER events with exact TRB pointers."""
+    for i in range(TRUST_AFTER):
+        roundtrip(x, drv, b"trust %d" % i)
+    assert drv._out is not None and drv._out.pointers.trusted
+    assert drv._in is not None and drv._in.pointers.trusted
+
+
 # -- OUT ring: completion moderation ----------------------------------------------------------
 
 
@@ -58,15 +66,19 @@ def test_a_long_message_costs_one_event_per_ioc_interval(x: VirtualXhci) -> None
     drv.start(timeout=5.0)
     out = drv._out
     assert out is not None and out.ioc_every == 4
+    _earn_trust(x, drv)
     events0 = drv.counters.events
+    trbs0 = drv.counters.trbs_to_host
+    bytes0 = drv.counters.bytes_to_host
+    msgs0 = drv.counters.messages_to_host
     data = _pattern(3 * MiB + 5, 1)
     drv.write(data)
     assert _read_all(x, drv, len(data)) == data
     drv.flush(timeout=5.0)
     trbs = -(-len(data) // TRB_MAX_BYTES)  # 49 TRBs of one TD
-    assert drv.counters.trbs_to_host == trbs
-    assert drv.counters.bytes_to_host == len(data)
-    assert drv.counters.messages_to_host == 1
+    assert drv.counters.trbs_to_host - trbs0 == trbs
+    assert drv.counters.bytes_to_host - bytes0 == len(data)
+    assert drv.counters.messages_to_host - msgs0 == 1
     # IOC on every 4th TRB and the last: 13 events instead of 49
     assert drv.counters.events - events0 == 13
     roundtrip(x, drv, b"after a long message")
@@ -90,12 +102,14 @@ def test_a_small_in_flight_budget_still_completes(x: VirtualXhci) -> None:
 def test_moderated_writes_never_stall_on_the_budget(x: VirtualXhci, budget: int) -> None:
     drv = DbcDriver(x.mmio, x.dma, clock=x.clock, max_bytes_in_flight=budget, ring_trbs=64)
     drv.start(timeout=5.0)
+    _earn_trust(x, drv)
+    msgs0 = drv.counters.messages_to_host
     msgs = [_pattern(n, i) for i, n in enumerate((700_000, 1, 65_536, 2 * MiB + 3, 10))]
     for m in msgs:
         drv.write(m, timeout=5.0)
         assert _read_all(x, drv, len(m)) == m
     drv.flush(timeout=5.0)
-    assert drv.counters.messages_to_host == len(msgs)
+    assert drv.counters.messages_to_host - msgs0 == len(msgs)
     assert drv.stop() == ()
 
 
@@ -108,6 +122,7 @@ def test_unplug_inside_a_moderated_run_reports_an_honest_range() -> None:
     try:
         drv = DbcDriver(x.mmio, x.dma, clock=x.clock)
         drv.start(timeout=5.0)
+        _earn_trust(x, drv)
         data = _pattern(MiB, 3)
         mid = drv.write(data)
         got = b""
@@ -150,18 +165,26 @@ def test_buffer_sizes_above_64k_are_checked() -> None:
 def test_a_filled_td_costs_one_event(x: VirtualXhci) -> None:
     drv = DbcDriver(x.mmio, x.dma, clock=x.clock, in_buffer_size=MiB, in_buffers=2)
     drv.start(timeout=5.0)
+    _earn_trust(x, drv)
+    xfer = x.host.submit(_pattern(2 * MiB, 3))  # the buffers posted before trust came: per TRB
+    buf = bytearray(MiB)
+    drained = 0
+    while drained < 2 * MiB:
+        drained += drv.read_into(buf, timeout=5.0)
+    x.host.wait(xfer, timeout=1.0)
     events0 = drv.counters.events
+    trbs0 = drv.counters.trbs_from_host
+    bytes0 = drv.counters.bytes_from_host
     data = _pattern(2 * MiB, 4)
     xfer = x.host.submit(data)
     got = bytearray()
-    buf = bytearray(MiB)
     while len(got) < len(data):
         n = drv.read_into(buf, timeout=5.0)
         got += buf[:n]
     assert bytes(got) == data
     assert x.host.wait(xfer, timeout=1.0) == len(data)
-    assert drv.counters.trbs_from_host == 32
-    assert drv.counters.bytes_from_host == len(data)
+    assert drv.counters.trbs_from_host - trbs0 == 32
+    assert drv.counters.bytes_from_host - bytes0 == len(data)
     assert drv.counters.events - events0 == 2  # one per 1 MiB TD, not one per 64 KiB TRB
     assert drv.stop() == ()
 
@@ -171,6 +194,7 @@ def test_a_filled_td_costs_one_event(x: VirtualXhci) -> None:
 )
 @given(
     buffer_kib=st.sampled_from([65, 128, 200, 1024]),
+    trusted=st.booleans(),
     sizes=st.lists(
         st.one_of(
             st.integers(0, 3000),
@@ -182,7 +206,7 @@ def test_a_filled_td_costs_one_event(x: VirtualXhci) -> None:
     ),
 )
 def test_transfers_keep_their_boundaries_in_chained_buffers(
-    buffer_kib: int, sizes: list[int]
+    buffer_kib: int, sizes: list[int], trusted: bool
 ) -> None:
     """Whatever the transfer sizes (ending short in the first, a middle or the last TRB of a
     TD, filling TDs exactly and ended by the host's zero-length packet, spanning several TDs),
@@ -190,6 +214,8 @@ def test_transfers_keep_their_boundaries_in_chained_buffers(
     with VirtualXhci(strict=True) as x:
         drv = DbcDriver(x.mmio, x.dma, clock=x.clock, in_buffer_size=buffer_kib * KiB, in_buffers=3)
         drv.start(timeout=5.0)
+        if trusted:  # else a TD per TRB until the events proved their pointers
+            _earn_trust(x, drv)
         sent = [_pattern(n, i) for i, n in enumerate(sizes)]
         for data in sent:
             xfer = x.host.submit(data, zlp=True)
@@ -198,9 +224,11 @@ def test_transfers_keep_their_boundaries_in_chained_buffers(
         assert drv.pending_read_bytes == 0
         inp = drv._in
         assert inp is not None
-        # every block is posted or parked again: none is lost, none is posted twice
-        posted = [id(t.block) for t in inp.pending if t.first]
-        assert len(posted) == len(set(posted)) == inp.buffers
+        # every block is posted (whole, or the rest of it) or parked again: none is lost,
+        # none is posted twice, and the ring never holds more than the buffers' TRBs
+        posted = {id(t.block) for t in inp.pending if not t.skipped}
+        assert len(inp.pending) <= inp.buffers * len(inp.pieces)
+        assert not posted & {id(b) for b in inp.parked + inp.rx.freed}
         assert len(posted) + len(inp.parked) + len(inp.rx.freed) == inp.blocks.allocated
         roundtrip(x, drv, b"after chained transfers")
         assert drv.stop() == ()
@@ -212,6 +240,7 @@ def test_many_transfers_through_few_chained_buffers_stay_intact(x: VirtualXhci) 
     all buffers posted again and again, never shows bytes of a later transfer."""
     drv = DbcDriver(x.mmio, x.dma, clock=x.clock, in_buffer_size=192 * KiB, in_buffers=2)
     drv.start(timeout=5.0)
+    _earn_trust(x, drv)
     sent = [_pattern(n, i) for i, n in enumerate([70_000, 200_000, 5, 131_072, 90_000] * 6)]
     want = b"".join(sent)
     got = bytearray()
@@ -232,6 +261,7 @@ def test_many_transfers_through_few_chained_buffers_stay_intact(x: VirtualXhci) 
 def test_host_halt_while_a_chained_td_is_open(x: VirtualXhci) -> None:
     drv = DbcDriver(x.mmio, x.dma, clock=x.clock, in_buffer_size=256 * KiB)
     drv.start(timeout=5.0)
+    _earn_trust(x, drv)
     first = _pattern(100_000, 5)  # ends short in the TD's second TRB
     x.host.send(first, timeout=1.0)
     x.host.halt("out")
@@ -249,15 +279,17 @@ def test_host_halt_while_a_chained_td_is_open(x: VirtualXhci) -> None:
 
 @pytest.mark.parametrize("completion", ["babble", "transaction_error"])
 def test_transfer_fault_on_a_chained_td(completion: FaultCompletion) -> None:
-    quirks = Quirks(transfer_faults=(TransferFault("in", 1, completion),))
+    # the TD after the trust-earning round trips and one good transfer fails
+    quirks = Quirks(transfer_faults=(TransferFault("in", TRUST_AFTER + 1, completion),))
     x = VirtualXhci(strict=True, quirks=quirks)
     try:
         drv = DbcDriver(x.mmio, x.dma, clock=x.clock, in_buffer_size=128 * KiB)
         drv.start(timeout=5.0)
+        _earn_trust(x, drv)
         ok = _pattern(1000, 7)
         x.host.send(ok, timeout=1.0)
         assert drv.read_message(timeout=5.0) == ok
-        xfer = x.host.submit(_pattern(150_000, 8))  # TD 1 fails
+        xfer = x.host.submit(_pattern(150_000, 8))  # its TD fails
         drv.poll()
         with pytest.raises(HostTransferError):
             x.host.wait(xfer, timeout=0.1)
@@ -283,6 +315,7 @@ def test_reset_with_a_chained_td_open_keeps_what_was_confirmed(inject: str) -> N
     try:
         drv = DbcDriver(x.mmio, x.dma, clock=x.clock, in_buffer_size=256 * KiB)
         drv.start(timeout=5.0)
+        _earn_trust(x, drv)
         sent = [_pattern(n, 10 + i) for i, n in enumerate((70_000, 300, 200_001))]
         for data in sent:
             assert x.host.send(data, timeout=1.0) == len(data)
@@ -299,5 +332,37 @@ def test_reset_with_a_chained_td_open_keeps_what_was_confirmed(inject: str) -> N
                 pass
         assert got == b"".join(sent)
         drv.stop()
+    finally:
+        x.close()
+
+
+@pytest.mark.parametrize("mode", ["zero", "nonmonotonic"])
+def test_wrong_event_pointers_keep_one_event_per_trb(mode: EventPointerMode) -> None:
+    """A part whose Transfer Events name the wrong TRB never gets moderated completions or
+    chained receive buffers (an event could stand for any TRB of a run): every byte still
+    arrives, in order, both ways, and the wrong pointers are named device errors."""
+    x = VirtualXhci(strict=True, quirks=Quirks(transfer_event_pointer=mode))
+    try:
+        drv = DbcDriver(x.mmio, x.dma, clock=x.clock, in_buffer_size=192 * KiB)
+        drv.start(timeout=5.0)
+        for i in range(2 * TRUST_AFTER):
+            roundtrip(x, drv, b"round %d" % i)
+        out, inp = drv._out, drv._in
+        assert out is not None and inp is not None
+        assert not out.pointers.trusted and not inp.pointers.trusted
+        assert all(t.last for t in inp.pending)
+        data = _pattern(3 * MiB + 7, 11)
+        drv.write(data)
+        assert all(t.ioc for t in out.pending)
+        assert _read_all(x, drv, len(data)) == data
+        sent = [_pattern(n, 20 + i) for i, n in enumerate((150_000, 196_608, 5, 70_000))]
+        for chunk in sent:
+            xfer = x.host.submit(chunk, zlp=True)
+            assert drv.read_message(timeout=5.0) == chunk
+            assert x.host.wait(xfer, timeout=1.0) == len(chunk)
+        drv.flush(timeout=5.0)
+        assert drv.device_errors
+        assert drv.stop() == ()
+        assert list(x.findings) == []
     finally:
         x.close()

@@ -50,6 +50,9 @@ def resets_for(kind: FaultKind) -> list[str]:
     return [kind.name] * 3 + RESETS if kind.name in RESET_KINDS else RESETS
 
 
+#: host transfers that fill a 64 KiB TRB, end mid-TD or in a chained receive buffer's last TRB
+HOST_LARGE = [65_536, 100_000, 150_000, 196_608]
+
 payloads = st.one_of(
     st.binary(min_size=0, max_size=3000),
     st.integers(1020, 1030).map(lambda n: bytes(range(256)) * (n // 256) + bytes(n % 256)),
@@ -63,7 +66,8 @@ def machine_for(kind: FaultKind) -> type[RuleBasedStateMachine]:
 
         @initialize(seed=st.integers(0, 3))
         def bring_up(self, seed: int) -> None:
-            # odd seeds: the host keeps no buffer of its own, so its reads split TRBs
+            # odd seeds: the host keeps no buffer of its own, so its reads split TRBs; seeds
+            # 2 and 3: 192 KiB receive buffers, one TD of three chained TRBs each
             self.run = FaultRun(kind, seed, steps=0)
             self.run.drv.start(timeout=5.0)
 
@@ -86,7 +90,7 @@ def machine_for(kind: FaultKind) -> type[RuleBasedStateMachine]:
                 self.run.host_drain(max_bytes=size)
 
         @precondition(alive)
-        @rule(size=st.integers(0, 5000))
+        @rule(size=st.one_of(st.integers(0, 5000), st.sampled_from(HOST_LARGE)))
         def host_sends(self, size: int) -> None:
             self.run.host_send(self.run.rng.randbytes(size))
 

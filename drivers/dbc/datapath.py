@@ -22,7 +22,14 @@ per 256 KiB of a long message instead of four, for the driver and the controller
 price: when the host goes away mid-message, what it took is known to those 256 KiB (the
 ``delivered``/``delivered_max`` range of :class:`UndeliveredMessage`), not to one TRB. The
 IN ring keeps IOC on every receive buffer: a host transfer that fills a buffer exactly ends
-without a short packet, and only IOC tells the driver its bytes arrived.
+without a short packet, and only IOC tells the driver its bytes arrived. Receive buffers above
+64 KiB are one TD of chained TRBs (ISP on each, IOC on the last).
+
+Both need the TRB Pointer of every Transfer Event: an event that names no TRB could stand for
+any TRB of its run (a Short Packet in which TRB of a chained TD? an error on which TRB of a
+moderated run?). So neither starts at once: each pipe posts one TRB per TD with IOC until
+:data:`TRUST_AFTER` events in a row named exactly the TRB they should, and goes back to that for
+good at the first one that does not (a part with the event pointer erratum never leaves it).
 """
 
 from __future__ import annotations
@@ -42,9 +49,37 @@ TRB_MAX_BYTES = 0x10000
 LINE_64K = 0x10000
 #: blocks for small messages (no 64 KiB line can be crossed inside a pool block either)
 SMALL_BLOCK = 2048
+#: Transfer Events in a row with an exact TRB Pointer before a pipe moderates completions
+#: (OUT) or chains receive buffers (IN); one wrong pointer ends it for good
+TRUST_AFTER = 16
 #: most OUT ring TRBs of one TD between two that carry IOC (256 KiB of 64 KiB TRBs): on the
 #: virtual bench 16 (1 MiB) moved about 4 % more per second, for reports four times coarser
 IOC_EVERY_TRBS = 4
+
+
+class PointerTrust:
+    """Whether Transfer Event TRB Pointers can be relied on to say which TRB an event is for
+    (see the module docstring): after :data:`TRUST_AFTER` exact ones in a row, until the first
+    wrong one."""
+
+    __slots__ = ("_exact", "distrusted", "trusted")
+
+    def __init__(self) -> None:
+        self._exact = 0
+        self.trusted = False
+        #: a wrong pointer was seen: never trusted again
+        self.distrusted = False
+
+    def note(self, exact: bool) -> None:
+        if self.trusted and exact:
+            return
+        if not exact:
+            self.trusted = False
+            self.distrusted = True
+            return
+        self._exact += 1
+        if self._exact >= TRUST_AFTER and not self.distrusted:
+            self.trusted = True
 
 
 class BlockCache:
@@ -190,6 +225,7 @@ class TargetToHostPipe:
         )
         #: TRBs queued since the last one with IOC
         self._since_ioc = 0
+        self.pointers = PointerTrust()
         self.pending: deque[OutTrb] = deque()
         #: messages accepted but not fully queued (at most one: write() waits for it)
         self.backlog: deque[OutMessage] = deque()
@@ -266,7 +302,7 @@ class TargetToHostPipe:
                 block.view[:length] = msg.data[offset : offset + length]
             data_done = offset + length >= msg_length
             last = data_done and (zlp_trb or not msg.zlp)
-            ioc = last or self._since_ioc + 1 >= self.ioc_every
+            ioc = last or self._since_ioc + 1 >= self.ioc_every or not self.pointers.trusted
             self._since_ioc = 0 if ioc else self._since_ioc + 1
             index, cycle = ring.enqueue_normal(
                 block.device_address, length, chain=not data_done, ioc=ioc
@@ -478,10 +514,12 @@ class InTrb:
     #: offset inside the block where this TRB (still) starts
     offset: int
     length: int
-    #: the first TRB of its TD: no part of the block was handed to the RxQueue before it
+    #: the block's first TRB: no part of the block was handed to the RxQueue before it
     first: bool = True
     #: the last TRB of its TD (CH = 0, IOC = 1); the others have CH = 1 and no IOC
     last: bool = True
+    #: the block's last TRB (its TD's last too when the block is one chained TD)
+    block_last: bool = True
     #: the TD ended short on an earlier TRB: the controller skips this one (4.10.1.1)
     skipped: bool = False
 
@@ -603,6 +641,8 @@ class HostToTargetPipe:
             (at, min(TRB_MAX_BYTES, buffer_size - at)) for at in range(0, buffer_size, LINE_64K)
         ]
         self.buffers = min(buffers, self.ring.max_in_flight // len(self.pieces))
+        #: blocks are posted as one chained TD only once event pointers proved exact
+        self.pointers = PointerTrust()
         self.rx = RxQueue()
         self.rx_limit = rx_limit
         self.pending: deque[InTrb] = deque()
@@ -624,10 +664,12 @@ class HostToTargetPipe:
         posted = 0
         pending, parked, size = self.pending, self.parked, self.buffer_size
         enqueue = self.ring.enqueue_normal
-        limit = self.buffers * len(self.pieces)
-        while len(pending) < limit and rx.size < self.rx_limit:
+        pieces = len(self.pieces)
+        limit = self.buffers * pieces
+        # a whole block at a time: the ring never holds more than ``limit`` TRBs
+        while len(pending) + pieces <= limit and rx.size < self.rx_limit:
             block = parked.pop() if parked else self.blocks.get()
-            if self.trace is not None or len(self.pieces) > 1:
+            if self.trace is not None or pieces > 1:
                 posted += self._post(block)
             else:
                 index, cycle = enqueue(block.device_address, size, chain=False, isp=True)
@@ -636,15 +678,18 @@ class HostToTargetPipe:
         return posted
 
     def _post(self, block: DmaBuffer) -> int:
-        """Post ``block`` as one TD (ISP on every TRB, IOC on the last); returns its TRBs."""
+        """Post ``block`` as one TD (ISP on every TRB, IOC on the last), or one TD per TRB
+        while event pointers are not trusted; returns its TRBs."""
         ring = self.ring
         last_at = self.pieces[-1][0]
+        chained = self.pointers.trusted
         for at, length in self.pieces:
-            last = at == last_at
+            block_last = at == last_at
+            last = block_last or not chained
             index, cycle = ring.enqueue_normal(
                 block.device_address + at, length, chain=not last, isp=True, ioc=last
             )
-            self.pending.append(InTrb(index, cycle, block, at, length, at == 0, last))
+            self.pending.append(InTrb(index, cycle, block, at, length, at == 0, last, block_last))
             if self.trace is not None:
                 self.trace(
                     "trb",
@@ -695,13 +740,14 @@ class HostToTargetPipe:
             return trbs, moved
         if start < 0:
             start = t.offset
-        ends_td = t.last or end
+        # the block goes back after its last TRB, or after a short packet ended its chained TD
+        carry = t.block_last or (end and not t.last)
         if moved or received or end:
             data = t.block.view[start : t.offset + received]
-            self.rx.push(data, t.block if ends_td else None, end)
-        elif ends_td:
+            self.rx.push(data, t.block if carry else None, end)
+        elif carry:
             self._release_block(t)
-        if ends_td and not t.last:
+        if end and not t.last:
             self._skip_rest_of_td()
         return trbs, moved
 
@@ -767,7 +813,8 @@ class HostToTargetPipe:
         self.ring.release()
         if t.skipped:
             return
-        self._release_block(t)
+        if t.block_last or not t.last:
+            self._release_block(t)
         if not t.last:
             self._skip_rest_of_td()
 

@@ -218,9 +218,12 @@ class EventHandler:
             self._bad(f"OUT ring Transfer Event (pointer 0x{pointer:x}) with nothing in flight")
             return
         address = out.ring.address_of(t.index)
-        if pointer != address and not t.ioc:
+        if pointer == address:
+            out.pointers.note(True)
+        elif not t.ioc:
             # completion moderation: the TRBs before the one named completed silently
             run = out.run_before(pointer)
+            out.pointers.note(run >= 0)
             if run < 0:
                 run = out.run_to_ioc()
                 if run >= len(out.pending):  # pragma: no cover - the last TRB has IOC
@@ -236,6 +239,8 @@ class EventHandler:
             self.counters.bytes_to_host += moved
             t = out.pending[0]
             address = pointer
+        else:
+            out.pointers.note(False)
         if t.cancelled:  # a No Op we wrote over a TRB of a failed message
             if pointer != address:
                 self._bad(f"OUT ring No Op completion pointer 0x{pointer:x} != 0x{address:x}")
@@ -261,8 +266,11 @@ class EventHandler:
             return
         name = code_name(code)
         counters.errors[name] += 1
-        halted_here = self._halted_on("out", address)
-        if code in RETRY_CODES and halted_here:
+        if code in RETRY_CODES:
+            # These codes halt the endpoint on the TRB (4.10.2), which runs again from the TR
+            # Dequeue Pointer once the host clears the halt. Not checked against the endpoint
+            # context: the host may have cleared the halt before this drain, and the
+            # controller then already ran the TRB again (its next event follows this one).
             counters.bytes_to_host += moved
             spurious = code == _STALL and moved == 0 and not t.retries and t.length > 0
             if code == _STALL and moved == 0:
@@ -281,7 +289,7 @@ class EventHandler:
             )  # fmt: skip
             return
         counters.bytes_to_host += moved
-        if halted_here:
+        if self._halted_on("out", address):
             # Halted on a TRB it cannot run (TRB Error): never run it again.
             out.keep_remainder(t, moved)
             out.halted = True
@@ -306,6 +314,7 @@ class EventHandler:
             if run:
                 t = inp.pending[run]
                 address = pointer
+        inp.pointers.note(pointer == address)
         if t.skipped:
             # the event IOC writes for the last TRB of a TD that ended short (4.10.1.1)
             inp.complete_oldest(0, False, run)
@@ -328,7 +337,7 @@ class EventHandler:
             counters.bytes_from_host += moved
         name = code_name(code)
         counters.errors[name] += 1
-        if code in RETRY_CODES and self._halted_on("in", address):
+        if code in RETRY_CODES:  # halted on the TRB (see the OUT ring's case)
             if code == _STALL:
                 if received == 0:
                     counters.spurious_stalls += 1

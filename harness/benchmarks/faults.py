@@ -3,9 +3,11 @@
 For each kind of :data:`~fixtures.virtual.faults.FAULT_KINDS` and a few seeds, the real driver
 runs on the deterministic virtual bench (virtual time, one thread) against a debug host peer:
 random writes (0 bytes to 70 KB, multiples of 1024 included), host reads of random sizes
-(partial TRBs when the host keeps no buffer of its own: every odd seed), host transfers and
-``read()`` calls; the fault is injected mid-traffic with data in flight both ways, the host
-recovers as a real one would, traffic goes on, and the run ends with ``flush()`` and
+(partial TRBs when the host keeps no buffer of its own: every odd seed), host transfers (some
+larger than 64 KiB, ending in a short or zero-length packet) into 1 KiB receive buffers or, from
+seed 2 on, into 192 KiB ones (one TD of three chained TRBs: transfers end in its first, middle
+or last TRB), and ``read()`` calls; the fault is injected mid-traffic with data in flight both
+ways, the host recovers as a real one would, traffic goes on, and the run ends with ``flush()`` and
 ``stop()``. A caller that retransmits ``data[delivered:]`` of every exact undelivered report is
 modelled: its retransmissions are ordinary messages of the ledger. Keys:
 
@@ -42,6 +44,7 @@ from dbc_harness.drivers.dbc import (
     DbcUndelivered,
     UndeliveredMessage,
 )
+from dbc_harness.drivers.xhci.contexts import DBC_MAX_PACKET_SIZE
 from dbc_harness.drivers.xhci.trb import TRB_SIZE
 from dbc_harness.fixtures.ledger import Ledger, Tally
 from dbc_harness.fixtures.virtual import (
@@ -58,6 +61,11 @@ from dbc_harness.fixtures.virtual.host import HostDirection
 #: wall-clock limit of one run (a run that needs more counts as a hang)
 RUN_LIMIT_S = 60.0
 _SIZES = (0, 1, 7, 100, 1000, 1023, 1024, 1025, 2048, 3000, 4096, 9000, 65535, 65536, 70_000)
+#: host transfer sizes: short ones, and ones that fill a 64 KiB TRB, end in the middle or the
+#: last TRB of a chained 192 KiB receive buffer, or fill it exactly
+_HOST_SIZES = (0, 10, 1024, 2048, 3000, 5000, 65_536, 100_000, 150_000, 196_608)
+#: receive buffer of the runs from seed 2 on: one TD of three chained 64 KiB TRBs
+CHAINED_IN_BUFFER = 192 << 10
 
 
 def events_waiting(x: VirtualXhci) -> int:
@@ -86,8 +94,14 @@ class FaultRun:
         if seed % 2:
             opts.setdefault("host_buffer", 0)  # TRBs stay on the wire: host reads split them
         self.x = VirtualXhci(quirks=kind.quirks, **opts)
+        driver: dict[str, Any] = dict(kind.driver)
+        if seed >= 2:
+            driver.setdefault("in_buffer_size", CHAINED_IN_BUFFER)
+        #: receive buffers above 1 KiB: a transfer that is a multiple of 1024 bytes ends with
+        #: the host's zero-length packet (else the driver cannot know it ended, by design)
+        self.zlp = driver.get("in_buffer_size", DBC_MAX_PACKET_SIZE) > DBC_MAX_PACKET_SIZE
         self.drv = DbcDriver(self.x.mmio, self.x.dma, clock=self.x.clock, ring_trbs=64,
-                             **kind.driver)  # fmt: skip
+                             **driver)  # fmt: skip
         self.ledger = Ledger()
         self.retransmit: list[bytes] = []
         self.removed = False
@@ -164,7 +178,7 @@ class FaultRun:
         if "out" in self.halted:
             return
         try:
-            xfer = host.submit(data)
+            xfer = host.submit(data, zlp=self.zlp)
         except (HostStall, HostNotConfigured):
             return
         try:
@@ -265,7 +279,7 @@ class FaultRun:
         if "out" not in self.halted and x.host.configured:
             for size in sizes:
                 try:
-                    xfer = x.host.submit(self.rng.randbytes(size))
+                    xfer = x.host.submit(self.rng.randbytes(size), zlp=self.zlp)
                 except (HostStall, HostNotConfigured):
                     break
                 self._end_transfer(xfer, 0.05)  # the model runs; the driver does not
@@ -362,7 +376,7 @@ class FaultRun:
             else:
                 self.poll()
         else:
-            self.host_send(rng.randbytes(rng.choice((0, 10, 1024, 2048, 3000, 5000))))
+            self.host_send(rng.randbytes(rng.choice(_HOST_SIZES)))
 
     def run(self) -> None:
         self.drv.start(timeout=5.0)
