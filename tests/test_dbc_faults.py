@@ -295,6 +295,39 @@ def test_target_to_host_transfer_fault_is_retried(
     drv.stop()
 
 
+def test_halt_cleared_before_the_driver_polled_loses_and_repeats_nothing(
+    closer: list[VirtualXhci], make_driver: DriverFactory
+) -> None:
+    """A TD fails on the wire and halts the endpoint; the host clears the halt, the driver's
+    next write rings the doorbell and the controller runs the TRB again, then halts on a later
+    TD, all before the driver drained the first error's event: by then the endpoint context
+    points at the later TRB. The first event must not be taken for "the controller moved past
+    the TRB": every message arrives once and none is reported undelivered."""
+    faults = tuple(TransferFault("out", td, "transaction_error") for td in (1, 3))
+    x = bench(closer, Quirks(transfer_faults=faults))
+    drv = make_driver.started(x)
+    drv.write(b"zero")
+    drv.write(b"one")  # TD 1 fails; its retry is TD 2
+    assert x.host.recv(64, timeout=0.05) == b"zero"  # the driver does not poll from here on
+    with pytest.raises(HostStall):
+        x.host.recv(64, timeout=0.05)
+    x.host.clear_halt("in")
+    drv.write(b"two")  # TD 3 fails: the context now points at it
+    drv.write(b"three")
+    got = b""
+    while len(got) < len(b"onetwothree"):
+        try:
+            got += x.host.recv(64, timeout=0.05)
+        except HostStall:
+            x.host.clear_halt("in")
+        except DebugHostTimeout:
+            drv.poll()
+    assert got == b"onetwothree"
+    drv.flush(timeout=1.0)  # DbcTransferError if a message was given up
+    roundtrip(x, drv, b"after the retried TDs")
+    drv.stop()
+
+
 @pytest.mark.parametrize("completion", ["babble", "transaction_error"])
 def test_host_to_target_transfer_fault(
     closer: list[VirtualXhci], make_driver: DriverFactory, completion: FaultCompletion

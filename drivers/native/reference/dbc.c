@@ -966,14 +966,10 @@ int dbc_init(unsigned long long bar0_phys, unsigned int flags, unsigned long wai
 }
 
 /* ------------------------------------------------------------------ events (4.9.4) */
-static int halted_on(u32 ctx_off, u64 trb)
-{
-	/* the controller writes the TR Dequeue Pointer back when an endpoint halts */
-	const u32 *ep = dbc.ctx + ctx_off / 4;
-	u64 deq = ((u64)ep[3] << 32) | (ep[2] & ~0xFu);
-	return deq == trb;
-}
-
+/* These codes halt the endpoint on the TRB (4.10.2); it runs again from the TR Dequeue Pointer
+ * once the host clears the halt. Not checked against the endpoint context: the host may have
+ * cleared the halt before this drain, and the controller then already ran the TRB again (its
+ * next event follows). */
 static int retry_code(u32 code)
 {
 	return code == CC_STALL || code == CC_BABBLE || code == CC_USB_TRANSACTION_ERROR ||
@@ -1004,7 +1000,7 @@ static void out_event(u64 pointer, u32 code, u32 residual)
 		ring_pop(ring);
 		return;
 	}
-	if (retry_code(code) && halted_on(CTX_OUT, addr)) {
+	if (retry_code(code)) {
 		/* halted on this TRB: rewrite it to what was not moved; it runs again once the
 		 * host clears the halt (DCCTRL.HOT reads 0) */
 		if (moved) {
@@ -1051,7 +1047,7 @@ static void in_event(u64 pointer, u32 code, u32 residual)
 		ring_pop(ring);
 		return;
 	}
-	if (retry_code(code) && halted_on(CTX_IN, addr)) {
+	if (retry_code(code)) {
 		if (code == CC_STALL && got) {
 			/* keep what arrived, rewrite the TRB to the rest of the buffer */
 			struct trb *t = &ring->trbs[idx];
