@@ -51,7 +51,7 @@ CASES: list[tuple[tuple[str, ...], int, str, str]] = [
     (("run", "--throughput-mib", "-1"), USAGE, "not in the range 0<=x<=4096", "run --help"),
     (("run", "--throughput-mib", "1e3"), USAGE, "'1e3' is not a valid integer", "run --help"),
     (("run", "--throughput-mib", "9" * 30), USAGE, "not in the range", "run --help"),
-    (("run", "--in-buffer-size", "0"), USAGE, "not in the range 1<=x<=65536", "run --help"),
+    (("run", "--in-buffer-size", "0"), USAGE, "not in the range 1<=x<=1048576", "run --help"),
     (("trace", "--out", "{tmp}/t.pcapng", "--echo", "0"), USAGE, "1<=x<=10000", "trace --help"),
     (("restore", "--state-dir", "{file}"), USAGE, "is a file", "dbc-harness restore --help"),
     (("recv", "{tmp}/r.bin"), USAGE, "give --size N or --source FILE", "usage: dbc-harness recv"),

@@ -173,11 +173,14 @@ def test_console_on_a_terminal_echoes_typed_lines_and_ends_on_ctrl_d() -> None:
     assert b"Ctrl-D ends" in err and b"console closed: 15 bytes sent, 15 received" in err
 
 
-def test_run_with_large_receive_buffers_sends_zlps_and_passes() -> None:
+@pytest.mark.parametrize("buffer_size", ["65536", "262144"])
+def test_run_with_large_receive_buffers_sends_zlps_and_passes(buffer_size: str) -> None:
+    """Receive buffers of 64 KiB, and of 256 KiB (one TD of four chained TRBs): echoes that
+    end in any of its TRBs or fill it exactly keep their boundaries."""
     result = CliRunner().invoke(
         cli,
-        ["run", "--json", "--in-buffer-size", "65536", "--echo-sizes", "1024,2048,65536,70000",
-         "--throughput-mib", "2"],
+        ["run", "--json", "--in-buffer-size", buffer_size, "--echo-sizes",
+         "1024,2048,65536,70000,200000,262144,300000", "--throughput-mib", "2"],
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)

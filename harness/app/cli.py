@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from dbc_harness.drivers.dbc.driver import IN_BUFFER_MAX
 from dbc_harness.fixtures.trace import TeeSink, open_trace
 from dbc_harness.fixtures.virtual.parts import PartError, all_parts, load_part
 from dbc_harness.harness import benchmarks
@@ -309,10 +310,11 @@ def _session_options(f: Any) -> Any:
         ),
         click.option(
             "--in-buffer-size",
-            type=click.IntRange(1, 65536),
+            type=click.IntRange(1, IN_BUFFER_MAX),
             default=None,
-            help="Driver: bytes per receive buffer on the IN ring (default 65536; the host here "
-            "ends packet-multiple messages with a ZLP, so message boundaries are kept).",
+            help="Driver: bytes per receive buffer on the IN ring, a multiple of 1024 (default "
+            "65536; above 65536 one TD of chained 64 KiB TRBs; the host here ends "
+            "packet-multiple messages with a ZLP, so message boundaries are kept).",
         ),
         click.option(
             "--port-reset",
