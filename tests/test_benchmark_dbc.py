@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from click.testing import CliRunner
 from dbc_harness.harness.app.cli import cli
@@ -24,3 +25,14 @@ def test_bench_dbc_quick_reports_keys_baselines_and_no_findings() -> None:
         assert 0 < out[key] < 10, key
     # every 64-byte message was its own TD: one OUT doorbell per write at least
     assert out["doorbells"] >= out["small_messages"]
+
+
+def test_bench_dbc_runs_on_one_cpu_and_gives_the_others_back() -> None:
+    """The benchmark pins itself (and the threads it starts) to one CPU and restores the
+    process's CPU set afterwards."""
+    before = os.sched_getaffinity(0)
+    result = CliRunner().invoke(cli, ["bench", "dbc", "--quick", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["pinned_cpu"] == min(before)
+    assert os.sched_getaffinity(0) == before

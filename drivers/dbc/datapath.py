@@ -286,7 +286,13 @@ class TargetToHostPipe:
         backlog = self.backlog
         pending = self.pending
         max_bytes = self.max_bytes_in_flight
-        while backlog and ring.in_flight < ring.max_in_flight and self.bytes_in_flight < max_bytes:
+        max_trbs = ring.max_in_flight
+        enqueue = ring.enqueue_normal
+        # one event per ``every`` TRBs of a TD once event pointers are trusted, else per TRB
+        every = self.ioc_every if self.pointers.trusted else 1
+        since = self._since_ioc
+        in_flight = self.bytes_in_flight
+        while backlog and ring.in_flight < max_trbs and in_flight < max_bytes:
             msg = backlog[0]
             offset = msg.queued
             msg_length = msg.length
@@ -294,7 +300,9 @@ class TargetToHostPipe:
                 length = 0  # every byte queued: the zero-length TD that ends the transfer
                 zlp_trb = True
             else:
-                length = min(TRB_MAX_BYTES, msg_length - offset)
+                length = msg_length - offset
+                if length > TRB_MAX_BYTES:
+                    length = TRB_MAX_BYTES
                 zlp_trb = False
             cache = self.small if length <= SMALL_BLOCK else self.large
             block = cache.get()
@@ -302,11 +310,11 @@ class TargetToHostPipe:
                 block.view[:length] = msg.data[offset : offset + length]
             data_done = offset + length >= msg_length
             last = data_done and (zlp_trb or not msg.zlp)
-            ioc = last or self._since_ioc + 1 >= self.ioc_every or not self.pointers.trusted
-            self._since_ioc = 0 if ioc else self._since_ioc + 1
-            index, cycle = ring.enqueue_normal(
-                block.device_address, length, chain=not data_done, ioc=ioc
-            )
+            since += 1
+            ioc = last or since >= every
+            if ioc:
+                since = 0
+            index, cycle = enqueue(block.device_address, length, chain=not data_done, ioc=ioc)
             pending.append(OutTrb(index, cycle, block, cache, msg, offset, length, last, ioc=ioc))
             if self.trace is not None:
                 self.trace(
@@ -315,11 +323,13 @@ class TargetToHostPipe:
                     address=ring.address_of(index),
                     text=render_trb(ring.view, index * TRB_SIZE),
                 )
-            self.bytes_in_flight += length
+            in_flight += length
             msg.queued = offset + length
             queued += 1
             if last:
                 backlog.popleft()
+        self._since_ioc = since
+        self.bytes_in_flight = in_flight
         return queued
 
     @property

@@ -23,15 +23,19 @@ backend is not available; ``peer`` says which). Keys:
 
 Driver settings (reported): a 1024-TRB ring each way, the default 4 MiB in flight target ->
 host (64 KiB TRBs, an event every 4th TRB and at each message's end), and 4 receive buffers of
-1 MiB posted (each one TD of 16 chained TRBs: one event per filled megabyte). Measured on the
-2-core machine, one core busy elsewhere: ratios 0.73-0.77 out and 0.80-0.89 in (before: 64 KiB
-receive buffers, an event per TRB and 8 MiB in flight, 0.36-0.59 / 0.45-0.55); small messages
-31,000-34,000/s, the driver's thread ~12.5 us per message (event and doorbell included), the
-pyusb peer's ~17 us (pyusb ~3 us of it, the rest the model's work the peer's wait runs), short
-of the 50,000 goal: each 64-byte message is its own TD and its own host read.
+1 MiB posted (each one TD of 16 chained TRBs: one event per filled megabyte); both pipes start
+with one event per TRB until the event pointers proved exact. The benchmark runs on one CPU
+(``pinned_cpu``, see :func:`_one_cpu`). Measured on the 2-core VM (5 repeats, best of each):
+ratios 0.76-0.78 out and 0.83-0.87 in (0.66-0.73 / 0.74-0.86 unpinned; before this round,
+with 64 KiB receive buffers, an event per TRB and 8 MiB in flight: 0.36-0.59 / 0.45-0.55);
+small messages 31,000-33,000/s, the driver's thread ~12.5 us per message (its event and the
+doorbell's model work included), the pyusb peer's ~17 us (pyusb ~3 us of it, the rest the
+model's work the peer's wait runs): short of the 50,000 goal, each 64-byte message being its
+own TD, its own event and its own host read.
 
 The model is set up like the model benchmark's (``host_buffer=0``: the host application reads
-straight off the wire, each byte copied once). Each measurement is repeated (``repeats``), the
+straight off the wire, each byte copied once). Each measurement is repeated (``repeats``: 5;
+on this shared 2-core VM single runs of either side vary by up to a factor of two), the
 driver's runs and the baseline's alternating so both see the same load, and the best run of
 each reported: the machine is shared and three Python threads (driver, model, peer) contend
 for one interpreter lock. They also share the model's lock, which never hands itself to a
@@ -45,9 +49,11 @@ Goal: ratios >= 0.7 (>= 1500 MB/s) each way and >= 50,000 small messages/s.
 from __future__ import annotations
 
 import array
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import usb.core
@@ -179,10 +185,39 @@ def _best(runs: list[tuple[float, float]]) -> tuple[float, float]:
     return min(r[0] for r in runs), min(r[1] for r in runs)
 
 
+@contextmanager
+def _one_cpu() -> Iterator[int | None]:
+    """Run the benchmark (and every thread it starts: they inherit it) on one CPU, the first
+    of the process's current set; yields it (None where the platform cannot pin). The driver's,
+    the model's and the peer's threads take turns under one interpreter lock, so a second core
+    adds no parallelism, only cache lines moving between cores and lock hand-offs across them
+    (measured on the 2-core VM: out ratio 0.70-0.73 spread over both cores, 0.75-0.76 on one;
+    the minimal producer's rate about the same either way). Both sides are measured pinned."""
+    getaff = getattr(os, "sched_getaffinity", None)
+    setaff = getattr(os, "sched_setaffinity", None)
+    if getaff is None or setaff is None:
+        yield None
+        return
+    before = getaff(0)
+    cpu = min(before)
+    setaff(0, {cpu})
+    try:
+        yield cpu
+    finally:
+        setaff(0, before)
+
+
 def run(quick: bool = False) -> dict[str, Any]:
+    with _one_cpu() as cpu:
+        result = _run(quick)
+    result["pinned_cpu"] = cpu
+    return result
+
+
+def _run(quick: bool) -> dict[str, Any]:
     big = 16 if quick else 64
     small = 2000 if quick else 20000
-    repeats = 1 if quick else 3
+    repeats = 1 if quick else 5
     x = VirtualXhci(strict=True, host_buffer=0, rx_capacity=64 << 20)
     floor_bytes = big * MiB
     floor_out: list[float] = []
