@@ -2,12 +2,14 @@
 
 * Transfer Events: both Endpoint ID schemes (0/1 spec-style and AMD, 2/3 Intel device context
   index) name the ring. Rings complete in order: an event names the oldest TRB in flight, or
-  on the OUT ring one of the TRBs up to the first with IOC (completion moderation, see
+  one of the TRBs up to the first with IOC (OUT: completion moderation; IN: a receive buffer
+  that is one chained TD, where a Short Packet names the TRB it ended in; see
   :mod:`drivers.dbc.datapath`), and then confirms the TRBs before it, which completed without
   events of their own. A pointer that names no such TRB (zero, outside our rings,
   non-monotonic) and a residual larger than the TRB's length are recorded as
   :class:`DbcDeviceError` and the in-order completion is used instead (the oldest TRB; on the
-  OUT ring the first with IOC), so data is neither lost nor duplicated.
+  OUT ring the first with IOC), so data is neither lost nor duplicated; such a pointer also
+  ends that ring's shortcut for good (its pipe's ``pointers`` trust).
 * Completion codes: Success, Short Packet (end of a host transfer), Stall Error (kept queued:
   spurious STALL after ClearFeature(ENDPOINT_HALT), or a host halt with the TRB rewritten to
   what was not moved), Babble Detected / USB Transaction / Data Buffer Errors (the endpoint
