@@ -9,14 +9,13 @@ import pytest
 from dbc_harness.drivers.dbc import DbcDriver, DbcTimeout
 from dbc_harness.fixtures.virtual import VirtualXhci
 
+from tests.driver_kinds import strict_controller
+
 
 @pytest.fixture
 def x() -> Iterator[VirtualXhci]:
-    ctl = VirtualXhci(strict=True)
-    yield ctl
-    findings = list(ctl.findings)
-    ctl.close()
-    assert findings == []
+    with strict_controller() as ctl:
+        yield ctl
 
 
 def _pattern(size: int, seed: int) -> bytes:

@@ -733,20 +733,9 @@ class HostToTargetPipe:
         again once every part of it was read. A short packet before the last TRB of a TD ends
         the TD: the controller skips the rest of it (4.10.1.1). Returns (TRBs, bytes) the
         ``filled`` ones moved."""
-        pending = self.pending
-        release = self.ring.release
-        trbs = moved = 0
-        start = -1
-        for _ in range(filled):
-            f = pending.popleft()
-            release()
-            if not f.skipped:
-                if start < 0:
-                    start = f.offset
-                trbs += 1
-                moved += f.length
-        t = pending.popleft()
-        release()
+        trbs, moved, start = self._retire_filled(filled)
+        t = self.pending.popleft()
+        self.ring.release()
         if t.skipped:
             return trbs, moved
         if start < 0:
@@ -766,23 +755,28 @@ class HostToTargetPipe:
         """Retire the ``count`` oldest TRBs, which completed without events of their own
         before a TRB of the same TD that ended in error (skipped ones move nothing; the filled
         ones are handed over as one view, their TD goes on). Returns (TRBs, bytes) filled."""
+        block = self.pending[count - 1].block if count else None
+        trbs, moved, start = self._retire_filled(count)
+        if block is not None and moved:
+            self.rx.push(block.view[start : start + moved], None, False)
+        return trbs, moved
+
+    def _retire_filled(self, count: int) -> tuple[int, int, int]:
+        """Take the ``count`` oldest TRBs off the ring: skipped ones (an earlier TD that ended
+        short), then filled ones of one TD. Returns (TRBs filled, their bytes, block offset
+        where the filled ones start or -1)."""
         pending = self.pending
         trbs = moved = 0
         start = -1
-        block: DmaBuffer | None = None
         for _ in range(count):
             f = pending.popleft()
-            self.ring.release()
             if not f.skipped:
                 if start < 0:
-                    start, block = f.offset, f.block
+                    start = f.offset
                 trbs += 1
                 moved += f.length
-        if block is not None and moved:
-            self.rx.push(block.view[start : start + moved], None, False)
-            if pending and pending[0].block is block:
-                pending[0].first = False  # parts of its block now wait in the RxQueue
-        return trbs, moved
+        self.ring.release(count)
+        return trbs, moved, start
 
     def _release_block(self, t: InTrb) -> None:
         """The TD of ``t`` ended with nothing more to hand over: its block goes back, through
