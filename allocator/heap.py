@@ -43,10 +43,10 @@ Backends only supply *chunks* (device-contiguous memory with a device address, s
 * tried in the same replays and not adopted (none beyond the seed-to-seed noise of about one
   chunk, which moves the 24-seed mean by ~0.004): requests up to 16 KiB skipping windows with
   less than 8 KiB used until nothing else fits (0.829 / 0.833, sampled 0.822; 16 KiB: 0.833 /
-  0.829); a LINE
-  counting as larger than any neighbour, so buffers go to window edges (0.826 / 0.826, sampled
-  0.817); requests of 16 or 32 KiB and more that need an empty window taking the highest one,
-  large from one end of a chunk and small from the other (sampled 0.820 / 0.819); further
+  0.829); a LINE counting as larger than any neighbour, so buffers go to window edges (0.826 /
+  0.826, sampled 0.817); requests of 16 or 32 KiB and more that need an empty window taking the
+  highest one, large from one end of a chunk and small from the other (sampled 0.820 / 0.819);
+  further
   draining chunks from 10 % or 5 % free with the fewest-extents chunk used last (sampled
   0.820); the fullest chunk that fits, best fit inside it (0.721 / 0.714: best fit across
   chunks is what packs the windows); the fullest 64 KiB window that fits, in 4 KiB classes

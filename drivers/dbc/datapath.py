@@ -72,15 +72,12 @@ class PointerTrust:
         self.distrusted = False
 
     def note(self, exact: bool) -> None:
-        if self.trusted and exact:
-            return
         if not exact:
             self.trusted = False
             self.distrusted = True
-            return
-        self._exact += 1
-        if self._exact >= TRUST_AFTER and not self.distrusted:
-            self.trusted = True
+        elif not self.trusted and not self.distrusted:
+            self._exact += 1
+            self.trusted = self._exact >= TRUST_AFTER
 
 
 class BlockCache:
@@ -301,9 +298,7 @@ class TargetToHostPipe:
                 length = 0  # every byte queued: the zero-length TD that ends the transfer
                 zlp_trb = True
             else:
-                length = msg_length - offset
-                if length > TRB_MAX_BYTES:
-                    length = TRB_MAX_BYTES
+                length = min(TRB_MAX_BYTES, msg_length - offset)
                 zlp_trb = False
             cache = self.small if length <= SMALL_BLOCK else self.large
             block = cache.get()
