@@ -195,10 +195,11 @@ class DbcDriver:
                 f"in_buffer_size must be a multiple of {DBC_MAX_PACKET_SIZE} up to "
                 f"{IN_BUFFER_MAX}, got {in_buffer_size!r}"
             )
-        if -(-in_buffer_size // TRB_MAX_BYTES) > ring_trbs - 2:
+        trbs_per_buffer = -(-in_buffer_size // TRB_MAX_BYTES)
+        if trbs_per_buffer > ring_trbs - 2:
             raise DbcConfigError(
-                f"in_buffer_size {in_buffer_size} needs {-(-in_buffer_size // TRB_MAX_BYTES)} "
-                f"TRBs of 64 KiB: more than a ring of {ring_trbs} TRBs holds ({ring_trbs - 2})"
+                f"in_buffer_size {in_buffer_size} needs {trbs_per_buffer} TRBs of 64 KiB: "
+                f"more than a ring of {ring_trbs} TRBs holds ({ring_trbs - 2})"
             )
         if max_bytes_in_flight < TRB_MAX_BYTES:
             raise DbcConfigError(f"max_bytes_in_flight must be >= {TRB_MAX_BYTES}")
