@@ -79,6 +79,7 @@ from dbc_harness.drivers.dbc.errors import (
     DbcTimeout,
     DbcTransferError,
     UndeliveredMessage,
+    warn_undelivered_at_stop,
 )
 from dbc_harness.drivers.dbc.events import EventHandler
 from dbc_harness.drivers.dbc.identity import DbcIdentity
@@ -805,12 +806,8 @@ class DbcDriver:
         """stop(); messages it reports undelivered stay available from take_undelivered()
         (and are logged), so leaving the block never drops data silently."""
         lost = self.stop()
-        if lost:
-            log.warning(
-                "DbC stopped with %d message(s) not delivered (ids %s); see take_undelivered()",
-                len(lost), [m.message_id for m in lost],
-            )  # fmt: skip
-            self._undelivered.extend(("disconnect", m) for m in lost)
+        warn_undelivered_at_stop(log, lost)
+        self._undelivered.extend(("disconnect", m) for m in lost)
 
     def __repr__(self) -> str:
         where = f"0x{self.dbc_offset:x}" if self.dbc_offset is not None else "?"

@@ -6,6 +6,8 @@ owned by someone else, the cable pulled with data in flight) without parsing mes
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -140,3 +142,13 @@ class DbcDeviceError(DbcError):
 
 class DbcDmaError(DbcError):
     """The DMA space could not provide the memory the DbC needs (wraps the allocator error)."""
+
+
+def warn_undelivered_at_stop(log: logging.Logger, lost: Sequence[UndeliveredMessage]) -> None:
+    """Log what a stop() on leaving a ``with`` block reported undelivered (nothing if nothing):
+    the messages stay available from ``take_undelivered()``, never dropped silently."""
+    if lost:
+        log.warning(
+            "DbC stopped with %d message(s) not delivered (ids %s); see take_undelivered()",
+            len(lost), [m.message_id for m in lost],
+        )  # fmt: skip

@@ -51,6 +51,7 @@ from dbc_harness.drivers.dbc.errors import (
     DbcTimeout,
     DbcTransferError,
     UndeliveredMessage,
+    warn_undelivered_at_stop,
 )
 from dbc_harness.drivers.dbc.registers import DCR
 from dbc_harness.drivers.dbc.state import DbcState
@@ -503,12 +504,8 @@ class NativeDbcDriver:
         DbcDriver's context manager: leaving a with block never drops a report."""
         try:
             lost = self.stop()
-            if lost:
-                self._undelivered[:0] = lost
-                log.warning(
-                    "DbC stopped with %d message(s) not delivered (ids %s); see take_undelivered()",
-                    len(lost), [m.message_id for m in lost],
-                )  # fmt: skip
+            self._undelivered[:0] = lost
+            warn_undelivered_at_stop(log, lost)
         finally:
             self.machine.close()
 
