@@ -62,6 +62,9 @@ def test_fast_codec_agrees_with_construct(layout: Layout, data: st.DataObject) -
     buf = bytes(prefix) + raw + b"\xa5"
     parsed = layout.parse(buf, prefix)
     assert parsed == layout.construct_parse(buf, prefix)
+    # a reader of some fields, in any order, is parse restricted to them
+    names = data.draw(st.lists(st.sampled_from(sorted(layout.fields)), min_size=1), label="names")
+    assert layout.reader(*names)(buf, prefix) == tuple(parsed[n] for n in names)
     assert layout.build(**parsed) == raw  # every bit is a named field: nothing is lost
 
     # build of arbitrary in-range field values: the fast path takes the non-reserved fields,
@@ -131,6 +134,15 @@ def test_misaligned_address_raises_layout_error() -> None:
         contexts.ERST_ENTRY.build(ring_segment_base_address=0x1020)
     with pytest.raises(LayoutError):
         registers.DCCTRL.replace(0, DCE=2)
+
+
+def test_reader_names_unknown_fields_and_short_buffers() -> None:
+    read = trb.NORMAL.reader("trb_transfer_length", "data_buffer_pointer")
+    assert trb.NORMAL.reader("trb_transfer_length", "data_buffer_pointer") is read  # cached
+    with pytest.raises(LayoutError, match="Normal: reader of unknown field"):
+        trb.NORMAL.reader("trb_transfer_length", "no_such_field")
+    with pytest.raises(LayoutError, match="Normal needs 16 bytes at offset 4"):
+        read(bytes(16), 4)
 
 
 def test_unknown_field_short_buffer_and_bad_values_are_named_errors() -> None:

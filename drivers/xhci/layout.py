@@ -307,6 +307,7 @@ class Layout:
         self.parse: Callable[..., dict[str, int]]
         self.build: Callable[..., bytes]
         self.pack_into: Callable[..., None]
+        self._readers: dict[tuple[str, ...], Callable[..., tuple[int, ...]]] = {}
         self._generate()
 
     # -- code generation -------------------------------------------------------------------
@@ -382,6 +383,39 @@ class Layout:
         self.parse = namespace["parse"]
         self.build = namespace["build"]
         self.pack_into = namespace["pack_into"]
+
+    def reader(self, *names: str) -> Callable[..., tuple[int, ...]]:
+        """``read(buf, offset=0)``: the fields ``names`` as a tuple, in that order, generated
+        from the same field table as :meth:`parse` (for a hot loop that needs a few fields of
+        every TRB and not :meth:`parse`'s dict). Short buffers raise :class:`LayoutError`."""
+        key = tuple(names)
+        cached = self._readers.get(key)
+        if cached is not None:
+            return cached
+        unknown = [n for n in names if n not in self.fields]
+        if unknown or not names:
+            raise LayoutError(f"{self.name}: reader of unknown field(s) {unknown or '(none)'}")
+        wvars = {id(w): f"w{i}" for i, w in enumerate(self._words)}
+        word_of = {f.name: wvars[id(w)] for w in self._words for f in w.fields}
+        unpack_target = ", ".join(wvars.values()) + ("," if len(wvars) == 1 else "")
+        parts = ", ".join(_extract(word_of[n], self.fields[n]) for n in names)
+        source = (
+            "def read(buf, offset=0):\n"
+            "    try:\n"
+            f"        {unpack_target} = _unpack_from(buf, offset)\n"
+            "    except _struct_error as exc:\n"
+            "        _short(buf, offset, exc)\n"
+            f"    return ({parts},)\n"
+        )
+        namespace: dict[str, Any] = {
+            "_unpack_from": self._struct.unpack_from,
+            "_struct_error": struct.error,
+            "_short": self._short,
+        }
+        exec(compile(source, f"<layout {self.name} reader>", "exec"), namespace)
+        read: Callable[..., tuple[int, ...]] = namespace["read"]
+        self._readers[key] = read
+        return read
 
     def _short(self, buf: Any, offset: int, exc: Exception) -> None:
         try:
