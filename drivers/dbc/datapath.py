@@ -139,7 +139,7 @@ class BlockCache:
 # -- target -> host (DbC OUT ring) ---------------------------------------------------------
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class OutMessage:
     """One ``write()``: one TD on the OUT ring."""
 
@@ -260,7 +260,8 @@ class TargetToHostPipe:
             or not 0 < length <= SMALL_BLOCK
             or (self.zlp and length % DBC_MAX_PACKET_SIZE == 0)
             or self.trace is not None
-            or not self.has_room()
+            or self.ring.free_slots <= 0  # has_room(), inline
+            or self.bytes_in_flight >= self.max_bytes_in_flight
         ):
             return 0
         if isinstance(data, memoryview) and (data.ndim != 1 or data.itemsize != 1):

@@ -583,7 +583,8 @@ class DbcDriver:
             with self._lock:
                 if self._removed is not None:
                     raise self._removal_error()
-                self._raise_undelivered()
+                if self._undelivered:
+                    self._raise_undelivered()
                 out = self._out
                 if out is None:
                     raise self._stopped("write()")

@@ -64,6 +64,10 @@ _SHORT = int(CompletionCode.ShortPacket)
 _STALL = int(CompletionCode.StallError)
 _TRANSFER_EVENT = int(TRBType.TransferEvent)
 _PSC_EVENT = int(TRBType.PortStatusChangeEvent)
+#: what the drain reads of every Transfer Event, in _transfer_event's parameter order
+_TRANSFER_EVENT_FIELDS = TRANSFER_EVENT.reader(
+    "trb_pointer", "completion_code", "trb_transfer_length", "endpoint_id", "ED"
+)
 
 
 def code_name(code: int) -> str:
@@ -113,7 +117,7 @@ class EventHandler:
         view = ring.view
         limit = ring.trbs if max_events is None else max_events
         consumed = 0
-        parse = TRANSFER_EVENT.parse
+        read = _TRANSFER_EVENT_FIELDS
         while consumed < limit:
             off = ring.dequeue_index * TRB_SIZE
             trb_type, cycle = type_and_cycle(view, off)
@@ -122,7 +126,7 @@ class EventHandler:
             if self._tracing:
                 self._trace("event", address=ring.dequeue_pointer, text=render_trb(view, off))
             if trb_type == _TRANSFER_EVENT:
-                self._transfer_event(parse(view, off))
+                self._transfer_event(*read(view, off))
             elif trb_type == _PSC_EVENT:
                 self.port_change = True
             else:
@@ -172,12 +176,10 @@ class EventHandler:
             log.warning("DbC device error #%d: %s", n, message)
         self._device_error(DbcDeviceError(message))
 
-    def _transfer_event(self, f: dict[str, int]) -> None:
-        ep = f["endpoint_id"]
-        code = f["completion_code"]
-        residual = f["trb_transfer_length"]
-        pointer = f["trb_pointer"]
-        if f["ED"]:
+    def _transfer_event(self, pointer: int, code: int, residual: int, ep: int, ed: int) -> None:
+        """One Transfer Event: its TRB Pointer, Completion Code, TRB Transfer Length (the
+        residual), Endpoint ID and ED."""
+        if ed:
             self._bad(f"Transfer Event with ED = 1 (pointer 0x{pointer:x}): we queue no Event Data")
             return
         if ep in OUT_ENDPOINT_IDS:
