@@ -260,13 +260,15 @@ class TargetToHostPipe:
             or not 0 < length <= SMALL_BLOCK
             or (self.zlp and length % DBC_MAX_PACKET_SIZE == 0)
             or self.trace is not None
-            or self.ring.free_slots <= 0  # has_room(), inline
+            or self.ring.in_flight >= self.ring.max_in_flight  # has_room(), inline
             or self.bytes_in_flight >= self.max_bytes_in_flight
         ):
             return 0
-        if isinstance(data, memoryview) and (data.ndim != 1 or data.itemsize != 1):
-            return 0  # not bytes-shaped: the general path casts it
-        view = memoryview(data if isinstance(data, bytes) else bytes(data))
+        if type(data) is not bytes:
+            if isinstance(data, memoryview) and (data.ndim != 1 or data.itemsize != 1):
+                return 0  # not bytes-shaped: the general path casts it
+            data = bytes(data)  # the caller may reuse its buffer
+        view = memoryview(data)
         msg = OutMessage(self.next_id, view, queued=length, writer=writer)
         self.next_id += 1
         cache = self.small
