@@ -126,7 +126,11 @@ class EventHandler:
             if self._tracing:
                 self._trace("event", address=ring.dequeue_pointer, text=render_trb(view, off))
             if trb_type == _TRANSFER_EVENT:
-                self._transfer_event(*read(view, off))
+                pointer, code, residual, ep, ed = read(view, off)
+                if ep in OUT_ENDPOINT_IDS and not ed:  # the most common event, dispatched here
+                    self._out_event(pointer, code, residual)
+                else:
+                    self._transfer_event(pointer, code, residual, ep, ed)
             elif trb_type == _PSC_EVENT:
                 self.port_change = True
             else:
@@ -217,13 +221,15 @@ class EventHandler:
 
     def _out_event(self, pointer: int, code: int, residual: int) -> None:
         out = self.out
-        t = out.oldest()
-        if t is None:
+        pending = out.pending
+        if not pending:
             self._bad(f"OUT ring Transfer Event (pointer 0x{pointer:x}) with nothing in flight")
             return
+        t = pending[0]
         address = out.ring.address_of(t.index)
         if pointer == address:
-            out.pointers.note(True)
+            if not out.pointers.trusted:  # note(True) changes nothing once trusted
+                out.pointers.note(True)
         elif not t.ioc:
             # completion moderation: the TRBs before the one named completed silently
             run = out.run_before(pointer)
