@@ -295,44 +295,53 @@ class TargetToHostPipe:
         every = self.ioc_every if self.pointers.trusted else 1
         since = self._since_ioc
         in_flight = self.bytes_in_flight
+        trace = self.trace
+        small, large = self.small, self.large
         while backlog and ring.in_flight < max_trbs and in_flight < max_bytes:
             msg = backlog[0]
             offset = msg.queued
             msg_length = msg.length
-            if msg_length and offset >= msg_length:
-                length = 0  # every byte queued: the zero-length TD that ends the transfer
-                zlp_trb = True
-            else:
-                length = msg_length - offset
-                if length > TRB_MAX_BYTES:
-                    length = TRB_MAX_BYTES
-                zlp_trb = False
-            cache = self.small if length <= SMALL_BLOCK else self.large
-            block = cache.get()
-            if length:
-                block.view[:length] = msg.data[offset : offset + length]
-            data_done = offset + length >= msg_length
-            last = data_done and (zlp_trb or not msg.zlp)
-            since += 1
-            ioc = last or since >= every
-            if ioc:
-                since = 0
-            index, cycle = enqueue(block.device_address, length, chain=not data_done, ioc=ioc)
-            pending.append(OutTrb(index, cycle, block, cache, msg, offset, length, last, ioc))
-            if self.trace is not None:
-                self.trace(
-                    "trb",
-                    ring="OUT",
-                    address=ring.address_of(index),
-                    text=render_trb(ring.view, index * TRB_SIZE),
-                )
-            in_flight += length
-            msg.queued = offset + length
-            queued += 1
+            data = msg.data
+            last = False
+            # the message's TRBs while there is room (offset: the first byte not yet queued)
+            while ring.in_flight < max_trbs and in_flight < max_bytes:
+                if msg_length and offset >= msg_length:
+                    length = 0  # every byte queued: the zero-length TD that ends the transfer
+                    zlp_trb = True
+                else:
+                    length = msg_length - offset
+                    if length > TRB_MAX_BYTES:
+                        length = TRB_MAX_BYTES
+                    zlp_trb = False
+                cache = small if length <= SMALL_BLOCK else large
+                block = cache.get()
+                if length:
+                    block.view[:length] = data[offset : offset + length]
+                data_done = offset + length >= msg_length
+                last = data_done and (zlp_trb or not msg.zlp)
+                since += 1
+                ioc = last or since >= every
+                if ioc:
+                    since = 0
+                index, cycle = enqueue(block.device_address, length, chain=not data_done, ioc=ioc)
+                pending.append(OutTrb(index, cycle, block, cache, msg, offset, length, last, ioc))
+                if trace is not None:
+                    trace(
+                        "trb",
+                        ring="OUT",
+                        address=ring.address_of(index),
+                        text=render_trb(ring.view, index * TRB_SIZE),
+                    )
+                in_flight += length
+                offset += length
+                msg.queued = offset
+                self.bytes_in_flight = in_flight
+                self._since_ioc = since
+                queued += 1
+                if last:
+                    break
             if last:
                 backlog.popleft()
-        self._since_ioc = since
-        self.bytes_in_flight = in_flight
         return queued
 
     @property
@@ -347,9 +356,11 @@ class TargetToHostPipe:
         """How many TRBs without IOC precede the in-flight TRB at ``pointer`` (0: it is the
         oldest); -1 when ``pointer`` is not among the oldest TRBs up to the first with IOC,
         i.e. not a TRB an event can name next."""
-        address_of = self.ring.address_of
+        index = self.ring.index_of(pointer)
+        if index is None:
+            return -1
         for n, t in enumerate(self.pending):
-            if address_of(t.index) == pointer:
+            if t.index == index:
                 return n
             if t.ioc:
                 return -1
