@@ -58,7 +58,7 @@ def test_a_long_message_costs_one_event_per_ioc_interval(x: VirtualXhci) -> None
     drv = DbcDriver(x.mmio, x.dma, clock=x.clock, ring_trbs=256)
     drv.start(timeout=5.0)
     out = drv._out
-    assert out is not None and out.ioc_every == 8
+    assert out is not None and out.ioc_every == 16
     _earn_trust(x, drv)
     events0 = drv.counters.events
     trbs0 = drv.counters.trbs_to_host
@@ -72,8 +72,8 @@ def test_a_long_message_costs_one_event_per_ioc_interval(x: VirtualXhci) -> None
     assert drv.counters.trbs_to_host - trbs0 == trbs
     assert drv.counters.bytes_to_host - bytes0 == len(data)
     assert drv.counters.messages_to_host - msgs0 == 1
-    # IOC on every 8th TRB and the last: 7 events instead of 49
-    assert drv.counters.events - events0 == 7
+    # IOC on every 16th TRB and the last: 4 events instead of 49
+    assert drv.counters.events - events0 == 4
     roundtrip(x, drv, b"after a long message")
     assert drv.stop() == ()
 

@@ -18,8 +18,8 @@ Completion moderation (OUT ring): the last TRB of every TD carries IOC, and with
 every :attr:`TargetToHostPipe.ioc_every`-th TRB; the others complete without an event of their
 own (xHCI 1.2 6.4.1.1: IOC; a Short Packet or an error still writes one, naming its TRB). TRBs
 complete in ring order, so an event naming a TRB confirms every TRB queued before it: one event
-per 512 KiB of a long message instead of eight, for the driver and the controller alike. The
-price: when the host goes away mid-message, what it took is known to those 512 KiB (the
+per MiB of a long message instead of sixteen, for the driver and the controller alike. The
+price: when the host goes away mid-message, what it took is known to that MiB (the
 ``delivered``/``delivered_max`` range of :class:`UndeliveredMessage`), not to one TRB. The
 IN ring keeps IOC on every receive buffer: a host transfer that fills a buffer exactly ends
 without a short packet, and only IOC tells the driver its bytes arrived. Receive buffers above
@@ -53,11 +53,12 @@ SMALL_BLOCK = 2048
 #: (OUT) or chains receive buffers (IN); one wrong pointer ends it for good. The pointer errata
 #: the virtual bench models (zero pointers, pointers that go back) show in the first two events
 TRUST_AFTER = 4
-#: most OUT ring TRBs of one TD between two that carry IOC (512 KiB of 64 KiB TRBs). Measured
-#: on the virtual bench (``bench dbc``'s 1 MiB messages, same run): 4 -> 4,300 MB/s, 8 -> 4,590,
-#: 16 -> 4,690; an event costs the driver and the controller ~8 us. 8 keeps reports after a
-#: disconnect within 512 KiB (a Linux host's bulk URB completes once per URB, of any size)
-IOC_EVERY_TRBS = 8
+#: most OUT ring TRBs of one TD between two that carry IOC (1 MiB of 64 KiB TRBs). Measured on
+#: the virtual bench (``bench dbc``'s 1 MiB messages, same run): 4 -> 4,300 MB/s, 8 -> 4,590,
+#: 16 -> 4,690 against a floor of 6,000-6,500 (an event costs the driver and the controller
+#: ~8 us). Reports after a disconnect stay within 1 MiB (a Linux host's bulk URB completes
+#: once per URB, whatever its size)
+IOC_EVERY_TRBS = 16
 
 
 class PointerTrust:
@@ -297,51 +298,61 @@ class TargetToHostPipe:
         in_flight = self.bytes_in_flight
         trace = self.trace
         small, large = self.small, self.large
-        while backlog and ring.in_flight < max_trbs and in_flight < max_bytes:
-            msg = backlog[0]
-            offset = msg.queued
-            msg_length = msg.length
-            data = msg.data
-            last = False
-            # the message's TRBs while there is room (offset: the first byte not yet queued)
-            while ring.in_flight < max_trbs and in_flight < max_bytes:
-                if msg_length and offset >= msg_length:
-                    length = 0  # every byte queued: the zero-length TD that ends the transfer
-                    zlp_trb = True
-                else:
-                    length = msg_length - offset
-                    if length > TRB_MAX_BYTES:
-                        length = TRB_MAX_BYTES
-                    zlp_trb = False
-                cache = small if length <= SMALL_BLOCK else large
-                block = cache.get()
-                if length:
-                    block.view[:length] = data[offset : offset + length]
-                data_done = offset + length >= msg_length
-                last = data_done and (zlp_trb or not msg.zlp)
-                since += 1
-                ioc = last or since >= every
-                if ioc:
-                    since = 0
-                index, cycle = enqueue(block.device_address, length, chain=not data_done, ioc=ioc)
-                pending.append(OutTrb(index, cycle, block, cache, msg, offset, length, last, ioc))
-                if trace is not None:
-                    trace(
-                        "trb",
-                        ring="OUT",
-                        address=ring.address_of(index),
-                        text=render_trb(ring.view, index * TRB_SIZE),
+        msg: OutMessage | None = None
+        offset = 0
+        try:
+            while backlog and ring.in_flight < max_trbs and in_flight < max_bytes:
+                msg = backlog[0]
+                offset = msg.queued
+                msg_length = msg.length
+                data = msg.data
+                last = False
+                # the message's TRBs while there is room (offset: its first byte not queued)
+                while ring.in_flight < max_trbs and in_flight < max_bytes:
+                    if msg_length and offset >= msg_length:
+                        length = 0  # every byte queued: the zero-length TD that ends the transfer
+                        zlp_trb = True
+                    else:
+                        length = msg_length - offset
+                        if length > TRB_MAX_BYTES:
+                            length = TRB_MAX_BYTES
+                        zlp_trb = False
+                    cache = small if length <= SMALL_BLOCK else large
+                    block = cache.get()
+                    if length:
+                        block.view[:length] = data[offset : offset + length]
+                    data_done = offset + length >= msg_length
+                    last = data_done and (zlp_trb or not msg.zlp)
+                    since += 1
+                    ioc = last or since >= every
+                    if ioc:
+                        since = 0
+                    index, cycle = enqueue(
+                        block.device_address, length, chain=not data_done, ioc=ioc
                     )
-                in_flight += length
-                offset += length
+                    pending.append(
+                        OutTrb(index, cycle, block, cache, msg, offset, length, last, ioc)
+                    )
+                    in_flight += length
+                    offset += length
+                    queued += 1
+                    if trace is not None:
+                        trace(
+                            "trb",
+                            ring="OUT",
+                            address=ring.address_of(index),
+                            text=render_trb(ring.view, index * TRB_SIZE),
+                        )
+                    if last:
+                        break
                 msg.queued = offset
-                self.bytes_in_flight = in_flight
-                self._since_ioc = since
-                queued += 1
                 if last:
-                    break
-            if last:
-                backlog.popleft()
+                    backlog.popleft()
+        finally:  # what was queued stays counted whatever stopped the loop
+            if msg is not None:
+                msg.queued = offset
+            self.bytes_in_flight = in_flight
+            self._since_ioc = since
         return queued
 
     @property

@@ -22,7 +22,7 @@ backend is not available; ``peer`` says which). Keys:
   host-API peer's message rate.
 
 Driver settings (reported): a 1024-TRB ring each way, the default 4 MiB in flight target ->
-host (64 KiB TRBs, an event every 8th TRB and at each message's end), and 4 receive buffers of
+host (64 KiB TRBs, an event every 16th TRB and at each message's end), and 4 receive buffers of
 1 MiB posted (each one TD of 16 chained TRBs: one event per filled megabyte); both pipes start
 with one event per TRB until the event pointers proved exact. The benchmark runs on one CPU
 (``pinned_cpu``, see :func:`_one_cpu`). Measured on the 2-core VM (5 repeats, best of each):
