@@ -35,7 +35,7 @@ good at the first one that does not (a part with the event pointer erratum never
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from dbc_harness.allocator import DmaBuffer, DmaError, DmaPool, DmaSpace, UseAfterFree
 from dbc_harness.drivers.dbc.errors import DbcDmaError, UndeliveredMessage
@@ -148,20 +148,17 @@ class OutMessage:
 
     message_id: int
     data: memoryview
-    #: bytes confirmed by completion events (a prefix of ``data``)
-    delivered: int = 0
+    #: ``len(data)`` (bytes of the message), kept once: ``data`` never changes
+    length: int
+    #: ``threading.get_ident()`` of the thread whose ``write()`` accepted it (0: unknown)
+    writer: int = 0
     #: bytes handed to TRBs so far (the rest waits in the backlog)
     queued: int = 0
+    #: bytes confirmed by completion events (a prefix of ``data``)
+    delivered: int = 0
     done: bool = False
     #: end the host's transfer with a zero-length TD (length is a non-zero multiple of 1024)
     zlp: bool = False
-    #: ``threading.get_ident()`` of the thread whose ``write()`` accepted it (0: unknown)
-    writer: int = 0
-    #: ``len(data)`` (bytes of the message), kept once: ``data`` never changes
-    length: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.length = len(self.data)
 
     def report(self, reason: str, delivered_max: int = -1) -> UndeliveredMessage:
         """The :class:`UndeliveredMessage` for this message (``delivered`` as confirmed)."""
@@ -246,7 +243,7 @@ class TargetToHostPipe:
         view = memoryview(data).cast("B")
         if not isinstance(data, bytes):
             view = memoryview(bytes(view))  # the caller may reuse its buffer
-        msg = OutMessage(self.next_id, view, writer=writer)
+        msg = OutMessage(self.next_id, view, len(view), writer)
         msg.zlp = self.zlp and msg.length > 0 and msg.length % DBC_MAX_PACKET_SIZE == 0
         self.next_id += 1
         self.backlog.append(msg)
@@ -272,7 +269,7 @@ class TargetToHostPipe:
                 return 0  # not bytes-shaped: the general path casts it
             data = bytes(data)  # the caller may reuse its buffer
         view = memoryview(data)
-        msg = OutMessage(self.next_id, view, queued=length, writer=writer)
+        msg = OutMessage(self.next_id, view, length, writer, length)
         self.next_id += 1
         cache = self.small
         block = cache.get()
