@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from dbc_harness.drivers.xhci.contexts import DBC_ENDPOINT_CONTEXT, DBC_IN_EP_OFFSET, EPState
-from dbc_harness.drivers.xhci.trb import NO_OP, NORMAL, CompletionCode
+from dbc_harness.drivers.xhci.trb import NO_OP, NORMAL, TRANSFER_EVENT, CompletionCode
 from dbc_harness.fixtures.virtual import HostStall, HostTransferError, VirtualXhci
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -91,6 +91,46 @@ def test_event_ring_full_holds_events_without_overwrite() -> None:
         rest = b.events()
         assert [e.fields["trb_pointer"] for e in rest] == addrs[15:]
         assert [x.host.recv(8, timeout=0.01) for _ in range(20)] == [b"x"] * 20
+        assert x.findings == []
+
+
+def test_transfer_events_are_the_spec_layout_byte_for_byte() -> None:
+    """Each Transfer Event the DbC writes (packed straight into the ring, or held while the ring
+    is full and written later) is exactly the TRB the Transfer Event layout builds: its fields,
+    zero reserved bits and the producer's Cycle bit, across wraps (6.4.2.1)."""
+    with VirtualXhci() as x:
+        b = MinimalDbcProducer(x, event_trbs=16)
+        b.bring_up()
+        b.events()
+        ring = b.event_ring
+        checked = 0
+        cycles: set[int] = set()
+        for burst in (1, 3, 20, 2, 17):  # 20 and 17 overfill the 15 usable slots: some are held
+            sent = [bytes([i + 1]) * (i + 1) for i in range(burst)]
+            addrs = [b.queue_out(data, offset=64 * i) for i, data in enumerate(sent)]
+            b.ring_doorbell(0)
+            got: list[bytes] = []
+            for _ in range(10):  # bounded: events that never appear fail below, not hang
+                if len(got) == burst:
+                    break
+                x.advance(100)
+                while len(got) < burst and ring.view[ring.dequeue_index * 16 + 12] & 1 == ring.ccs:
+                    offset = ring.dequeue_index * 16
+                    got.append(bytes(ring.view[offset : offset + 16]))
+                    b.event_ring.pop()
+                b.write_erdp()
+            expected = [
+                TRANSFER_EVENT.build(
+                    trb_pointer=address, completion_code=CompletionCode.Success,
+                    trb_transfer_length=0, endpoint_id=x.out_ep.endpoint_id, C=raw[12] & 1,
+                )
+                for address, raw in zip(addrs, got, strict=True)
+            ]  # fmt: skip
+            assert got == expected
+            assert [x.host.recv(64, timeout=0.01) for _ in sent] == sent
+            checked += burst
+            cycles |= {raw[12] & 1 for raw in got}
+        assert checked == 43 and cycles == {0, 1}  # the ring wrapped
         assert x.findings == []
 
 
