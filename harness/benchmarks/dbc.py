@@ -25,13 +25,15 @@ Driver settings (reported): a 1024-TRB ring each way, the default 4 MiB in fligh
 host (64 KiB TRBs, an event every 16th TRB and at each message's end), and 4 receive buffers of
 1 MiB posted (each one TD of 16 chained TRBs: one event per filled megabyte); both pipes start
 with one event per TRB until the event pointers proved exact. The benchmark runs on one CPU
-(``pinned_cpu``, see :func:`_one_cpu`). Measured on the 2-core VM (5 repeats, best of each):
-ratios 0.76-0.78 out and 0.83-0.87 in (0.66-0.73 / 0.74-0.86 unpinned; before this round,
-with 64 KiB receive buffers, an event per TRB and 8 MiB in flight: 0.36-0.59 / 0.45-0.55);
-small messages 31,000-33,000/s, the driver's thread ~12.5 us per message (its event and the
-doorbell's model work included), the pyusb peer's ~17 us (pyusb ~3 us of it, the rest the
-model's work the peer's wait runs): short of the 50,000 goal, each 64-byte message being its
-own TD, its own event and its own host read.
+(``pinned_cpu``, see :func:`_one_cpu`). Measured on the 2-core VM (5 repeats, best of each),
+ten runs: out 4,630-4,840 MB/s against a floor of 6,050-6,550 (ratio 0.72-0.80), in
+4,770-4,950 against 5,770-5,990 (0.83-0.86); small messages 49,500-54,800/s, each ~19 us: the
+driver's thread ~7.5 us (the write, its doorbell's model work, its event), the pyusb peer's
+~11 us (pyusb ~2.5 us of it, the rest the model's work: the TRB to the wire, the host read,
+the event). The same runs of the previous version: out 3,770-3,880 against a floor of
+4,500-4,900 (0.79-0.84), small messages 32,000-35,700/s: the floor gained more from the
+model's speed-ups than the driver could (the driver's OUT time is ~40 % the copy of each
+message into DMA blocks, which the floor does not do).
 
 The model is set up like the model benchmark's (``host_buffer=0``: the host application reads
 straight off the wire, each byte copied once). Each measurement moves 256 MiB (``messages``
