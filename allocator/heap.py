@@ -51,7 +51,7 @@ Backends only supply *chunks* (device-contiguous memory with a device address, s
   0.820); the fullest chunk that fits, best fit inside it (0.721 / 0.714: best fit across
   chunks is what packs the windows); the fullest 64 KiB window that fits, in 4 KiB classes
   (6 seeds, sampled 0.810 against 0.819). In a window-interval model of this heap (best fit
-  by piece over 32 windows a chunk, the same draining; 0.829 over 24 seeds, as measured here),
+  by piece over 32 windows a chunk, the same draining; 0.829 over 24 seeds against 0.833 here),
   efficiency sampled every 250 swaps from swap 4000 on, 30 seeds (this policy 0.827): 64 KiB
   windows typed by their first buffer, requests under 2 KiB kept to small windows while one
   fits (0.830; the default seed lands on ten or eleven chunks depending on tie-breaks), three
