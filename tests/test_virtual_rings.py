@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import inspect
+import sys
+from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Any
 
 import pytest
 from dbc_harness.drivers.xhci.contexts import DBC_ENDPOINT_CONTEXT, DBC_IN_EP_OFFSET, EPState
 from dbc_harness.drivers.xhci.trb import NO_OP, NORMAL, TRANSFER_EVENT, CompletionCode
 from dbc_harness.fixtures.virtual import HostStall, HostTransferError, VirtualXhci
+from dbc_harness.fixtures.virtual.rings import TransferEndpoint
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -55,6 +59,60 @@ def test_trb_with_wrong_cycle_is_not_consumed(xb: tuple[VirtualXhci, MinimalDbcP
     assert x.host.pending_in_bytes() == 0  # idle until the next doorbell (4.9.2)
     b.ring_doorbell(0)
     assert x.host.recv(16, timeout=0.01) == b"late"
+
+
+def _cycle_write_during_fetch(write: Callable[[], None]) -> Callable[..., Any]:
+    """A trace function that runs ``write`` once, in the DbC's TRB fetch, right after the DbC
+    read the Cycle bit and found it not handed over: software's Cycle write landing between
+    two reads of the same TRB, as a driver running in parallel (native code) can make it."""
+    lines, first = inspect.getsourcelines(TransferEndpoint._fetch)
+    check = first + next(i for i, line in enumerate(lines) if "CYCLE_MASK != self.ccs" in line)
+    armed = [False]
+
+    def local(frame: FrameType, event: str, arg: object) -> Any:
+        if event == "line" and frame.f_lineno == check:
+            armed[0] = True
+        elif event == "line" and armed[0]:
+            armed[0] = False
+            sys.settrace(None)  # once
+            write()
+        return local
+
+    def tracer(frame: FrameType, event: str, arg: object) -> Any:
+        return local if frame.f_code is TransferEndpoint._fetch.__code__ else None
+
+    return tracer
+
+
+def test_cycle_bit_handed_over_during_fetch_is_consumed_not_flagged() -> None:
+    """The DbC decides "ring empty" from one read of the TRB (4.9.2): a Cycle bit that lands
+    between its reads makes the TRB owned, not a TRB rewritten with the wrong Cycle bit."""
+    with VirtualXhci(strict=True) as x:
+        b = MinimalDbcProducer(x)
+        b.bring_up()
+        b.events()
+        b.ring_doorbell(0)  # nothing queued: the DbC finds the ring empty at the dequeue
+        x.advance(100)
+        b.data.view[0:5] = b"raced"
+        off = b.out.enqueue_index * 16
+        # dwords 0-2 written, dword 3 (type, Cycle) not yet: software is mid-way through the TRB
+        trb = NORMAL.build(data_buffer_pointer=b.data.device_address, trb_transfer_length=5,
+                           IOC=1, C=b.out.pcs)  # fmt: skip
+        b.out.view[off : off + 12] = trb[:12]
+        dword3 = trb[12:]
+
+        def hand_over() -> None:
+            b.out.view[off + 12 : off + 16] = dword3
+
+        # the doorbell of the previous TRB is still pending when this one is being written
+        sys.settrace(_cycle_write_during_fetch(hand_over))
+        try:
+            b.ring_doorbell(0)
+            x.advance(100)
+        finally:
+            sys.settrace(None)
+        assert x.findings == []
+        assert x.host.recv(16, timeout=0.01) == b"raced"
 
 
 def test_transfer_ring_wraps_through_link_with_toggle_cycle() -> None:

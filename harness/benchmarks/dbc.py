@@ -178,8 +178,13 @@ def _in(drv: DbcDriver, peer: _Peer, count: int, size: int) -> tuple[float, floa
     t0 = time.perf_counter()
     t, errors = _in_thread(send_all)
     got = 0
-    while got < total:
-        got += drv.read_into(into, timeout=10.0)
+    try:
+        while got < total:
+            got += drv.read_into(into, timeout=10.0)
+    except DbcTimeout:
+        if errors:  # the peer stopped sending: its error is the cause, not the empty ring
+            raise errors[0] from None
+        raise
     _join(t, errors)
     return time.perf_counter() - t0, time.thread_time() - c0
 
