@@ -282,3 +282,35 @@ def test_static_executable_and_shared_object(tmp_path: Path) -> None:
     assert s.image.kind == "shared"
     assert s.call("entry", 2) == 60 and s.call("with_host", 20) == 41
     assert "R_X86_64_RELATIVE" in s.image.relocations_applied or s.image.relocations_applied
+
+
+def test_arguments_results_and_bindings_pass_full_64_bit_registers() -> None:
+    """Arguments, return values and binding calls go through the register fast path
+    (unicorn's C API): every bit of all six argument registers and of rax survives, both
+    ways, and the fast path is the one in use with the pinned unicorn."""
+    src = (
+        "extern unsigned long long twice(unsigned long long);\n"
+        "unsigned long long mix(unsigned long long a, unsigned long long b,\n"
+        "    unsigned long long c, unsigned long long d, unsigned long long e,\n"
+        "    unsigned long long f)\n"
+        "{ return a ^ (b << 1) ^ (c << 2) ^ (d << 3) ^ (e << 4) ^ (f << 5); }\n"
+        "unsigned long long via(unsigned long long x) { return twice(x) + 1; }\n"
+    )
+
+    def twice(m: Machine, x: int) -> int:
+        return x * 2
+
+    m = Machine(compile_object(src, name="regs64"), Environment(functions={"twice": twice}))
+    try:
+        assert m._regs._lib_read is not None  # not the binding's slow fallback
+        args = [0xFFFF_FFFF_FFFF_FFFF, 0x8000_0000_0000_0001, 0x0123_4567_89AB_CDEF, 0, 1,
+                0xDEAD_BEEF_0000_0000]  # fmt: skip
+        mask = (1 << 64) - 1
+        want = 0
+        for i, a in enumerate(args):
+            want ^= (a << i) & mask
+        assert m.call("mix", *args) == want
+        assert m.call("via", 0x7FFF_FFFF_FFFF_FFFF) == 0xFFFF_FFFF_FFFF_FFFF
+        assert as_signed(m.call("via", -2 & mask)) == -3
+    finally:
+        m.close()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import struct
+import sys
 import threading
 import time
 from bisect import bisect_right
@@ -183,6 +184,53 @@ def as_signed(value: int, bits: int = 64) -> int:
     return value - (1 << bits) if value >> (bits - 1) else value
 
 
+class _Registers:
+    """64-bit general registers of the emulated CPU, read and written through unicorn's C API
+    (``uc_reg_read`` / ``uc_reg_write`` on the engine's handle). The Python binding's
+    ``reg_read`` / ``reg_write`` choose a register class on every access (~2 us each, several
+    per native call and per binding call); this costs ~0.5 us. Where the binding does not
+    expose its library and handle (another unicorn 2 release), the binding's calls are used."""
+
+    __slots__ = ("_handle", "_lib_read", "_lib_write", "_ref", "_uc", "_value")
+
+    def __init__(self, uc: Any) -> None:
+        self._uc = uc
+        # the engine is an architecture subclass of Uc: the library lives beside Uc itself
+        lib = next(
+            (
+                getattr(sys.modules.get(k.__module__), "uclib", None)
+                for k in type(uc).__mro__
+                if getattr(sys.modules.get(k.__module__), "uclib", None) is not None
+            ),
+            None,
+        )
+        handle = getattr(uc, "_uch", None)
+        self._value = ctypes.c_uint64()
+        self._ref = ctypes.byref(self._value)
+        self._handle = handle
+        self._lib_read = None if lib is None or handle is None else lib.uc_reg_read
+        self._lib_write = None if lib is None or handle is None else lib.uc_reg_write
+
+    def read(self, reg: int) -> int:
+        fn = self._lib_read
+        if fn is None:
+            return int(self._uc.reg_read(reg))
+        status = fn(self._handle, reg, self._ref)
+        if status:
+            raise UcError(status)  # type: ignore[no-untyped-call]  # unicorn is untyped
+        return self._value.value
+
+    def write(self, reg: int, value: int) -> None:
+        fn = self._lib_write
+        if fn is None:
+            self._uc.reg_write(reg, value)
+            return
+        self._value.value = value & MASK64
+        status = fn(self._handle, reg, self._ref)
+        if status:
+            raise UcError(status)  # type: ignore[no-untyped-call]  # unicorn is untyped
+
+
 class _Watchdog:
     """Stops the emulator when a call's wall-clock deadline passes.
 
@@ -302,7 +350,7 @@ class _ArgCursor:
 
     def next_int(self) -> int:
         if self._gp < 6:
-            value: int = self._m.uc.reg_read(ARG_REGS[self._gp])
+            value = self._m._regs.read(ARG_REGS[self._gp])
             self._gp += 1
             return value
         value = self._m.read_u64(self._stack)
@@ -452,6 +500,7 @@ class Machine:
         uc.hook_add(UC_HOOK_INSN, self._on_port_in, None, 1, 0, x86.UC_X86_INS_IN)
         uc.hook_add(UC_HOOK_INSN, self._on_port_out, None, 1, 0, x86.UC_X86_INS_OUT)
         self._watchdog = _Watchdog(uc)
+        self._regs = _Registers(uc)
         uc.reg_write(x86.UC_X86_REG_FS_BASE, self.tls_base)
         uc.reg_write(x86.UC_X86_REG_GS_BASE, self.tls_base)
         self._fault_info: tuple[str, int, int, int] | None = None  # (what, address, size, pc)
@@ -1034,8 +1083,12 @@ class Machine:
         self.write_u64(rsp, RETURN_ADDRESS)
         self._entry_rsp = rsp
         self._entry_address = address
-        regs = [(reg, a & MASK64) for reg, a in zip(ARG_REGS, args, strict=False)]
-        uc.reg_write_batch([*regs, (RSP, rsp), (x86.UC_X86_REG_RBP, 0), (RAX, 0)])
+        write_reg = self._regs.write
+        for reg, a in zip(ARG_REGS, args, strict=False):
+            write_reg(reg, a)
+        write_reg(RSP, rsp)
+        write_reg(x86.UC_X86_REG_RBP, 0)
+        write_reg(RAX, 0)
         budget = self.instructions if instructions is None else instructions
         wall = self.wall_time if wall_time is None else wall_time
         self._virtual_budget = self.virtual_time if virtual_time is None else virtual_time
@@ -1056,7 +1109,7 @@ class Machine:
         finally:
             timed_out = self._watchdog.disarm(ticket)
             self._running = False
-        pc = uc.reg_read(RIP)
+        pc = self._regs.read(RIP)
         if self._pending is not None:
             exc, loc = self._pending
             self._pending = None
@@ -1068,7 +1121,7 @@ class Machine:
         if error is not None or self._interrupt is not None or self._invalid_insn_pc is not None:
             raise self._translate(error, pc)
         if pc == RETURN_ADDRESS:
-            return int(uc.reg_read(RAX))
+            return self._regs.read(RAX)
         if timed_out:
             raise self._fault(WallTimeExhausted, f"still running after {wall} s", pc=pc)
         if self._previous_is_hlt(pc):
@@ -1085,20 +1138,21 @@ class Machine:
     # ------------------------------------------------------------------ hooks
     def _on_stub(self, uc: Any, address: int, size: int, _: object) -> None:
         bound = self._stubs[(address - STUB_BASE) >> 4]
-        rsp = uc.reg_read(RSP)
+        read_reg = self._regs.read
+        rsp = read_reg(RSP)
         self._frame_rsp = rsp
         n = bound.nargs
         try:
             if n <= 6:
-                args = [uc.reg_read(r) for r in ARG_REGS[:n]]
+                args = [read_reg(r) for r in ARG_REGS[:n]]
             else:
-                args = [uc.reg_read(r) for r in ARG_REGS]
+                args = [read_reg(r) for r in ARG_REGS]
                 args += [self.read_u64(rsp + 8 * (i + 1)) for i in range(n - 6)]
             result = bound.fn(self, *args)
         except BaseException as exc:
             self._stop_with(exc, self._caller_pc())
             return
-        uc.reg_write(RAX, 0 if result is None else int(result) & MASK64)
+        self._regs.write(RAX, 0 if result is None else int(result))
 
     def _caller_pc(self) -> int:
         """In a binding: the call instruction's address in native code (return address - 1)."""

@@ -17,7 +17,11 @@ Keys:
   the Python driver measured the same way in the same run: ``python_{out,in}_MBps`` and
   ``{out,in}_ratio_vs_python_driver``.
 
-Both drivers use 1024-TRB rings and 64 receive buffers of 64 KiB (the reference driver compiled
+Both drivers run pinned to one CPU (``pinned_cpu``), as in ``bench dbc``: the drivers, the
+model and the peer take turns there, so the two drivers are measured under the same conditions
+(spread over both cores of the 2-core VM the Python driver's rate varied 2,000-3,600 MB/s from
+run to run, and the native driver's was lower, not higher). Both use 1024-TRB rings and 64
+receive buffers of 64 KiB (the reference driver compiled
 with ``-DDBC_RING_TRBS=1024 -DDBC_IN_BUF_SIZE=65536``). Goals: bring-up <= 0.5 s, each direction
 >= 300 MB/s and >= 0.3 of the Python driver.
 """
@@ -35,7 +39,7 @@ from dbc_harness.drivers.native.cc import compile_object
 from dbc_harness.drivers.native.driver import DEFAULT_BAR_PHYS, NativeDbcDriver
 from dbc_harness.drivers.native.runner import Machine
 from dbc_harness.fixtures.virtual import VirtualXhci
-from dbc_harness.harness.benchmarks.dbc import MiB, _best, _in, _out, _Peer
+from dbc_harness.harness.benchmarks.dbc import MiB, _best, _in, _one_cpu, _out, _Peer
 
 #: the reference driver as both directions are measured
 CONFIG = {"DBC_RING_TRBS": 1024, "DBC_EVENT_TRBS": 2048, "DBC_IN_BUF_SIZE": 65536}
@@ -104,6 +108,13 @@ def _throughput(make: Any, big: int, repeats: int) -> tuple[float, float, float,
 
 
 def run(quick: bool = False) -> dict[str, Any]:
+    with _one_cpu() as cpu:
+        result = _run(quick)
+    result["pinned_cpu"] = cpu
+    return result
+
+
+def _run(quick: bool) -> dict[str, Any]:
     big = 16 if quick else 64
     repeats = 1 if quick else 3
     obj = build_reference(config=CONFIG)

@@ -1315,7 +1315,18 @@ long dbc_write(const void *buf, unsigned long len)
 	if (len && !take)
 		return 0;
 
-	/* copy and queue: one TD, TRBs chained with CH, IOC on each (one event per TRB) */
+	/* copy: at most two pieces (up to the FIFO's end, then from its start) */
+	if (take) {
+		unsigned long pos = (unsigned long)(head % DBC_OUT_FIFO_SIZE);
+		unsigned long first = DBC_OUT_FIFO_SIZE - pos;
+		if (first > take)
+			first = take;
+		memcpy(dbc.fifo + pos, src, first);
+		if (first < take)
+			memcpy(dbc.fifo, src + first, take - first);
+	}
+
+	/* queue: one TD, TRBs chained with CH, IOC on each (one event per TRB) */
 	done = 0;
 	do {
 		unsigned long pos = (unsigned long)((head + done) % DBC_OUT_FIFO_SIZE);
@@ -1330,8 +1341,6 @@ long dbc_write(const void *buf, unsigned long len)
 			piece = take - done;
 		if (done + piece < take)
 			flags |= TRB_CH;
-		if (piece)
-			memcpy(dbc.fifo + pos, src + done, piece);
 		idx = ring_push(&dbc.out, dbc.fifo_phys + pos, (u32)piece, flags);
 		dbc.out_chunk[idx] = (u32)piece;
 		dbc.out_left[idx] = (u32)piece;
