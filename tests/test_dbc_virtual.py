@@ -185,6 +185,23 @@ def test_many_small_messages_wrap_every_ring(x: VirtualXhci, make_driver: Driver
     drv.stop()
 
 
+def test_messages_across_the_out_buffers_end_arrive_intact(
+    x: VirtualXhci, make_driver: DriverFactory
+) -> None:
+    """Odd-sized messages through more than twice the bytes a driver keeps in flight (the
+    reference C driver's 4 MiB OUT FIFO, the Python driver's DMA blocks): the ones that wrap
+    around the end of the buffer arrive byte for byte, in order, each as its own transfer."""
+    drv = make_driver.started(x)
+    size = 300_007
+    for i in range(30):
+        payload = bytes((j * 13 + i) & 0xFF for j in range(size))
+        drv.write(payload, timeout=5.0)
+        assert host_read(x, drv, size) == payload, f"message {i}"
+    drv.flush(timeout=5.0)
+    assert drv.counters.bytes_to_host == 30 * size
+    drv.stop()
+
+
 def test_iter_read_streams_until_idle(x: VirtualXhci, make_driver: DriverFactory) -> None:
     drv: Any = make_driver.started(x)
     for chunk in (b"one", b"two", b"three"):
