@@ -189,21 +189,20 @@ class _Registers:
     (``uc_reg_read`` / ``uc_reg_write`` on the engine's handle). The Python binding's
     ``reg_read`` / ``reg_write`` choose a register class on every access (~2 us each, several
     per native call and per binding call); this costs ~0.5 us. Where the binding does not
-    expose its library and handle (another unicorn 2 release), the binding's calls are used."""
+    expose its library and handle (another unicorn 2 release), the binding's calls are used.
+    One value buffer serves every access: only the thread running the emulation (a call and
+    its hooks) uses it; other threads read registers through the binding."""
 
     __slots__ = ("_handle", "_lib_read", "_lib_write", "_ref", "_uc", "_value")
 
     def __init__(self, uc: Any) -> None:
         self._uc = uc
         # the engine is an architecture subclass of Uc: the library lives beside Uc itself
-        lib = next(
-            (
-                getattr(sys.modules.get(k.__module__), "uclib", None)
-                for k in type(uc).__mro__
-                if getattr(sys.modules.get(k.__module__), "uclib", None) is not None
-            ),
-            None,
-        )
+        lib = None
+        for klass in type(uc).__mro__:
+            lib = getattr(sys.modules.get(klass.__module__), "uclib", None)
+            if lib is not None:
+                break
         handle = getattr(uc, "_uch", None)
         self._value = ctypes.c_uint64()
         self._ref = ctypes.byref(self._value)
